@@ -1,0 +1,42 @@
+"""Operators' view of ACME accounts and certificates. Private keys are never rendered."""
+
+from django.contrib import admin
+
+from certificates.models import AcmeAccount, Certificate
+
+
+@admin.register(AcmeAccount)
+class AcmeAccountAdmin(admin.ModelAdmin):
+    list_display = ["directory_url", "account_url", "contact", "created"]
+    search_fields = ["directory_url", "account_url", "contact"]
+    # The sealed key is not editable, so it is neither in the form nor here.
+    readonly_fields = ["directory_url", "account_url", "contact", "created", "updated"]
+
+    def has_add_permission(self, request) -> bool:
+        # Accounts are registered by the workers against the configured directory, never typed in.
+        return False
+
+
+@admin.register(Certificate)
+class CertificateAdmin(admin.ModelAdmin):
+    list_display = ["domain", "source", "not_before", "not_after", "issuer", "fingerprint_sha256", "created"]
+    list_filter = ["source", "issuer"]
+    search_fields = ["domain__name", "fingerprint_sha256", "serial", "sans"]
+    list_select_related = ["domain"]
+    raw_id_fields = ["domain"]
+    readonly_fields = [
+        "domain",
+        "source",
+        "fullchain_pem",
+        "not_before",
+        "not_after",
+        "sans",
+        "issuer",
+        "serial",
+        "fingerprint_sha256",
+        "created",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        # Certificates come from ACME or from the upload service, which checks them first.
+        return False

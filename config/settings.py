@@ -1,0 +1,177 @@
+"""Certwright's settings: everything that differs between deployments comes from the environment.
+
+`.env.example` documents each variable. Validation happens here, at import, so that every process
+(web, worker, beat, flower, management commands) refuses to start with a clear list of what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+from config.env import EnvReader
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = EnvReader()
+
+DEBUG = env.bool("DEBUG", False)
+SECRET_KEY = env.str("SECRET_KEY", required=not DEBUG) or "insecure-debug-only-secret-key"
+if not DEBUG and SECRET_KEY and len(SECRET_KEY) < 32:
+    env.fail("SECRET_KEY", "must be at least 32 characters when DEBUG is off")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    env.fail("ALLOWED_HOSTS", "is required when DEBUG is off (comma-separated host names of the web app)")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
+
+_database_url = env.url("DATABASE_URL", ("postgres", "postgresql", "pgsql"), required=True)
+if _database_url:
+    _database = environ.Env.db_url_config(_database_url)
+    _database["ENGINE"] = "django.db.backends.postgresql"
+    _database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+    _database["CONN_HEALTH_CHECKS"] = True
+    _database.setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+else:
+    _database = {"ENGINE": "django.db.backends.postgresql", "NAME": "unset"}
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CELERY_BROKER_URL = env.url("CELERY_BROKER_URL", ("redis", "rediss"), required=True)
+QUOTA_REDIS_URL = env.url("QUOTA_REDIS_URL", ("redis", "rediss"), required=True)
+
+# ACME. No default directory on purpose: a deployment must say which CA it talks to.
+ACME_DIRECTORY_URL = env.url("ACME_DIRECTORY_URL", ("https", "http"), required=True)
+ACME_CA_BUNDLE = env.path("ACME_CA_BUNDLE")
+ACME_CONTACT_EMAIL = env.str("ACME_CONTACT_EMAIL")
+if ACME_CONTACT_EMAIL and "@" not in ACME_CONTACT_EMAIL:
+    env.fail("ACME_CONTACT_EMAIL", f"must be an e-mail address, not {ACME_CONTACT_EMAIL!r}")
+
+DNS_RESOLVERS = env.host_ports("DNS_RESOLVERS", required=True)
+KEY_ENCRYPTION_KEYS = env.fernet_keys("KEY_ENCRYPTION_KEYS")
+
+FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH")
+if FLOWER_BASIC_AUTH and (":" not in FLOWER_BASIC_AUTH or FLOWER_BASIC_AUTH.startswith(":")):
+    env.fail("FLOWER_BASIC_AUTH", "must be user:password")
+
+# How old beat's last tick may be before /healthz reports beat as down (three missed ticks).
+HEALTH_BEAT_MAX_AGE_SECONDS = env.int("HEALTH_BEAT_MAX_AGE_SECONDS", 180, minimum=10)
+HEALTH_CHECK_TIMEOUT_SECONDS = env.int("HEALTH_CHECK_TIMEOUT_SECONDS", 2, minimum=1)
+
+env.raise_if_invalid()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "django_celery_beat",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "domains",
+    "certificates",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+if DEBUG:
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Certwright API",
+    "VERSION": "1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Celery. Queues: `dns` (DNS checks, I/O bound), `acme` (issuance steps), `default` (the rest).
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "workers.tasks.dns.*": {"queue": "dns"},
+    "workers.tasks.acme.*": {"queue": "acme"},
+}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# Every task has a limit; tasks that need less set their own.
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+# Only idempotent tasks opt in to acks_late, one by one.
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},
+}

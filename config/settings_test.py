@@ -1,0 +1,59 @@
+"""Settings for the test suite: the real settings, with an environment made for one test run.
+
+The suite starts its own Redis servers, Pebble and challtestsrv on free ports. The ports are chosen
+here, at import, and exported, so that the Celery workers the suite starts as subprocesses (which
+import this module with the environment already set) agree with the test process.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from devstack.ports import free_port, free_tcp_udp_port
+from devstack.tls import write_localhost_tls
+
+if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
+    run_dir = Path(tempfile.mkdtemp(prefix="certwright-test-"))
+    os.environ["CERTWRIGHT_TEST_RUN_DIR"] = str(run_dir)
+    ports = {
+        "CERTWRIGHT_TEST_BROKER_PORT": free_port(),
+        "CERTWRIGHT_TEST_QUOTA_PORT": free_port(),
+        "CERTWRIGHT_TEST_PEBBLE_PORT": free_port(),
+        "CERTWRIGHT_TEST_PEBBLE_MANAGEMENT_PORT": free_port(),
+        "CERTWRIGHT_TEST_DNS_PORT": free_tcp_udp_port(),
+        "CERTWRIGHT_TEST_CHALLTESTSRV_PORT": free_port(),
+        "CERTWRIGHT_TEST_HTTP01_PORT": free_port(),
+        "CERTWRIGHT_TEST_TLSALPN_PORT": free_port(),
+    }
+    for name, port in ports.items():
+        os.environ[name] = str(port)
+    ca_path, _, _ = write_localhost_tls(run_dir / "pebble" / "tls")
+    defaults = {
+        "DEBUG": "false",
+        "SECRET_KEY": "test-secret-key-that-is-long-enough-for-the-validator",
+        "ALLOWED_HOSTS": "localhost,127.0.0.1,testserver",
+        "DATABASE_URL": os.environ.get(
+            "CERTWRIGHT_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/certwright"
+        ),
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{ports['CERTWRIGHT_TEST_BROKER_PORT']}/0",
+        "QUOTA_REDIS_URL": f"redis://127.0.0.1:{ports['CERTWRIGHT_TEST_QUOTA_PORT']}/0",
+        "ACME_DIRECTORY_URL": f"https://127.0.0.1:{ports['CERTWRIGHT_TEST_PEBBLE_PORT']}/dir",
+        "ACME_CA_BUNDLE": str(ca_path),
+        "ACME_CONTACT_EMAIL": "ops@example.com",
+        "DNS_RESOLVERS": f"127.0.0.1:{ports['CERTWRIGHT_TEST_DNS_PORT']}",
+        "KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "FLOWER_BASIC_AUTH": "ops:test-password",
+    }
+    # The test run's own services replace whatever a developer's shell exported.
+    os.environ.update(defaults)
+
+from config.settings import *  # noqa: E402, F403
+
+# Hashing passwords slowly buys nothing in tests.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

@@ -1,0 +1,127 @@
+"""Regions, apps and their custom domains."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+APP_NAME_VALIDATOR = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$",
+    "An app name is 1 to 48 lowercase letters, digits and hyphens, not starting or ending with a hyphen.",
+)
+
+
+class Region(models.Model):
+    """A hosting region: its apps answer at `<app>.<domain_suffix>` behind the same ingress."""
+
+    name = models.SlugField(max_length=32, help_text="Short name, such as osc-fr1.")
+    domain_suffix = models.CharField(
+        max_length=200, help_text="Apps answer at <app>.<suffix>, such as osc-fr1.example-paas.io."
+    )
+    ingress_ipv4 = ArrayField(
+        models.GenericIPAddressField(protocol="IPv4"),
+        default=list,
+        blank=True,
+        help_text="The ingress' IPv4 addresses: an apex domain's A records must all be among them.",
+    )
+    ingress_ipv6 = ArrayField(
+        models.GenericIPAddressField(protocol="IPv6"),
+        default=list,
+        blank=True,
+        help_text="The ingress' IPv6 addresses: an apex domain's AAAA records must all be among them.",
+    )
+    cname_target = models.CharField(
+        max_length=253, help_text="The name customers may CNAME to, besides the app's own hostname."
+    )
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["name"], name="region_name_unique"),
+            models.UniqueConstraint(fields=["domain_suffix"], name="region_domain_suffix_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class App(models.Model):
+    """A customer's app; it owns custom domains."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="apps")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="apps")
+    name = models.CharField(max_length=48, validators=[APP_NAME_VALIDATOR])
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # The default hostname <app>.<suffix> must be unique, so the name is unique per region.
+            models.UniqueConstraint(fields=["region", "name"], name="app_name_unique_per_region"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def default_hostname(self) -> str:
+        return f"{self.name}.{self.region.domain_suffix}"
+
+
+class DomainStatus(models.TextChoices):
+    """The status of a domain's Let's Encrypt certificate (the seed's names, plus failing and disabled)."""
+
+    PENDING_DNS = "pending_dns", "Pending DNS"
+    CREATING = "creating", "Creating"
+    IN_USE = "in_use", "In use"
+    NOT_USED = "not_used", "Not used"
+    ACTION_REQUIRED = "action_required", "Action required"
+    FAILING = "failing", "Failing"
+    DISABLED = "disabled", "Disabled"
+
+
+# Statuses whose domains the periodic check picks up when their next_attempt_at has come.
+SWEPT_STATUSES = (DomainStatus.PENDING_DNS, DomainStatus.FAILING, DomainStatus.ACTION_REQUIRED)
+
+
+class Domain(models.Model):
+    """A custom domain attached to an app, and the state of its Let's Encrypt certificate."""
+
+    app = models.ForeignKey(App, on_delete=models.PROTECT, related_name="domains")
+    name = models.CharField(max_length=253, help_text="Normalized: lowercase A-labels, no trailing dot.")
+    letsencrypt_enabled = models.BooleanField(default=True)
+    status = models.CharField(max_length=20, choices=DomainStatus.choices, default=DomainStatus.PENDING_DNS)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["name"], name="domain_name_unique"),
+            models.CheckConstraint(condition=models.Q(name=Lower("name")), name="domain_name_lowercase"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=DomainStatus.values), name="domain_status_valid"
+            ),
+        ]
+        indexes = [
+            # The periodic check: WHERE status IN (swept) AND next_attempt_at <= now ORDER BY next_attempt_at.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="domain_due_idx",
+                condition=models.Q(next_attempt_at__isnull=False, status__in=SWEPT_STATUSES),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,94 @@
+"""The checks behind /healthz: each dependency answers on its own, within a timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from workers.models import Heartbeat
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    # Informational checks are reported but do not make the whole answer unhealthy.
+    critical: bool = True
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "detail": self.detail, "critical": self.critical}
+
+
+def _timed(name: str, probe: Callable[[], str]) -> Check:
+    started = time.monotonic()
+    try:
+        detail = probe()
+    except Exception as exc:  # each dependency fails in its own way; report it, never raise
+        return Check(name, False, f"{type(exc).__name__}: {exc}")
+    return Check(name, True, f"{detail} in {(time.monotonic() - started) * 1000:.0f} ms")
+
+
+def _ping_redis(url: str) -> str:
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "PONG"
+
+
+def check_postgresql() -> Check:
+    def probe() -> str:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = %s", [settings.HEALTH_CHECK_TIMEOUT_SECONDS * 1000])
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return "SELECT 1"
+
+    return _timed("postgresql", probe)
+
+
+def check_broker() -> Check:
+    return _timed("broker", lambda: _ping_redis(settings.CELERY_BROKER_URL))
+
+
+def check_quota_redis() -> Check:
+    return _timed("quota_redis", lambda: _ping_redis(settings.QUOTA_REDIS_URL))
+
+
+def check_heartbeats(now: datetime | None = None) -> list[Check]:
+    """Beat is critical (a dead beat lets certificates lapse silently); the worker is informational."""
+    now = now or timezone.now()
+    max_age = settings.HEALTH_BEAT_MAX_AGE_SECONDS
+    try:
+        seen = dict(Heartbeat.objects.values_list("source", "at"))
+    except Exception as exc:
+        return [Check("beat", False, f"cannot read heartbeats: {type(exc).__name__}")]
+    checks = []
+    for source, critical in ((Heartbeat.Source.BEAT, True), (Heartbeat.Source.WORKER, False)):
+        at = seen.get(source)
+        if at is None:
+            checks.append(Check(source.value, False, "never seen", critical))
+            continue
+        age = (now - at).total_seconds()
+        ok = age <= max_age
+        detail = f"last seen {age:.0f} s ago" + ("" if ok else f" (more than {max_age} s)")
+        checks.append(Check(source.value, ok, detail, critical))
+    return checks
+
+
+def run_checks(now: datetime | None = None) -> tuple[bool, list[Check]]:
+    """All checks, and whether every critical one passed."""
+    checks = [check_postgresql(), check_broker(), check_quota_redis()]
+    checks += check_heartbeats(now) if checks[0].ok else [Check("beat", False, "PostgreSQL is down")]
+    healthy = all(check.ok for check in checks if check.critical)
+    return healthy, checks
