@@ -31,7 +31,9 @@ def reseal_all_secrets(batch_size: int = 500) -> dict[str, int]:
         last_pk = None
         while True:
             with transaction.atomic():
-                rows = model._default_manager.select_for_update(of=("self",)).order_by("pk").only("pk", *fields)
+                rows = (
+                    model._default_manager.select_for_update(of=("self",)).order_by("pk").only("pk", *fields)
+                )
                 if last_pk is not None:
                     rows = rows.filter(pk__gt=last_pk)
                 batch = list(rows[:batch_size])

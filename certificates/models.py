@@ -71,7 +71,9 @@ class Certificate(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_source_display()} certificate for {self.domain_id}, until {self.not_after:%Y-%m-%d}"
+        return (
+            f"{self.get_source_display()} certificate for {self.domain_id}, until {self.not_after:%Y-%m-%d}"
+        )
 
     def is_valid_at(self, now=None) -> bool:
         now = now or timezone.now()

@@ -119,7 +119,8 @@ class EnvReader:
             self.fail(
                 name,
                 "is required and not set (comma-separated Fernet keys, newest first; make one with "
-                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)",
+                "`python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`)",
             )
             return []
         for position, key in enumerate(keys, start=1):
@@ -134,7 +135,9 @@ class EnvReader:
     def raise_if_invalid(self) -> None:
         if self.errors:
             lines = "\n  - ".join(self.errors)
-            raise ImproperlyConfigured(f"Certwright cannot start; fix these environment variables:\n  - {lines}")
+            raise ImproperlyConfigured(
+                f"Certwright cannot start; fix these environment variables:\n  - {lines}"
+            )
 
 
 def _parse_host_port(item: str) -> tuple[str, int] | None:

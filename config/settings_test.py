@@ -49,7 +49,7 @@ if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
     # The test run's own services replace whatever a developer's shell exported.
     os.environ.update(defaults)
 
-from config.settings import *  # noqa: E402, F403
+from config.settings import *  # noqa: F403
 
 # Hashing passwords slowly buys nothing in tests.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -57,3 +57,5 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+STATIC_ROOT = Path(os.environ["CERTWRIGHT_TEST_RUN_DIR"]) / "static"
+STATIC_ROOT.mkdir(exist_ok=True)

@@ -38,7 +38,7 @@ class ChallTestSrv:
         request = urllib.request.Request(
             f"{self.management_url}/{path}", data=json.dumps(payload).encode(), method="POST"
         )
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (local URL)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.read()
 
     def add_a(self, host: str, addresses: list[str]) -> None:
@@ -192,7 +192,7 @@ class PebbleStack:
 
     def root_pem(self) -> bytes:
         """Pebble's root, regenerated at every start (its management API serves it)."""
-        with urllib.request.urlopen(  # noqa: S310 (local URL)
+        with urllib.request.urlopen(
             f"{self.management_url}/roots/0", timeout=5, context=self.ssl_context()
         ) as response:
             return response.read()

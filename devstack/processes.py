@@ -25,10 +25,13 @@ class ManagedProcess:
         self.log_path = log_dir / f"{name}.log"
         self.env = env
         self.popen: subprocess.Popen | None = None
+        self.log_offset = 0
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        # Logs are appended across runs; readiness checks read only what this run wrote.
+        self.log_offset = log.tell()
         self.popen = subprocess.Popen(
             self.argv,
             stdout=log,
@@ -48,6 +51,11 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def log_since_start(self) -> str:
+        with self.log_path.open("rb") as handle:
+            handle.seek(self.log_offset)
+            return handle.read().decode(errors="replace")
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -55,7 +63,7 @@ class ManagedProcess:
             return "(no log)"
 
     def wait_until(self, ready: Callable[[], bool], timeout: float = 30.0, what: str = "ready") -> None:
-        """Polls `ready` until it is true; raises ProcessFailed with the log if the child dies or time runs out."""
+        """Polls `ready` until true; raises ProcessFailed with the log if the child dies or time runs out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -63,7 +71,7 @@ class ManagedProcess:
             try:
                 if ready():
                     return
-            except Exception:  # not up yet: connection refused, TLS not ready, and so on
+            except Exception:  # noqa: S110 (not up yet: connection refused, TLS not ready, and so on)
                 pass
             time.sleep(0.1)
         raise ProcessFailed(f"{self.name} was not {what} after {timeout:.0f} s:\n{self.log_tail()}")
@@ -96,5 +104,5 @@ def tcp_open(host: str, port: int) -> bool:
 
 
 def http_ok(url: str, context=None) -> bool:
-    with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 (local URLs)
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:
         return 200 <= response.status < 500

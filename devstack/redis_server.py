@@ -11,11 +11,24 @@ from devstack.processes import ManagedProcess, tcp_open
 def start_redis(name: str, port: int, log_dir: Path) -> ManagedProcess:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError("redis-server not found: install Debian's package with `apt-get install -y redis-server`")
+        raise RuntimeError(
+            "redis-server not found: install Debian's package with `apt-get install -y redis-server`"
+        )
     process = ManagedProcess(
         name,
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(log_dir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(log_dir),
+        ],
         log_dir,
     ).start()
     process.wait_until(lambda: tcp_open("127.0.0.1", port), what="listening")

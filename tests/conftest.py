@@ -71,18 +71,25 @@ def _test_database_url() -> str:
     db = settings.DATABASES["default"]
     user = quote(db.get("USER") or "postgres")
     password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    return (
+        f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    )
+
+
+def celery_subprocess_env() -> dict[str, str]:
+    """The environment of a Celery subprocess: this run's services and the test database."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        # pytest-django switched this process to the test database; the subprocess must use it too.
+        "DATABASE_URL": _test_database_url(),
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def start_celery_worker(name: str, queues: str = "dns,acme,default", concurrency: int = 2) -> ManagedProcess:
     """A real `celery worker` subprocess on the test database and the test broker."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings_test",
-        # pytest-django switched this process to the test database; the worker must use it too.
-        "DATABASE_URL": _test_database_url(),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = celery_subprocess_env()
     worker = ManagedProcess(
         name,
         [
@@ -108,7 +115,7 @@ def start_celery_worker(name: str, queues: str = "dns,acme,default", concurrency
         RUN_DIR / "logs",
         env=env,
     ).start()
-    worker.wait_until(lambda: "ready." in worker.log_path.read_text(errors="replace"), timeout=60, what="ready")
+    worker.wait_until(lambda: "ready." in worker.log_since_start(), timeout=60, what="ready")
     return worker
 
 

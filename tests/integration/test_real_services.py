@@ -61,7 +61,9 @@ def test_challtestsrv_a_record_is_answered_to_dnspython_and_cleared(challtestsrv
 )
 def test_challtestsrv_helper_sets_each_record_type(challtestsrv, setter, rdtype, expected):
     setter(challtestsrv)
-    name = {"AAAA": "v6", "CNAME": "alias", "TXT": "_certwright-challenge", "CAA": "caa"}[rdtype] + ".example.com"
+    name = {"AAAA": "v6", "CNAME": "alias", "TXT": "_certwright-challenge", "CAA": "caa"}[
+        rdtype
+    ] + ".example.com"
     answer = _resolver().resolve(name, rdtype)
     assert [r.to_text() for r in answer] == [expected]
     challtestsrv.clear_all(name)

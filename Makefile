@@ -1,0 +1,25 @@
+# Certwright: `make run` brings the stack up against a local Pebble; `make test` runs the whole suite.
+PYTHON := .venv/bin/python
+BENCHES := $(sort $(wildcard bench/*.py))
+
+.PHONY: run test bench lint format bootstrap
+
+bootstrap:
+	@bash devstack/bootstrap.sh
+
+run: bootstrap
+	$(PYTHON) -m devstack
+
+test: bootstrap
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: bootstrap
+	@set -e; for b in $(BENCHES); do echo "== $$b"; $(PYTHON) $$b; done
+
+lint: bootstrap
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: bootstrap
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .

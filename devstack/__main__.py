@@ -1,0 +1,222 @@
+"""`make run`: the whole stack on this machine, against a local Pebble, until Ctrl-C.
+
+Starts Pebble and challtestsrv, then the web app under gunicorn, a Celery worker, beat and Flower,
+after preparing the database (create, migrate, admin user). Settings come from the environment,
+then from `.env` (written on first run with fresh secrets), so a second run reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from devstack.pebble import PebbleStack
+from devstack.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
+from devstack.tls import write_localhost_tls
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".run"
+ENV_FILE = ROOT / ".env"
+PYTHON = sys.executable
+
+WEB_PORT = int(os.environ.get("CERTWRIGHT_WEB_PORT", "8000"))
+FLOWER_PORT = int(os.environ.get("CERTWRIGHT_FLOWER_PORT", "5555"))
+PEBBLE_PORTS = {"acme": 14000, "management": 15000, "dns": 8053, "challtestsrv": 8055, "tls_alpn": 5001}
+
+
+def say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+    return values
+
+
+def development_environment() -> dict[str, str]:
+    """The process environment, over `.env`, over development defaults (fresh secrets saved to `.env`)."""
+    saved = read_env_file(ENV_FILE)
+    generated = {
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(12)}",
+        "DJANGO_SUPERUSER_USERNAME": "admin",
+        "DJANGO_SUPERUSER_PASSWORD": secrets.token_urlsafe(12),
+        "DJANGO_SUPERUSER_EMAIL": "admin@example.com",
+    }
+    missing = {key: value for key, value in generated.items() if key not in saved}
+    if missing:
+        with ENV_FILE.open("a") as handle:
+            handle.write("# Written by `make run` for local development; delete it to get new secrets.\n")
+            for key, value in missing.items():
+                handle.write(f"{key}={value}\n")
+        saved.update(missing)
+    defaults = {
+        "DEBUG": "true",
+        "ALLOWED_HOSTS": "localhost,127.0.0.1,[::1]",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/certwright",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "QUOTA_REDIS_URL": "redis://127.0.0.1:6379/1",
+        "ACME_DIRECTORY_URL": f"https://127.0.0.1:{PEBBLE_PORTS['acme']}/dir",
+        "ACME_CA_BUNDLE": str(STATE / "pebble" / "tls" / "ca.pem"),
+        "ACME_CONTACT_EMAIL": "ops@example.com",
+        "DNS_RESOLVERS": f"127.0.0.1:{PEBBLE_PORTS['dns']}",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    return {**defaults, **saved, **{k: v for k, v in os.environ.items() if k in defaults or k in saved}}
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def ensure_database(url: str) -> None:
+    import environ
+    import psycopg
+    from psycopg import sql
+
+    config = environ.Env.db_url_config(url)
+    name = config["NAME"]
+    conninfo = dict(
+        host=config.get("HOST") or "127.0.0.1",
+        port=config.get("PORT") or 5432,
+        user=config.get("USER") or "postgres",
+        password=config.get("PASSWORD") or None,
+        dbname="postgres",
+        connect_timeout=5,
+    )
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            say(f"created database {name}")
+
+
+def manage(*args: str) -> None:
+    result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=dict(os.environ), check=False)
+    if result.returncode != 0:
+        say(f"`manage.py {' '.join(args)}` failed (exit {result.returncode}); see the error above")
+        raise SystemExit(1)
+
+
+def main() -> int:
+    for port in (WEB_PORT, FLOWER_PORT, *PEBBLE_PORTS.values()):
+        if not port_free(port):
+            say(f"port {port} is already in use: is another `make run` still running? Stop it first.")
+            return 1
+    STATE.mkdir(exist_ok=True)
+    env = development_environment()
+    os.environ.update(env)
+    logs = STATE / "logs"
+
+    # The settings insist that ACME_CA_BUNDLE exists: make Pebble's listener certificate first.
+    write_localhost_tls(STATE / "pebble" / "tls")
+    ensure_database(env["DATABASE_URL"])
+    say("migrating the database")
+    manage("migrate", "--noinput", "-v", "0")
+    manage("collectstatic", "--noinput", "-v", "0")
+    manage("ensure_superuser")
+
+    processes: list[ManagedProcess] = []
+    pebble = PebbleStack(
+        state_dir=STATE / "pebble",
+        acme_port=PEBBLE_PORTS["acme"],
+        management_port=PEBBLE_PORTS["management"],
+        dns_port=PEBBLE_PORTS["dns"],
+        challtestsrv_port=PEBBLE_PORTS["challtestsrv"],
+        # Pebble validates HTTP-01 on the web port, where the responder is.
+        http01_port=WEB_PORT,
+        tls_alpn_port=PEBBLE_PORTS["tls_alpn"],
+    )
+
+    def stop_all(*_args) -> None:
+        say("stopping")
+        for process in reversed(processes):
+            process.stop()
+        pebble.stop()
+        say("stopped")
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        say("starting Pebble and pebble-challtestsrv")
+        pebble.start()
+        celery = [PYTHON, "-m", "celery", "-A", "config"]
+        specs = [
+            (
+                "web",
+                [
+                    PYTHON,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi:application",
+                    "--bind",
+                    f"0.0.0.0:{WEB_PORT}",
+                    "--workers",
+                    "2",
+                    "--access-logfile",
+                    "-",
+                ],
+                lambda: http_ok(f"http://127.0.0.1:{WEB_PORT}/admin/login/"),
+            ),
+            ("worker", [*celery, "worker", "-Q", "dns,acme,default", "-n", "worker@%h", "-l", "INFO"], None),
+            ("beat", [*celery, "beat", "-l", "INFO", "-s", str(STATE / "celerybeat-schedule")], None),
+            (
+                "flower",
+                [*celery, "flower", f"--port={FLOWER_PORT}", f"--basic-auth={env['FLOWER_BASIC_AUTH']}"],
+                lambda: tcp_open("127.0.0.1", FLOWER_PORT),
+            ),
+        ]
+        for name, argv, ready in specs:
+            process = ManagedProcess(name, argv, logs, env=dict(os.environ)).start()
+            processes.append(process)
+            if ready is not None:
+                process.wait_until(ready, timeout=60, what="answering")
+        worker = processes[1]
+        worker.wait_until(lambda: "ready." in worker.log_since_start(), 60, "ready")
+    except ProcessFailed as exc:
+        say(str(exc))
+        stop_all()
+
+    user, _, password = env["FLOWER_BASIC_AUTH"].partition(":")
+    say("the stack is up:")
+    admin_user, admin_password = env["DJANGO_SUPERUSER_USERNAME"], env["DJANGO_SUPERUSER_PASSWORD"]
+    lines = [
+        f"  Admin     http://localhost:{WEB_PORT}/admin/  user {admin_user}  password {admin_password}",
+        f"  Health    http://localhost:{WEB_PORT}/healthz",
+        f"  API docs  http://localhost:{WEB_PORT}/api/docs/",
+        f"  Flower    http://localhost:{FLOWER_PORT}/  user {user}  password {password}",
+        f"  Pebble    {pebble.directory_url}  (its listener's CA: {env['ACME_CA_BUNDLE']})",
+        f"  Mock DNS  DNS 127.0.0.1:{PEBBLE_PORTS['dns']}, management http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}",
+        f"  Logs      {logs}/",
+        f"  Settings  {ENV_FILE} (generated secrets; the environment overrides it)",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n" + "\n".join(lines), flush=True)
+    while True:
+        time.sleep(1)
+        for process in processes:
+            if not process.alive():
+                say(f"{process.name} exited:\n{process.log_tail()}")
+                stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs and starts what Certwright needs on a Debian machine, then the Python packages.
+# Used by `make run`, `make test` and `.ci/run`. Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    say "need root for: $*"; exit 1; fi
+}
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  if [ $apt_updated = 0 ]; then as_root apt-get update -qq || true; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# pebble: the ACME test CA and its mock DNS; docker-compose: validates docker/compose.yml without an engine.
+command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || apt_install pebble
+command -v docker-compose >/dev/null || apt_install docker-compose
+command -v redis-server >/dev/null || apt_install redis-server
+command -v pg_ctlcluster >/dev/null || apt_install postgresql
+command -v pg_isready >/dev/null || apt_install postgresql-client
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  say "starting PostgreSQL"
+  cluster=$(ls /etc/postgresql | sort -V | tail -n 1)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$cluster" main start
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  pg_isready -q -h 127.0.0.1 -p 5432 || { say "PostgreSQL did not start on 127.0.0.1:5432"; exit 1; }
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  say "starting Redis on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  say "installing Python packages"
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt \
+      > .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log; say "pip install failed"; exit 1
+  fi
+  echo "$wanted" > "$stamp"
+fi
