@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from certificates.models import AcmeAccount, Certificate
+from certificates.models import AcmeAccount, Certificate, Challenge, Order
 
 
 @admin.register(AcmeAccount)
@@ -39,4 +39,54 @@ class CertificateAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         # Certificates come from ACME or from the upload service, which checks them first.
+        return False
+
+
+class ChallengeInline(admin.TabularInline):
+    model = Challenge
+    extra = 0
+    can_delete = False
+    fields = ["identifier", "authorization_status", "authorization_url", "challenge_url", "token"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "domain",
+        "state",
+        "step_attempts",
+        "lease_until",
+        "created",
+        "finished",
+        "problem",
+    ]
+    list_filter = ["state", "is_renewal"]
+    search_fields = ["domain__name", "order_url"]
+    list_select_related = ["domain"]
+    inlines = [ChallengeInline]
+    readonly_fields = [
+        "domain",
+        "account",
+        "state",
+        "names",
+        "is_renewal",
+        "order_url",
+        "finalize_url",
+        "certificate_url",
+        "lease_token",
+        "lease_until",
+        "step_attempts",
+        "problem",
+        "created",
+        "updated",
+        "finished",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        # Orders are started by the DNS check, never by hand.
         return False

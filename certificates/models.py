@@ -78,3 +78,103 @@ class Certificate(models.Model):
     def is_valid_at(self, now=None) -> bool:
         now = now or timezone.now()
         return self.not_before <= now < self.not_after
+
+
+class OrderState(models.TextChoices):
+    """Where an ACME order is; each active state names the step that runs next."""
+
+    PENDING = "pending", "Pending: to be placed at the CA"
+    AUTHORIZING = "authorizing", "Authorizing: answering challenges"
+    VALIDATING = "validating", "Validating: the CA is checking the challenges"
+    FINALIZING = "finalizing", "Finalizing: CSR sent, waiting for the certificate"
+    DOWNLOADING = "downloading", "Downloading and storing the certificate"
+    VALID = "valid", "Valid: certificate stored"
+    INVALID = "invalid", "Invalid: the CA refused or failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_ORDER_STATES = (
+    OrderState.PENDING,
+    OrderState.AUTHORIZING,
+    OrderState.VALIDATING,
+    OrderState.FINALIZING,
+    OrderState.DOWNLOADING,
+)
+
+
+class Order(models.Model):
+    """An ACME order persisted step by step, so that any worker can continue it after a crash.
+
+    Each step runs under a lease: `lease_token` names the task allowed to run the next step, and
+    `lease_until` is when the periodic re-drive may assume that task lost and continue the order.
+    """
+
+    domain = models.ForeignKey("domains.Domain", on_delete=models.CASCADE, related_name="orders")
+    account = models.ForeignKey(AcmeAccount, on_delete=models.PROTECT, related_name="orders")
+    state = models.CharField(max_length=20, choices=OrderState.choices, default=OrderState.PENDING)
+    names = ArrayField(models.CharField(max_length=253))
+    is_renewal = models.BooleanField(default=False)
+    # The new certificate's key, fresh for every order, sealed; emptied once the order ends.
+    private_key = SealedSecretField(null=True)
+    order_url = models.URLField(max_length=500, blank=True, default="")
+    finalize_url = models.URLField(max_length=500, blank=True, default="")
+    certificate_url = models.URLField(max_length=500, blank=True, default="")
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Consecutive retries of the current step (bad nonces, network errors, polls); reset per step.
+    step_attempts = models.PositiveIntegerField(default=0)
+    problem = models.TextField(blank=True, default="", help_text="Why the order failed, in plain words.")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    updated = models.DateTimeField(auto_now=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # No step ever creates a second order for a domain that already has one in flight.
+            models.UniqueConstraint(
+                fields=["domain"],
+                condition=models.Q(state__in=ACTIVE_ORDER_STATES),
+                name="order_one_in_flight_per_domain",
+            ),
+            models.CheckConstraint(condition=models.Q(state__in=OrderState.values), name="order_state_valid"),
+        ]
+        indexes = [
+            # The re-drive: WHERE state IN (active) AND lease_until <= now ORDER BY lease_until.
+            models.Index(
+                fields=["lease_until"],
+                name="order_redrive_idx",
+                condition=models.Q(state__in=ACTIVE_ORDER_STATES),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.pk} for {', '.join(self.names)} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_ORDER_STATES
+
+
+class Challenge(models.Model):
+    """One authorization of an order and the HTTP-01 challenge we answer for it."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="challenges")
+    identifier = models.CharField(max_length=253)
+    authorization_url = models.URLField(max_length=500)
+    authorization_status = models.CharField(max_length=20, default="pending")
+    challenge_url = models.URLField(max_length=500, blank=True, default="")
+    token = models.CharField(max_length=128, blank=True, default="")
+    key_authorization = models.CharField(max_length=300, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["order", "authorization_url"], name="challenge_unique_per_order"),
+        ]
+        indexes = [
+            # The HTTP-01 responder: WHERE token = ? (joined to the order's state).
+            models.Index(fields=["token"], name="challenge_token_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.identifier} ({self.authorization_status})"

@@ -71,6 +71,20 @@ class EnvReader:
             return default
         return number
 
+    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(name, f"must be a number, not {value!r}")
+            return default
+        if minimum is not None and number < minimum:
+            self.fail(name, f"must be at least {minimum}, not {number}")
+            return default
+        return number
+
     def list(self, name: str, default: list[str] | None = None) -> list[str]:
         value = self._raw(name)
         if value is None:

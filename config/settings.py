@@ -47,7 +47,31 @@ ACME_CONTACT_EMAIL = env.str("ACME_CONTACT_EMAIL")
 if ACME_CONTACT_EMAIL and "@" not in ACME_CONTACT_EMAIL:
     env.fail("ACME_CONTACT_EMAIL", f"must be an e-mail address, not {ACME_CONTACT_EMAIL!r}")
 
+# The key of every new certificate: a fresh ECDSA P-256 key by default, or RSA 2048.
+ACME_KEY_TYPE = env.str("ACME_KEY_TYPE", "ec256")
+if ACME_KEY_TYPE not in ("ec256", "rsa2048"):
+    env.fail("ACME_KEY_TYPE", f"must be ec256 or rsa2048, not {ACME_KEY_TYPE!r}")
+# A step holds its order this long; after that the re-drive assumes the worker died and continues.
+ACME_ORDER_LEASE_SECONDS = env.int("ACME_ORDER_LEASE_SECONDS", 120, minimum=2)
+# Polls of the CA start at the first value and double up to the second (Retry-After wins if longer).
+ACME_POLL_INITIAL_SECONDS = env.float("ACME_POLL_INITIAL_SECONDS", 0.2, minimum=0.05)
+ACME_POLL_MAX_SECONDS = env.float("ACME_POLL_MAX_SECONDS", 10.0, minimum=0.1)
+# An order that is not valid this long after it was placed is given up (and retried with backoff).
+ACME_ORDER_TIMEOUT_SECONDS = env.int("ACME_ORDER_TIMEOUT_SECONDS", 1800, minimum=10)
+# How many times one step is retried after a bad nonce or a network error before the order fails.
+ACME_STEP_RETRIES = env.int("ACME_STEP_RETRIES", 8, minimum=1)
+# PEM file of roots trusted besides certifi's public ones: issued chains (and, later, uploaded
+# ones) must validate up to one of them. Pebble's root in development and tests.
+EXTRA_TRUSTED_ROOTS = env.str("EXTRA_TRUSTED_ROOTS")
+
 DNS_RESOLVERS = env.host_ports("DNS_RESOLVERS", required=True)
+# Per-query timeout and overall lifetime of a DNS lookup, in seconds.
+DNS_TIMEOUT_SECONDS = env.float("DNS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+# A claimed domain check holds the domain this long; a check that dies is retried after it.
+DOMAIN_CHECK_LEASE_SECONDS = env.int("DOMAIN_CHECK_LEASE_SECONDS", 300, minimum=2)
+# Domains one sweep claims at most (the rest wait for the next tick), and domains per check task.
+DOMAIN_SWEEP_BATCH = env.int("DOMAIN_SWEEP_BATCH", 5000, minimum=1)
+DOMAIN_CHECK_CHUNK = env.int("DOMAIN_CHECK_CHUNK", 100, minimum=1)
 KEY_ENCRYPTION_KEYS = env.fernet_keys("KEY_ENCRYPTION_KEYS")
 
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH")
@@ -78,6 +102,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: answers ACME HTTP-01 challenges for any Host, before host validation.
+    "certificates.responder.Http01ResponderMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -45,6 +45,11 @@ if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
         "DNS_RESOLVERS": f"127.0.0.1:{ports['CERTWRIGHT_TEST_DNS_PORT']}",
         "KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "FLOWER_BASIC_AUTH": "ops:test-password",
+        # Pebble's root, written by the pebble_stack fixture once Pebble has made it.
+        "EXTRA_TRUSTED_ROOTS": str(run_dir / "pebble" / "roots.pem"),
+        # Short leases, so that tests see the re-drive continue orders of killed workers quickly.
+        "ACME_ORDER_LEASE_SECONDS": "8",
+        "DOMAIN_CHECK_LEASE_SECONDS": "8",
     }
     # The test run's own services replace whatever a developer's shell exported.
     os.environ.update(defaults)

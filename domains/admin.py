@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
-from domains.models import App, Domain, Region
+from domains.models import App, Domain, DomainEvent, Region
 from domains.names import to_unicode
-from domains.services import InvalidDomainName, clean_domain_name, create_domain, set_letsencrypt
+from domains.services import (
+    InvalidDomainName,
+    clean_domain_name,
+    create_domain,
+    delete_domain,
+    retry_now,
+    set_letsencrypt,
+)
 
 
 @admin.register(Region)
@@ -40,9 +47,24 @@ class DomainForm(forms.ModelForm):
             raise ValidationError(str(exc), code=exc.rule) from None
 
 
+class DomainEventInline(admin.TabularInline):
+    model = DomainEvent
+    extra = 0
+    can_delete = False
+    fields = ["created", "from_status", "to_status", "reason"]
+    readonly_fields = fields
+    ordering = ["-created", "-pk"]
+    verbose_name_plural = "History"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
     form = DomainForm
+    inlines = [DomainEventInline]
+    actions = ["retry_now_action"]
     list_display = [
         "name",
         "unicode_name",
@@ -68,6 +90,10 @@ class DomainAdmin(admin.ModelAdmin):
         "updated",
     ]
 
+    def get_inlines(self, request, obj=None):
+        # A domain being added has no history yet.
+        return self.inlines if obj is not None else []
+
     def get_readonly_fields(self, request, obj=None):
         # A domain's name and app are its identity: a different name is a different domain.
         fixed = ["name", "app"] if obj is not None else []
@@ -81,6 +107,18 @@ class DomainAdmin(admin.ModelAdmin):
         created = create_domain(obj.app, obj.name, letsencrypt=obj.letsencrypt_enabled)
         obj.pk = created.pk
         obj.refresh_from_db()
+
+    def delete_model(self, request, obj: Domain) -> None:
+        delete_domain(obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for domain in queryset:
+            delete_domain(domain)
+
+    @admin.action(description="Retry now (check DNS, or continue the order, with the backoff reset)")
+    def retry_now_action(self, request, queryset) -> None:
+        for domain in queryset:
+            self.message_user(request, retry_now(domain), messages.INFO)
 
     @admin.display(description="Unicode name")
     def unicode_name(self, obj: Domain) -> str:

@@ -102,6 +102,9 @@ class Domain(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # Set by whoever claimed the domain's next check (the sweep, or creation); the check task
+    # carries the same token, so a redelivered or duplicate task finds it gone and does nothing.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -125,3 +128,23 @@ class Domain(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class DomainEvent(models.Model):
+    """One status change of a domain: when, from what, to what, and why, in plain words."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="events")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    from_status = models.CharField(max_length=20, choices=DomainStatus.choices, blank=True)
+    to_status = models.CharField(max_length=20, choices=DomainStatus.choices)
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        indexes = [
+            # A domain's history, newest first: WHERE domain_id = ? ORDER BY created DESC.
+            models.Index(fields=["domain", "-created"], name="domain_event_history_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '(new)'} -> {self.to_status}: {self.reason}"

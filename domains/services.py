@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from domains.models import App, Domain, DomainStatus, Region
-from domains.names import InvalidDomainName, normalize_domain_name
+from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
+from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
+from domains.status import change_status
+from workers.enqueue import check_domains_later
+
+WILDCARD_MESSAGE = (
+    "Wildcard certificates need DNS validation (a TXT record at _acme-challenge), which is not "
+    "available yet; this domain waits until it is."
+)
 
 
 class DomainNameTaken(Exception):
@@ -33,22 +42,39 @@ def clean_domain_name(raw: str) -> str:
 def create_domain(
     app: App, raw_name: str, *, letsencrypt: bool = True, now: datetime | None = None
 ) -> Domain:
-    """Attaches a custom domain to `app`; its first check is due at once.
+    """Attaches a custom domain to `app`; its first check is sent as soon as the row is committed.
 
     Raises InvalidDomainName for a bad name and DomainNameTaken when another domain row has it.
+    Wildcards wait in `action_required`: they need DNS-01, which is not available yet.
     """
     now = now or timezone.now()
     name = clean_domain_name(raw_name)
+    token = uuid.uuid4() if letsencrypt and not is_wildcard(name) else None
+    if not letsencrypt:
+        status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", ""
+    elif token is None:
+        status, reason, error = DomainStatus.ACTION_REQUIRED, WILDCARD_MESSAGE, WILDCARD_MESSAGE
+    else:
+        status, reason, error = DomainStatus.PENDING_DNS, "domain added; checking its DNS", ""
     domain = Domain(
         app=app,
         name=name,
         letsencrypt_enabled=letsencrypt,
-        status=DomainStatus.PENDING_DNS if letsencrypt else DomainStatus.DISABLED,
-        next_attempt_at=now if letsencrypt else None,
+        status=status,
+        last_error=error,
+        claim_token=token,
+        # The first check is claimed by this creation: due again only if it is lost.
+        next_attempt_at=now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS) if token else None,
+        created=now,
     )
     try:
         with transaction.atomic():
             domain.save(force_insert=True)
+            DomainEvent.objects.create(
+                domain=domain, created=now, from_status="", to_status=status, reason=reason
+            )
+            if token is not None:
+                check_domains_later([domain.pk], str(token))
     except IntegrityError as exc:
         if "domain_name_unique" in str(exc):
             raise DomainNameTaken(f"{name} is already in use by another app") from None
@@ -56,32 +82,103 @@ def create_domain(
     return domain
 
 
-def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = None) -> bool:
-    """Turns Let's Encrypt on (the check is due at once, backoff reset) or off; returns whether it changed."""
+def delete_domain(domain: Domain, now: datetime | None = None) -> None:
+    """Deletes the domain in any state: its order stops, its tokens stop being served at once, its
+    pending authorizations are deactivated at the CA, and its keys and certificates are purged."""
+    from workers.acme_steps import cancel_orders_of
+
+    with transaction.atomic():
+        locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
+        if locked is None:
+            return
+        cancel_orders_of(domain.pk, now)
+        locked.delete()
+
+
+def retry_now(domain: Domain, now: datetime | None = None) -> str:
+    """Checks the domain (or continues its order) at once, with the backoff reset; says what it did."""
+    from workers.acme_steps import redrive_order_of
+
     now = now or timezone.now()
-    rows = Domain.objects.filter(pk=domain.pk, letsencrypt_enabled=not enabled)
-    if enabled:
-        changed = rows.update(
-            letsencrypt_enabled=True,
-            status=DomainStatus.PENDING_DNS,
-            consecutive_failures=0,
-            next_attempt_at=now,
-            last_error="",
-            updated=now,
+    if domain.status in SWEPT_STATUSES:
+        token = uuid.uuid4()
+        with transaction.atomic():
+            claimed = Domain.objects.filter(pk=domain.pk, status__in=SWEPT_STATUSES).update(
+                consecutive_failures=0,
+                claim_token=token,
+                next_attempt_at=now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS),
+            )
+            if claimed:
+                check_domains_later([domain.pk], str(token))
+        return f"{domain.name}: checking now" if claimed else f"{domain.name}: its status changed meanwhile"
+    if domain.status == DomainStatus.CREATING:
+        return (
+            f"{domain.name}: continuing its order now"
+            if redrive_order_of(domain.pk, now)
+            else (f"{domain.name}: no order in flight")
         )
-    else:
-        changed = rows.update(
-            letsencrypt_enabled=False, status=DomainStatus.DISABLED, next_attempt_at=None, updated=now
+    return f"{domain.name}: nothing to retry ({domain.get_status_display()})"
+
+
+def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = None) -> bool:
+    """Turns Let's Encrypt on (checked at once, backoff reset) or off (any order in flight is
+    cancelled; the CA is never contacted again); returns whether it changed."""
+    from workers.acme_steps import cancel_orders_of
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = (
+            Domain.objects.select_for_update().filter(pk=domain.pk, letsencrypt_enabled=not enabled).first()
         )
+        if locked is None:
+            return False
+        if not enabled:
+            cancel_orders_of(domain.pk, now)
+            change_status(
+                domain.pk,
+                DomainStatus.DISABLED,
+                "Let's Encrypt turned off",
+                now=now,
+                letsencrypt_enabled=False,
+                next_attempt_at=None,
+                claim_token=None,
+            )
+        elif is_wildcard(locked.name):
+            change_status(
+                domain.pk,
+                DomainStatus.ACTION_REQUIRED,
+                WILDCARD_MESSAGE,
+                now=now,
+                letsencrypt_enabled=True,
+                consecutive_failures=0,
+                last_error=WILDCARD_MESSAGE,
+            )
+        else:
+            token = uuid.uuid4()
+            change_status(
+                domain.pk,
+                DomainStatus.PENDING_DNS,
+                "Let's Encrypt turned on; checking its DNS",
+                now=now,
+                letsencrypt_enabled=True,
+                consecutive_failures=0,
+                last_error="",
+                claim_token=token,
+                next_attempt_at=now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS),
+            )
+            check_domains_later([domain.pk], str(token))
     domain.refresh_from_db()
-    return changed == 1
+    return True
 
 
 __all__ = [
+    "WILDCARD_MESSAGE",
     "DomainNameTaken",
     "InvalidDomainName",
     "clean_domain_name",
     "create_domain",
+    "delete_domain",
     "platform_suffixes",
+    "retry_now",
     "set_letsencrypt",
 ]

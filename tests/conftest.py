@@ -16,7 +16,7 @@ import redis
 from django.conf import settings
 
 from devstack.pebble import PebbleStack
-from devstack.processes import ManagedProcess
+from devstack.processes import ManagedProcess, http_ok
 from devstack.redis_server import start_redis
 
 RUN_DIR = Path(os.environ["CERTWRIGHT_TEST_RUN_DIR"])
@@ -45,19 +45,26 @@ def broker_redis(redis_servers) -> redis.Redis:
     client.close()
 
 
-@pytest.fixture(scope="session")
-def pebble_stack() -> PebbleStack:
-    """Pebble and challtestsrv; Pebble validates HTTP-01 on the port of the test web server."""
+def make_pebble_stack(env: dict[str, str] | None = None) -> PebbleStack:
+    """Pebble and challtestsrv on this run's ports; Pebble's root becomes EXTRA_TRUSTED_ROOTS."""
     stack = PebbleStack(
         state_dir=RUN_DIR / "pebble",
         acme_port=_port("PEBBLE"),
         management_port=_port("PEBBLE_MANAGEMENT"),
         dns_port=_port("DNS"),
         challtestsrv_port=_port("CHALLTESTSRV"),
+        # Pebble validates HTTP-01 on the test web server's port.
         http01_port=_port("HTTP01"),
         tls_alpn_port=_port("TLSALPN"),
-        env={"PEBBLE_WFE_NONCEREJECT": "0"},
+        env={"PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0", **(env or {})},
     ).start()
+    Path(settings.EXTRA_TRUSTED_ROOTS).write_bytes(stack.root_pem())
+    return stack
+
+
+@pytest.fixture(scope="session")
+def pebble_stack() -> PebbleStack:
+    stack = make_pebble_stack()
     yield stack
     stack.stop()
 
@@ -87,9 +94,11 @@ def celery_subprocess_env() -> dict[str, str]:
     }
 
 
-def start_celery_worker(name: str, queues: str = "dns,acme,default", concurrency: int = 2) -> ManagedProcess:
+def start_celery_worker(
+    name: str, queues: str = "dns,acme,default", concurrency: int = 2, extra_env: dict[str, str] | None = None
+) -> ManagedProcess:
     """A real `celery worker` subprocess on the test database and the test broker."""
-    env = celery_subprocess_env()
+    env = {**celery_subprocess_env(), **(extra_env or {})}
     worker = ManagedProcess(
         name,
         [
@@ -119,9 +128,87 @@ def start_celery_worker(name: str, queues: str = "dns,acme,default", concurrency
     return worker
 
 
+class SessionWorker:
+    """The session's worker, consuming every queue; tests that need the queues to themselves pause it."""
+
+    def __init__(self) -> None:
+        self.process: ManagedProcess | None = None
+
+    def ensure_running(self) -> ManagedProcess:
+        if self.process is None or not self.process.alive():
+            self.process = start_celery_worker("worker-session")
+        return self.process
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, redis_servers):
-    """One worker for the whole session, consuming every queue."""
-    worker = start_celery_worker("worker-session")
+def session_worker(django_db_setup, redis_servers):
+    worker = SessionWorker()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def celery_worker(session_worker) -> ManagedProcess:
+    """A running worker consuming every queue (the session's)."""
+    return session_worker.ensure_running()
+
+
+@pytest.fixture
+def without_session_worker(session_worker, broker_redis):
+    """No worker runs unless the test starts its own; the broker starts empty."""
+    session_worker.stop()
+    broker_redis.flushdb()
+    yield
+    broker_redis.flushdb()
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup, redis_servers) -> ManagedProcess:
+    """The web app under gunicorn on the HTTP-01 port, on the test database: Pebble validates here."""
+    port = _port("HTTP01")
+    server = ManagedProcess(
+        "web",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+        ],
+        RUN_DIR / "logs",
+        env=celery_subprocess_env(),
+    ).start()
+    server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/admin/login/"), timeout=30, what="answering")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def issuance_stack(pebble_stack, web_server, celery_worker):
+    """Everything a certificate needs: Pebble, challtestsrv, the web responder and a worker."""
+    return pebble_stack
+
+
+@pytest.fixture
+def pebble_variant(pebble_stack):
+    """Restarts the session's Pebble with other settings for one test: call it with the env."""
+
+    def restart(env: dict[str, str]) -> PebbleStack:
+        pebble_stack.stop()
+        pebble_stack.env = {"PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0", **env}
+        pebble_stack.start()
+        Path(settings.EXTRA_TRUSTED_ROOTS).write_bytes(pebble_stack.root_pem())
+        return pebble_stack
+
+    yield restart
+    restart({})

@@ -16,14 +16,30 @@ from tests.factories import AppFactory, CertificateFactory, DomainFactory, Regio
 pytestmark = pytest.mark.django_db
 
 
-def test_create_domain_normalizes_the_name_and_makes_its_first_check_due_now():
+def test_create_domain_normalizes_the_name_and_sends_its_first_check_after_commit(
+    django_capture_on_commit_callbacks, settings
+):
     app = AppFactory()
     now = timezone.now()
-    domain = create_domain(app, "  Bücher.Example.COM. ", now=now)
+    with django_capture_on_commit_callbacks() as callbacks:
+        domain = create_domain(app, "  Bücher.Example.COM. ", now=now)
     assert domain.name == "xn--bcher-kva.example.com"
     assert domain.status == DomainStatus.PENDING_DNS
-    assert domain.next_attempt_at == now
     assert domain.consecutive_failures == 0
+    # The creation itself claims the first check; the domain is due again only if it is lost.
+    assert domain.claim_token is not None
+    assert domain.next_attempt_at == now + datetime.timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS)
+    assert len(callbacks) == 1
+    assert [e.to_status for e in domain.events.all()] == [DomainStatus.PENDING_DNS]
+
+
+def test_a_wildcard_is_parked_in_action_required_and_never_checked(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        domain = create_domain(AppFactory(), "*.example.com")
+    assert domain.status == DomainStatus.ACTION_REQUIRED
+    assert "Wildcard certificates need DNS validation" in domain.last_error
+    assert domain.next_attempt_at is None
+    assert callbacks == []
 
 
 def test_create_domain_without_letsencrypt_is_disabled_and_never_due():
@@ -66,15 +82,24 @@ def test_certificate_validity_must_be_ordered():
         CertificateFactory(not_before=now, not_after=now - datetime.timedelta(days=1))
 
 
-def test_turning_letsencrypt_off_then_on_resets_the_backoff_and_makes_the_domain_due():
+def test_turning_letsencrypt_off_then_on_resets_the_backoff_and_checks_at_once(
+    django_capture_on_commit_callbacks,
+):
     domain = DomainFactory(status=DomainStatus.FAILING, consecutive_failures=5, last_error="CA said no")
     now = timezone.now()
     assert set_letsencrypt(domain, False, now=now) is True
     assert (domain.status, domain.next_attempt_at) == (DomainStatus.DISABLED, None)
     assert set_letsencrypt(domain, False, now=now) is False
-    assert set_letsencrypt(domain, True, now=now) is True
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert set_letsencrypt(domain, True, now=now) is True
     assert domain.status == DomainStatus.PENDING_DNS
-    assert (domain.consecutive_failures, domain.next_attempt_at, domain.last_error) == (0, now, "")
+    assert (domain.consecutive_failures, domain.last_error) == (0, "")
+    assert domain.claim_token is not None
+    assert len(callbacks) == 1
+    assert [e.to_status for e in domain.events.order_by("pk")] == [
+        DomainStatus.DISABLED,
+        DomainStatus.PENDING_DNS,
+    ]
 
 
 def test_app_default_hostname_is_app_name_under_the_region_suffix():

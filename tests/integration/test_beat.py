@@ -21,7 +21,7 @@ def _restore_migrated_schedule_every_two_seconds() -> None:
     # Transactional tests flush tables between tests; put back what the data migration creates,
     # then edit it as an operator would in the admin, so the test need not wait 30 s.
     migration = importlib.import_module("workers.migrations.0002_periodic_tasks")
-    migration.create_periodic_tasks(apps, None)
+    migration.create(apps, None)
     every_two, _ = IntervalSchedule.objects.get_or_create(every=2, period=IntervalSchedule.SECONDS)
     task = PeriodicTask.objects.get(name="Worker heartbeat")
     task.interval = every_two

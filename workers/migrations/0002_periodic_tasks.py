@@ -2,26 +2,20 @@
 
 from django.db import migrations
 
+from workers.periodic import create_periodic_tasks, remove_periodic_tasks
+
 # (name shown in the admin, task, every N seconds, queue)
 PERIODIC_TASKS = [
     ("Worker heartbeat", "workers.tasks.housekeeping.heartbeat", 30, "default"),
 ]
 
 
-def create_periodic_tasks(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for name, task, seconds, queue in PERIODIC_TASKS:
-        interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
-        # get_or_create: an operator's later edits of an existing entry are kept.
-        PeriodicTask.objects.get_or_create(
-            name=name, defaults={"task": task, "interval": interval, "queue": queue, "enabled": True}
-        )
+def create(apps, schema_editor):
+    create_periodic_tasks(apps, PERIODIC_TASKS)
 
 
-def remove_periodic_tasks(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name__in=[name for name, *_ in PERIODIC_TASKS]).delete()
+def remove(apps, schema_editor):
+    remove_periodic_tasks(apps, PERIODIC_TASKS)
 
 
 class Migration(migrations.Migration):
@@ -30,4 +24,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_periodic_tasks, remove_periodic_tasks)]
+    operations = [migrations.RunPython(create, remove)]

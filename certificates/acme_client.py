@@ -1,0 +1,110 @@
+"""The platform's ACME account (registered once per directory) and ACME clients built on it.
+
+Clients are cached per thread: building one fetches the directory, and a worker thread runs one
+step at a time, so a cached ClientNetwork (with its nonce pool) is never shared between threads.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import josepy as jose
+from acme import client, errors, messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from certificates.models import AcmeAccount
+from certificates.sealing import seal
+
+USER_AGENT = "certwright/0.1 (acme-python)"
+NETWORK_TIMEOUT_SECONDS = 30
+
+_local = threading.local()
+
+
+def _new_account_key_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _jwk(account: AcmeAccount) -> jose.JWK:
+    return jose.JWKEC.load(account.key.reveal())
+
+
+def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork:
+    registration = None
+    if account is not None and account.account_url:
+        registration = messages.RegistrationResource(uri=account.account_url, body=messages.Registration())
+    return client.ClientNetwork(
+        key=jwk,
+        account=registration,
+        alg=jose.ES256,
+        verify_ssl=settings.ACME_CA_BUNDLE or True,
+        user_agent=USER_AGENT,
+        timeout=NETWORK_TIMEOUT_SECONDS,
+    )
+
+
+def get_account(directory_url: str | None = None) -> AcmeAccount:
+    """The registered account at `directory_url` (default ACME_DIRECTORY_URL), registering it once.
+
+    Safe under concurrency: the key row is created first under a unique constraint (a loser of the
+    race uses the winner's key), and registering an already-registered key returns its account.
+    """
+    directory_url = directory_url or settings.ACME_DIRECTORY_URL
+    account = AcmeAccount.objects.filter(directory_url=directory_url).first()
+    if account is None:
+        try:
+            with transaction.atomic():
+                account = AcmeAccount.objects.create(
+                    directory_url=directory_url,
+                    key=seal(_new_account_key_pem()),
+                    contact=settings.ACME_CONTACT_EMAIL or "",
+                )
+        except IntegrityError:
+            account = AcmeAccount.objects.get(directory_url=directory_url)
+    if account.account_url:
+        return account
+    jwk = _jwk(account)
+    net = _network(None, jwk)
+    acme = client.ClientV2(client.ClientV2.get_directory(directory_url, net), net)
+    registration = messages.NewRegistration.from_data(
+        email=account.contact or None, terms_of_service_agreed=True
+    )
+    try:
+        account_url = acme.new_account(registration).uri
+    except errors.ConflictError as exc:
+        # This key is already registered (another worker won the race): its URL is the answer.
+        account_url = exc.location
+    AcmeAccount.objects.filter(pk=account.pk, account_url="").update(account_url=account_url)
+    account.refresh_from_db()
+    return account
+
+
+def client_for(account: AcmeAccount) -> client.ClientV2:
+    """An ACME client signed with `account`'s key, cached for this thread."""
+    cache = getattr(_local, "clients", None)
+    if cache is None:
+        cache = _local.clients = {}
+    cache_key = (account.pk, account.account_url, account.directory_url)
+    acme = cache.get(cache_key)
+    if acme is None:
+        net = _network(account, _jwk(account))
+        acme = client.ClientV2(client.ClientV2.get_directory(account.directory_url, net), net)
+        cache.clear()
+        cache[cache_key] = acme
+    return acme
+
+
+def forget_clients() -> None:
+    """Drops this thread's cached clients (after a network failure, start afresh)."""
+    _local.clients = {}
+
+
+def thumbprint_of(account: AcmeAccount) -> str:
+    """The account key's JWK thumbprint, as key authorizations and CAA accounturi checks use it."""
+    return jose.b64encode(_jwk(account).thumbprint()).decode()

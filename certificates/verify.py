@@ -1,0 +1,104 @@
+"""Checks an issued chain before it is stored: it parses, matches our key, covers the names, and
+validates up to a trusted root with `cryptography.x509.verification`."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import certifi
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from django.conf import settings
+
+
+class ChainRejected(Exception):
+    """The chain is unusable; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class ChainFacts:
+    """What is stored about a verified certificate."""
+
+    fullchain_pem: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    sans: list[str]
+    issuer: str
+    serial: str
+    fingerprint_sha256: str
+
+
+@lru_cache(maxsize=8)
+def _load_roots(path: str, mtime: float) -> tuple[x509.Certificate, ...]:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return tuple(x509.load_pem_x509_certificates(data)) if data.strip() else ()
+
+
+def trusted_roots() -> list[x509.Certificate]:
+    """certifi's public roots plus EXTRA_TRUSTED_ROOTS (read again when the file changes)."""
+    roots = list(_load_roots(certifi.where(), os.path.getmtime(certifi.where())))
+    extra = settings.EXTRA_TRUSTED_ROOTS
+    if extra:
+        try:
+            roots += _load_roots(extra, os.path.getmtime(extra))
+        except FileNotFoundError:
+            raise ChainRejected(f"EXTRA_TRUSTED_ROOTS names a file that does not exist: {extra}") from None
+    return roots
+
+
+def split_chain(pem: str | bytes) -> list[x509.Certificate]:
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        chain = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ChainRejected("the CA's answer is not a PEM certificate chain") from None
+    return chain
+
+
+def public_key_der(key) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def verify_issued_chain(
+    fullchain_pem: str, private_key_pem: bytes, names: list[str], now: datetime.datetime | None = None
+) -> ChainFacts:
+    """Verifies the chain the CA returned for `names` and our key; raises ChainRejected."""
+    chain = split_chain(fullchain_pem)
+    leaf, intermediates = chain[0], chain[1:]
+    key = serialization.load_pem_private_key(private_key_pem, password=None)
+    if public_key_der(leaf.public_key()) != public_key_der(key.public_key()):
+        raise ChainRejected("the certificate's public key does not match the order's private key")
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise ChainRejected("the certificate has no subject alternative names") from None
+    sans = san.get_values_for_type(x509.DNSName)
+    missing = [name for name in names if name not in sans]
+    if missing:
+        raise ChainRejected(f"the certificate does not cover {', '.join(missing)}")
+    roots = trusted_roots()
+    if not roots:
+        raise ChainRejected("no trusted root is configured")
+    builder = PolicyBuilder().store(Store(roots))
+    if now is not None:
+        builder = builder.time(now)
+    verifier = builder.build_server_verifier(x509.DNSName(names[0]))
+    try:
+        verifier.verify(leaf, intermediates)
+    except VerificationError as exc:
+        raise ChainRejected(f"the chain does not validate up to a trusted root: {exc}") from None
+    return ChainFacts(
+        fullchain_pem="".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain),
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        sans=list(sans),
+        issuer=leaf.issuer.rfc4514_string(),
+        serial=format(leaf.serial_number, "x"),
+        fingerprint_sha256=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
+    )

@@ -1,0 +1,144 @@
+"""Does a domain point at the platform? A pure diagnosis of a DNS lookup, in the customer's words.
+
+The domain points at the platform when its CNAME chain reaches the app's own hostname or the
+region's CNAME target, or when all of its A and AAAA records are ingress addresses. Any address
+elsewhere fails the check, named: the CA would validate over it and fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domains.names import registered_domain
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the resolvers said about one name."""
+
+    name: str
+    nxdomain: bool = False
+    cnames: tuple[str, ...] = ()
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    # A resolver-side problem (timeout, SERVFAIL): not the customer's doing.
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a domain of one app must point."""
+
+    app_hostname: str
+    cname_target: str
+    ingress_ipv4: frozenset[str]
+    ingress_ipv6: frozenset[str]
+    platform_suffixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    ok: bool
+    code: str
+    message: str
+    # A resolver problem: retried soon, not counted as the customer's failure.
+    transient: bool = False
+
+
+def is_apex(name: str) -> bool:
+    """True for a registered domain itself (`example.com`), where a CNAME is not allowed."""
+    return registered_domain(name) == name
+
+
+def records_to_add(name: str, target: Target) -> list[str]:
+    """The DNS records that make `name` point at the platform, in zone-file form."""
+    if is_apex(name):
+        records = [f"{name}. A {address}" for address in sorted(target.ingress_ipv4)]
+        records += [f"{name}. AAAA {address}" for address in sorted(target.ingress_ipv6)]
+        return records
+    return [f"{name}. CNAME {target.app_hostname}."]
+
+
+def _advice(name: str, target: Target) -> str:
+    records = "; ".join(records_to_add(name, target))
+    if is_apex(name):
+        return (
+            f"A CNAME is not allowed at a zone apex: add {records} "
+            "(or an ALIAS/ANAME record to the app's hostname, if your DNS provider offers one)."
+        )
+    return f"Add {records}"
+
+
+def _under(name: str, suffix: str) -> bool:
+    return name == suffix or name.endswith("." + suffix)
+
+
+def diagnose(lookup: Lookup, target: Target) -> Diagnosis:
+    """Whether `lookup` shows the name pointing at `target`, and what to change if not."""
+    name = lookup.name
+    if lookup.error:
+        return Diagnosis(
+            False,
+            "resolver_error",
+            f"The DNS lookup of {name} failed at the platform's resolvers ({lookup.error}). "
+            "This is not counted against the domain and is retried in a minute.",
+            transient=True,
+        )
+    ours = {target.app_hostname, target.cname_target}
+    reached = [cname for cname in lookup.cnames if cname in ours]
+    if reached:
+        return Diagnosis(True, "ok_cname", f"{name} is a CNAME to {reached[0]}.")
+    for cname in lookup.cnames:
+        if cname not in ours and any(_under(cname, suffix) for suffix in target.platform_suffixes):
+            return Diagnosis(
+                False,
+                "cname_other_app",
+                f"{name} is a CNAME to {cname}, which is another app of the platform, not this one. "
+                f"Point it at {target.app_hostname} instead.",
+            )
+    if lookup.nxdomain:
+        return Diagnosis(
+            False, "nxdomain", f"{name} does not exist in DNS (NXDOMAIN). {_advice(name, target)}"
+        )
+    if not lookup.a and not lookup.aaaa:
+        if lookup.cnames:
+            return Diagnosis(
+                False,
+                "cname_dangling",
+                f"{name} is a CNAME to {lookup.cnames[-1]}, which has no address. {_advice(name, target)}",
+            )
+        return Diagnosis(
+            False, "no_records", f"{name} has no A, AAAA or CNAME record. {_advice(name, target)}"
+        )
+    wrong_a = [a for a in lookup.a if a not in target.ingress_ipv4]
+    wrong_aaaa = [a for a in lookup.aaaa if a not in target.ingress_ipv6]
+    via = f" (through the CNAME {lookup.cnames[-1]})" if lookup.cnames else ""
+    if not wrong_a and wrong_aaaa and lookup.a:
+        listed = ", ".join(wrong_aaaa)
+        fix = (
+            f"point it at {', '.join(sorted(target.ingress_ipv6))}"
+            if target.ingress_ipv6
+            else "the platform has no IPv6 address"
+        )
+        return Diagnosis(
+            False,
+            "stray_aaaa",
+            f"{name} has the right A record but also an AAAA record {listed}{via} that is not the "
+            f"platform's. Let's Encrypt prefers IPv6 and would validate over it and fail: remove the "
+            f"AAAA record ({fix}).",
+        )
+    if wrong_a or wrong_aaaa:
+        parts = [f"A record {a}" for a in wrong_a] + [f"AAAA record {a}" for a in wrong_aaaa]
+        expected = sorted(target.ingress_ipv4) + sorted(target.ingress_ipv6)
+        return Diagnosis(
+            False,
+            "wrong_address",
+            f"{name} has {', '.join(parts)}{via}, not an address of the platform "
+            f"({', '.join(expected) or 'none configured'}); the CA would validate over it and fail. "
+            f"{_advice(name, target)}",
+        )
+    if lookup.cnames:
+        return Diagnosis(
+            True, "ok_addresses", f"{name} resolves through {lookup.cnames[-1]} to the platform's addresses."
+        )
+    return Diagnosis(True, "ok_addresses", f"{name} resolves to the platform's addresses.")

@@ -1,0 +1,16 @@
+import pytest
+
+from tests.factories import AppFactory, RegionFactory
+
+
+@pytest.fixture
+def app():
+    """An app in a region whose ingress is this machine, where Pebble validates HTTP-01."""
+    region = RegionFactory(
+        name="local",
+        domain_suffix="local.example-paas.io",
+        cname_target="ingress.local.example-paas.io",
+        ingress_ipv4=["127.0.0.1"],
+        ingress_ipv6=[],
+    )
+    return AppFactory(name="my-app", region=region)

@@ -1,0 +1,523 @@
+"""ACME issuance as a persisted state machine: one short, idempotent step per task.
+
+An order row says which step runs next (its state). A step claims the row's lease, talks to the
+CA without holding a database transaction, then records what it learned and hands the lease to the
+next step in one transaction, and the next task is sent after that commit. A task delivered twice
+finds the lease taken and does nothing; a task lost with the broker or a worker killed mid-step
+leaves a lease that expires, and the periodic re-drive continues from the recorded state. Every
+step re-reads the CA's view of the order first, so repeating a step never repeats its effect
+(a second finalize, a second certificate).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+
+import requests
+from acme import challenges, client, errors, messages
+from cryptography import x509
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from certificates.acme_client import client_for, forget_clients, get_account
+from certificates.keys import generate_private_key_pem, make_csr_pem
+from certificates.models import (
+    ACTIVE_ORDER_STATES,
+    Certificate,
+    CertificateSource,
+    Challenge,
+    Order,
+    OrderState,
+)
+from certificates.sealing import seal
+from certificates.verify import ChainRejected, verify_issued_chain
+from domains.backoff import retry_delay
+from domains.models import Domain, DomainStatus
+from domains.status import change_status
+from workers.enqueue import advance_order_later, deactivate_authorizations_later
+from workers.failpoints import failpoint
+
+logger = logging.getLogger(__name__)
+
+# ACME problem types worth retrying as they are: the request was not processed.
+RETRYABLE_PROBLEMS = {"badNonce", "serverInternal"}
+
+
+class OrderFailed(Exception):
+    """The CA refused or failed the order; the message is for the customer."""
+
+
+class StepRetry(Exception):
+    """A passing problem (bad nonce, network): run the same step again after `delay` seconds."""
+
+    def __init__(self, reason: str, delay: float = 0) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Next:
+    """What a step decided: the state to move to, and how long to wait before running it."""
+
+    state: str
+    delay: float = 0.0
+    fields: dict | None = None
+
+
+# --- starting an order ------------------------------------------------------------------------
+
+
+def start_order(
+    domain_id: int, claim_token, reason: str, now: datetime.datetime | None = None
+) -> Order | None:
+    """Creates the domain's order (status `creating`) and sends its first step; None if the domain
+    is no longer claimed by `claim_token` or already has an order in flight."""
+    now = now or timezone.now()
+    account = get_account()
+    key = seal(generate_private_key_pem(settings.ACME_KEY_TYPE))
+    token = uuid.uuid4()
+    with transaction.atomic():
+        domain = Domain.objects.select_for_update().filter(pk=domain_id, claim_token=claim_token).first()
+        if domain is None:
+            return None
+        try:
+            with transaction.atomic():
+                order = Order.objects.create(
+                    domain=domain,
+                    account=account,
+                    names=[domain.name],
+                    private_key=key,
+                    lease_token=token,
+                    lease_until=now + datetime.timedelta(seconds=settings.ACME_ORDER_LEASE_SECONDS),
+                    created=now,
+                )
+        except IntegrityError:
+            # order_one_in_flight_per_domain: someone already started one; leave it be.
+            Domain.objects.filter(pk=domain_id, claim_token=claim_token).update(claim_token=None)
+            return None
+        changed = change_status(
+            domain_id,
+            DomainStatus.CREATING,
+            reason,
+            holding=claim_token,
+            now=now,
+            next_attempt_at=None,
+            last_checked_at=now,
+            claim_token=None,
+        )
+        if not changed:
+            raise RuntimeError("a claimed domain could not be moved to creating")
+        advance_order_later(order.pk, str(token), OrderState.PENDING)
+    return order
+
+
+# --- the lease --------------------------------------------------------------------------------
+
+
+def _lease_until(now: datetime.datetime, delay: float = 0) -> datetime.datetime:
+    return now + datetime.timedelta(seconds=delay + settings.ACME_ORDER_LEASE_SECONDS)
+
+
+def claim(order_id: int, token: str | None, now: datetime.datetime) -> uuid.UUID | None:
+    """Takes the order's lease for one step: with the token the previous step handed over, or
+    because the lease expired. Returns the new token, or None when another task holds it."""
+    held = uuid.uuid4()
+    rows = Order.objects.filter(pk=order_id, state__in=ACTIVE_ORDER_STATES)
+    lease_free = rows.filter(lease_until__lte=now)
+    if token:
+        lease_free = lease_free | rows.filter(lease_token=token)
+    claimed = lease_free.update(lease_token=held, lease_until=_lease_until(now))
+    return held if claimed == 1 else None
+
+
+def _hand_over(order: Order, held: uuid.UUID, nxt: Next, now: datetime.datetime) -> bool:
+    """Moves the order to its next state and sends the next step, if this task still holds it."""
+    token = uuid.uuid4()
+    fields = dict(nxt.fields or {})
+    fields.update(state=nxt.state, lease_token=token, lease_until=_lease_until(now, nxt.delay), updated=now)
+    if nxt.state != order.state:
+        fields["step_attempts"] = 0
+    moved = Order.objects.filter(pk=order.pk, lease_token=held).update(**fields)
+    if moved != 1:
+        return False
+    advance_order_later(order.pk, str(token), nxt.state, nxt.delay)
+    return True
+
+
+# --- running one step --------------------------------------------------------------------------
+
+
+def run_step(order_id: int, token: str | None, now: datetime.datetime | None = None) -> str:
+    """Runs the order's next step if this task may; returns what happened (for logs and tests)."""
+    now = now or timezone.now()
+    held = claim(order_id, token, now)
+    if held is None:
+        return "skipped: another task holds this order, or it is finished"
+    order = Order.objects.select_related("account", "domain").get(pk=order_id)
+    if timezone.now() - order.created > datetime.timedelta(seconds=settings.ACME_ORDER_TIMEOUT_SECONDS):
+        fail_order(order, held, f"the CA did not issue within {settings.ACME_ORDER_TIMEOUT_SECONDS} s")
+        return "failed: timeout"
+    step = STEPS[order.state]
+    try:
+        nxt = step(order)
+    except StepRetry as retry:
+        return _retry(order, held, str(retry), retry.delay)
+    except OrderFailed as failure:
+        fail_order(order, held, str(failure))
+        return f"failed: {failure}"
+    except messages.Error as problem:
+        if problem.code in RETRYABLE_PROBLEMS:
+            return _retry(
+                order, held, f"the CA answered {problem.code}", 0 if problem.code == "badNonce" else 2
+            )
+        fail_order(order, held, describe_problem(problem))
+        return f"failed: {problem}"
+    except (requests.RequestException, errors.ClientError, errors.NonceError) as exc:
+        forget_clients()
+        return _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2)
+    if nxt.state == OrderState.VALID:
+        return "valid"
+    if not _hand_over(order, held, nxt, timezone.now()):
+        return "lost the lease before handing over"
+    return f"{order.state} -> {nxt.state}"
+
+
+def _retry(order: Order, held: uuid.UUID, reason: str, delay: float) -> str:
+    attempts = order.step_attempts + 1
+    if attempts > settings.ACME_STEP_RETRIES:
+        fail_order(order, held, f"{reason}, {attempts - 1} times in a row")
+        return f"failed: {reason}"
+    delay = delay * (2 ** (attempts - 1)) if delay else 0
+    logger.info("order %s: retrying %s in %.1f s (%s)", order.pk, order.state, delay, reason)
+    token = uuid.uuid4()
+    now = timezone.now()
+    moved = Order.objects.filter(pk=order.pk, lease_token=held).update(
+        step_attempts=attempts, lease_token=token, lease_until=_lease_until(now, delay), updated=now
+    )
+    if moved == 1:
+        advance_order_later(order.pk, str(token), order.state, delay)
+    return f"retry {order.state}: {reason}"
+
+
+def describe_problem(problem: messages.Error) -> str:
+    """The CA's problem document in plain words, with its sub-problems."""
+    text = problem.detail or problem.description or str(problem.typ)
+    subproblems = getattr(problem, "subproblems", None) or ()
+    details = [
+        f"{sub.identifier.value if sub.identifier else ''}: {sub.detail}".strip(": ") for sub in subproblems
+    ]
+    code = problem.code or str(problem.typ)
+    return f"{text} [{code}]" + (f" ({'; '.join(details)})" if details else "")
+
+
+def fail_order(order: Order, held: uuid.UUID, problem: str, now: datetime.datetime | None = None) -> bool:
+    """Ends the order as invalid and puts the domain in `failing` with backoff; False if not held."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ended = Order.objects.filter(pk=order.pk, lease_token=held, state__in=ACTIVE_ORDER_STATES).update(
+            state=OrderState.INVALID,
+            problem=problem,
+            lease_token=None,
+            lease_until=None,
+            private_key=None,
+            finished=now,
+            updated=now,
+        )
+        if ended != 1:
+            return False
+        domain = Domain.objects.select_for_update().get(pk=order.domain_id)
+        failures = domain.consecutive_failures + 1
+        change_status(
+            domain.pk,
+            DomainStatus.FAILING,
+            f"certificate order failed: {problem}",
+            allowed_from=[DomainStatus.CREATING],
+            now=now,
+            consecutive_failures=failures,
+            next_attempt_at=now + retry_delay(failures),
+            last_error=f"Let's Encrypt could not issue the certificate: {problem}",
+        )
+    logger.info("order %s for %s failed: %s", order.pk, order.names, problem)
+    return True
+
+
+# --- the steps ---------------------------------------------------------------------------------
+
+
+def _poll_delay(order: Order, response: requests.Response | None = None) -> float:
+    delay = min(settings.ACME_POLL_INITIAL_SECONDS * (2**order.step_attempts), settings.ACME_POLL_MAX_SECONDS)
+    if response is not None and "Retry-After" in response.headers:
+        # The library parses both forms (seconds, HTTP date) into a naive local time.
+        retry_at = client.ClientV2.retry_after(response, 0)
+        delay = max(delay, (retry_at - datetime.datetime.now()).total_seconds())
+    return delay
+
+
+def _poll_again(order: Order, response: requests.Response | None = None) -> Next:
+    """The same state again after a growing delay (polls count as attempts, without a limit)."""
+    return Next(order.state, _poll_delay(order, response), {"step_attempts": order.step_attempts + 1})
+
+
+def _fetch_order(order: Order) -> tuple[messages.Order, requests.Response]:
+    acme = client_for(order.account)
+    response = acme._post_as_get(order.order_url)
+    return messages.Order.from_json(response.json()), response
+
+
+def step_place_order(order: Order) -> Next:
+    """newOrder with a CSR of the order's key, then record every authorization and its HTTP-01 token.
+
+    An order whose URL is already recorded (its worker died before handing over) is not placed again.
+    """
+    if order.order_url:
+        return Next(OrderState.AUTHORIZING)
+    acme = client_for(order.account)
+    key_pem = order.private_key.reveal()
+    orderr = acme.new_order(make_csr_pem(key_pem, order.names))
+    jwk = acme.net.key
+    rows = []
+    for authzr in orderr.authorizations:
+        body = authzr.body
+        if body.status == messages.STATUS_INVALID:
+            raise OrderFailed(f"the CA marked the authorization of {body.identifier.value} invalid")
+        http01 = next((c for c in body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
+        if http01 is None and body.status != messages.STATUS_VALID:
+            raise OrderFailed(f"the CA offers no HTTP-01 challenge for {body.identifier.value}")
+        rows.append(
+            Challenge(
+                order=order,
+                identifier=body.identifier.value,
+                authorization_url=authzr.uri,
+                authorization_status=body.status.name,
+                challenge_url=http01.uri if http01 else "",
+                token=http01.chall.encode("token") if http01 else "",
+                key_authorization=http01.chall.key_authorization(jwk) if http01 else "",
+            )
+        )
+    with transaction.atomic():
+        Challenge.objects.filter(order=order).delete()
+        Challenge.objects.bulk_create(rows)
+        Order.objects.filter(pk=order.pk).update(order_url=orderr.uri, finalize_url=orderr.body.finalize)
+    failpoint("after_order_committed")
+    return Next(OrderState.AUTHORIZING)
+
+
+def step_answer_challenges(order: Order) -> Next:
+    """Tells the CA to validate each pending authorization (skipping any it already moved on)."""
+    acme = client_for(order.account)
+    for challenge in Challenge.objects.filter(order=order).exclude(
+        authorization_status=messages.STATUS_VALID.name
+    ):
+        authorization = messages.Authorization.from_json(
+            acme._post_as_get(challenge.authorization_url).json()
+        )
+        if authorization.status != messages.STATUS_PENDING:
+            continue
+        current = next((c for c in authorization.challenges if c.uri == challenge.challenge_url), None)
+        if current is None or current.status != messages.STATUS_PENDING:
+            continue
+        acme.answer_challenge(current, current.chall.response(acme.net.key))
+    return Next(OrderState.VALIDATING, settings.ACME_POLL_INITIAL_SECONDS)
+
+
+def step_poll_validation(order: Order) -> Next:
+    """Polls the order until the CA has validated every authorization (or refused one)."""
+    failpoint("while_polling")
+    body, response = _fetch_order(order)
+    if body.status == messages.STATUS_PENDING:
+        return _poll_again(order, response)
+    if body.status == messages.STATUS_INVALID:
+        raise OrderFailed(_authorization_problems(order) or _order_problem(body))
+    return Next(OrderState.FINALIZING)
+
+
+def step_finalize(order: Order) -> Next:
+    """Sends the CSR once the order is ready; then polls until the certificate URL is there."""
+    body, response = _fetch_order(order)
+    if body.status == messages.STATUS_READY:
+        acme = client_for(order.account)
+        response = acme._post(
+            order.finalize_url,
+            messages.CertificateRequest(csr=_load_csr(make_csr_pem(order.private_key.reveal(), order.names))),
+        )
+        body = messages.Order.from_json(response.json())
+        failpoint("after_finalize")
+    if body.status == messages.STATUS_VALID and body.certificate:
+        return Next(OrderState.DOWNLOADING, fields={"certificate_url": body.certificate})
+    if body.status in (messages.STATUS_PROCESSING, messages.STATUS_READY):
+        return _poll_again(order, response)
+    if body.status == messages.STATUS_INVALID:
+        raise OrderFailed(_order_problem(body))
+    # Back to pending: the CA wants the authorizations again.
+    return Next(OrderState.VALIDATING, settings.ACME_POLL_INITIAL_SECONDS)
+
+
+def step_download(order: Order) -> Next:
+    """Downloads, verifies and stores the certificate, and switches the domain to it, atomically."""
+    acme = client_for(order.account)
+    fullchain = acme._post_as_get(order.certificate_url).text
+    key_pem = order.private_key.reveal()
+    try:
+        facts = verify_issued_chain(fullchain, key_pem, order.names)
+    except ChainRejected as exc:
+        raise OrderFailed(f"the issued certificate was rejected: {exc}") from None
+    now = timezone.now()
+    with transaction.atomic():
+        # The order must still be ours and in flight: a deleted domain stores nothing.
+        current = (
+            Order.objects.select_for_update()
+            .filter(pk=order.pk, state=OrderState.DOWNLOADING, lease_token=order.lease_token)
+            .first()
+        )
+        if current is None:
+            return Next(OrderState.VALID)
+        certificate, _ = Certificate.objects.get_or_create(
+            domain_id=order.domain_id,
+            fingerprint_sha256=facts.fingerprint_sha256,
+            defaults=dict(
+                source=CertificateSource.LETSENCRYPT,
+                fullchain_pem=facts.fullchain_pem,
+                private_key=seal(key_pem),
+                not_before=facts.not_before,
+                not_after=facts.not_after,
+                sans=facts.sans,
+                issuer=facts.issuer,
+                serial=facts.serial,
+                created=now,
+            ),
+        )
+        Order.objects.filter(pk=order.pk).update(
+            state=OrderState.VALID,
+            lease_token=None,
+            lease_until=None,
+            private_key=None,
+            finished=now,
+            updated=now,
+        )
+        change_status(
+            order.domain_id,
+            DomainStatus.IN_USE,
+            f"certificate issued by {facts.issuer}, valid until {facts.not_after:%Y-%m-%d}",
+            now=now,
+            consecutive_failures=0,
+            next_attempt_at=None,
+            last_error="",
+        )
+    logger.info(
+        "order %s: stored certificate %s for %s", order.pk, certificate.fingerprint_sha256, order.names
+    )
+    return Next(OrderState.VALID)
+
+
+def _load_csr(pem: bytes) -> x509.CertificateSigningRequest:
+    return x509.load_pem_x509_csr(pem)
+
+
+def _order_problem(body: messages.Order) -> str:
+    if body.error is not None:
+        return describe_problem(body.error)
+    return "the CA marked the order invalid without saying why"
+
+
+def _authorization_problems(order: Order) -> str:
+    acme = client_for(order.account)
+    problems = []
+    for challenge in Challenge.objects.filter(order=order):
+        authorization = messages.Authorization.from_json(
+            acme._post_as_get(challenge.authorization_url).json()
+        )
+        Challenge.objects.filter(pk=challenge.pk).update(authorization_status=authorization.status.name)
+        for chall in authorization.challenges:
+            if chall.error is not None:
+                problems.append(f"{authorization.identifier.value}: {describe_problem(chall.error)}")
+    return "; ".join(problems)
+
+
+STEPS = {
+    OrderState.PENDING: step_place_order,
+    OrderState.AUTHORIZING: step_answer_challenges,
+    OrderState.VALIDATING: step_poll_validation,
+    OrderState.FINALIZING: step_finalize,
+    OrderState.DOWNLOADING: step_download,
+}
+
+
+# --- the re-drive and cancellation ------------------------------------------------------------
+
+
+def redrive_expired(now: datetime.datetime | None = None, limit: int = 1000) -> int:
+    """Continues every active order whose lease expired (its task was lost or its worker died)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        expired = list(
+            Order.objects.select_for_update(skip_locked=True)
+            .filter(state__in=ACTIVE_ORDER_STATES, lease_until__lte=now)
+            .order_by("lease_until")
+            .values_list("pk", "state")[:limit]
+        )
+        for order_id, state in expired:
+            token = uuid.uuid4()
+            Order.objects.filter(pk=order_id).update(lease_token=token, lease_until=_lease_until(now))
+            advance_order_later(order_id, str(token), state)
+    if expired:
+        logger.info("re-drove %d order(s) whose lease had expired", len(expired))
+    return len(expired)
+
+
+def cancel_orders_of(domain_id: int, now: datetime.datetime | None = None) -> None:
+    """Cancels the domain's order in flight (its tokens stop being served at once) and deactivates
+    its pending authorizations at the CA after commit. Call inside the deleting transaction."""
+    now = now or timezone.now()
+    orders = list(
+        Order.objects.select_for_update().filter(domain_id=domain_id, state__in=ACTIVE_ORDER_STATES)
+    )
+    for order in orders:
+        urls = list(
+            Challenge.objects.filter(order=order)
+            .exclude(authorization_status__in=["valid", "invalid", "deactivated"])
+            .values_list("authorization_url", flat=True)
+        )
+        Order.objects.filter(pk=order.pk).update(
+            state=OrderState.CANCELLED, lease_token=None, lease_until=None, private_key=None, finished=now
+        )
+        if urls:
+            deactivate_authorizations_later(order.account_id, urls)
+
+
+def deactivate_authorizations(account_id: int, authorization_urls: list[str]) -> int:
+    """Deactivates authorizations at the CA (RFC 8555 7.5.2); returns how many it deactivated."""
+    from certificates.models import AcmeAccount
+
+    acme = client_for(AcmeAccount.objects.get(pk=account_id))
+    done = 0
+    for url in authorization_urls:
+        authzr = messages.AuthorizationResource(uri=url, body=messages.Authorization())
+        try:
+            acme.deactivate_authorization(authzr)
+            done += 1
+        except messages.Error as problem:
+            logger.info("could not deactivate %s: %s", url, describe_problem(problem))
+    return done
+
+
+def redrive_order_of(domain_id: int, now: datetime.datetime | None = None) -> bool:
+    """Continues the domain's order in flight now, whoever held its lease ("retry now")."""
+    now = now or timezone.now()
+    token = uuid.uuid4()
+    with transaction.atomic():
+        order = (
+            Order.objects.select_for_update()
+            .filter(domain_id=domain_id, state__in=ACTIVE_ORDER_STATES)
+            .first()
+        )
+        if order is None:
+            return False
+        Order.objects.filter(pk=order.pk).update(
+            lease_token=token, lease_until=_lease_until(now), step_attempts=0
+        )
+        advance_order_later(order.pk, str(token), order.state)
+    return True

@@ -1,0 +1,35 @@
+"""Sends tasks by name, after the current transaction commits (a task must see what it is told about).
+
+Services call these instead of importing task functions, so that services do not depend on the
+task modules (which depend on the services).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django.db import transaction
+
+from config.celery import app
+
+CHECK_DOMAINS = "workers.tasks.dns.check_domains"
+ADVANCE_ORDER = "workers.tasks.acme.advance_order"
+DEACTIVATE_AUTHORIZATIONS = "workers.tasks.acme.deactivate_authorizations"
+
+
+def _send(name: str, args: list, countdown: float = 0) -> None:
+    transaction.on_commit(partial(app.send_task, name, args=args, countdown=countdown or None))
+
+
+def check_domains_later(domain_ids: list[int], token: str) -> None:
+    """Checks these claimed domains (DNS, then an order) once the claim is committed."""
+    _send(CHECK_DOMAINS, [domain_ids, token])
+
+
+def advance_order_later(order_id: int, token: str, step: str, delay: float = 0) -> None:
+    """Runs the order's next step after `delay` seconds; `step` is informational (Flower shows it)."""
+    _send(ADVANCE_ORDER, [order_id, token, step], countdown=delay)
+
+
+def deactivate_authorizations_later(account_id: int, authorization_urls: list[str]) -> None:
+    _send(DEACTIVATE_AUTHORIZATIONS, [account_id, authorization_urls])
