@@ -85,6 +85,16 @@ def get_account(directory_url: str | None = None) -> AcmeAccount:
     return account
 
 
+def reset_account(account: AcmeAccount) -> bool:
+    """Forgets a registration the CA no longer knows (a test CA restarted): a new key is registered
+    on next use. Conditional, so concurrent steps reset it once; returns whether this call did."""
+    reset = AcmeAccount.objects.filter(pk=account.pk, account_url=account.account_url).update(
+        key=seal(_new_account_key_pem()), account_url=""
+    )
+    forget_clients()
+    return reset == 1
+
+
 def client_for(account: AcmeAccount) -> client.ClientV2:
     """An ACME client signed with `account`'s key, cached for this thread."""
     cache = getattr(_local, "clients", None)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import django
 from cryptography.fernet import Fernet
 
 from devstack.pebble import PebbleStack
@@ -75,6 +76,8 @@ def development_environment() -> dict[str, str]:
         "ACME_CA_BUNDLE": str(STATE / "pebble" / "tls" / "ca.pem"),
         "ACME_CONTACT_EMAIL": "ops@example.com",
         "DNS_RESOLVERS": f"127.0.0.1:{PEBBLE_PORTS['dns']}",
+        # Pebble makes a new root at every start; it is written here before the workers start.
+        "EXTRA_TRUSTED_ROOTS": str(STATE / "pebble" / "roots.pem"),
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     return {**defaults, **saved, **{k: v for k, v in os.environ.items() if k in defaults or k in saved}}
@@ -114,6 +117,15 @@ def manage(*args: str) -> None:
         raise SystemExit(1)
 
 
+def forget_pebble_account(directory_url: str) -> None:
+    """Pebble forgets its accounts when it restarts: register ours again on first use."""
+    from certificates.acme_client import reset_account
+    from certificates.models import AcmeAccount
+
+    for account in AcmeAccount.objects.filter(directory_url=directory_url).exclude(account_url=""):
+        reset_account(account)
+
+
 def main() -> int:
     for port in (WEB_PORT, FLOWER_PORT, *PEBBLE_PORTS.values()):
         if not port_free(port):
@@ -127,10 +139,12 @@ def main() -> int:
     # The settings insist that ACME_CA_BUNDLE exists: make Pebble's listener certificate first.
     write_localhost_tls(STATE / "pebble" / "tls")
     ensure_database(env["DATABASE_URL"])
+    django.setup()
     say("migrating the database")
     manage("migrate", "--noinput", "-v", "0")
     manage("collectstatic", "--noinput", "-v", "0")
     manage("ensure_superuser")
+    from devstack.demo import run_demo
 
     processes: list[ManagedProcess] = []
     pebble = PebbleStack(
@@ -157,6 +171,8 @@ def main() -> int:
     try:
         say("starting Pebble and pebble-challtestsrv")
         pebble.start()
+        Path(env["EXTRA_TRUSTED_ROOTS"]).write_bytes(pebble.root_pem())
+        forget_pebble_account(env["ACME_DIRECTORY_URL"])
         celery = [PYTHON, "-m", "celery", "-A", "config"]
         specs = [
             (
@@ -209,7 +225,8 @@ def main() -> int:
         "",
         "Ctrl-C stops everything.",
     ]
-    print("\n" + "\n".join(lines), flush=True)
+    print("\n" + "\n".join(lines) + "\n", flush=True)
+    run_demo(pebble.challtestsrv, env["DJANGO_SUPERUSER_USERNAME"], say)
     while True:
         time.sleep(1)
         for process in processes:

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from certificates.acme_client import client_for, forget_clients, get_account
+from certificates.acme_client import client_for, forget_clients, get_account, reset_account
 from certificates.keys import generate_private_key_pem, make_csr_pem
 from certificates.models import (
     ACTIVE_ORDER_STATES,
@@ -158,6 +158,9 @@ def run_step(order_id: int, token: str | None, now: datetime.datetime | None = N
     if held is None:
         return "skipped: another task holds this order, or it is finished"
     order = Order.objects.select_related("account", "domain").get(pk=order_id)
+    if not order.account.account_url:
+        # The account was reset (the CA forgot it): register its new key before using it.
+        order.account = get_account(order.account.directory_url)
     if timezone.now() - order.created > datetime.timedelta(seconds=settings.ACME_ORDER_TIMEOUT_SECONDS):
         fail_order(order, held, f"the CA did not issue within {settings.ACME_ORDER_TIMEOUT_SECONDS} s")
         return "failed: timeout"
@@ -170,6 +173,12 @@ def run_step(order_id: int, token: str | None, now: datetime.datetime | None = N
         fail_order(order, held, str(failure))
         return f"failed: {failure}"
     except messages.Error as problem:
+        if problem.code == "accountDoesNotExist":
+            reset_account(order.account)
+            fail_order(
+                order, held, "the CA no longer knows the platform's ACME account; a new one is registered"
+            )
+            return "failed: account unknown to the CA"
         if problem.code in RETRYABLE_PROBLEMS:
             return _retry(
                 order, held, f"the CA answered {problem.code}", 0 if problem.code == "badNonce" else 2

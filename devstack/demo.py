@@ -1,0 +1,60 @@
+"""`make run`'s demo: a region, an app and www.example.com, whose certificate Pebble issues while
+you watch. Idempotent: a second `make run` reuses them and only re-creates the DNS record (the
+mock DNS forgets everything when it restarts)."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from certificates.models import Certificate
+from devstack.pebble import ChallTestSrv
+from domains.models import App, Domain, DomainStatus, Region
+from domains.services import create_domain, retry_now
+
+DEMO_DOMAIN = "www.example.com"
+
+
+def run_demo(challtestsrv: ChallTestSrv, admin_username: str, say, timeout: float = 120) -> bool:
+    """Creates the demo (once), points its DNS at this machine and prints the statuses until in use."""
+    with transaction.atomic():
+        region, _ = Region.objects.get_or_create(
+            name="local",
+            defaults={
+                "domain_suffix": "local.example-paas.io",
+                "cname_target": "ingress.local.example-paas.io",
+                "ingress_ipv4": ["127.0.0.1"],
+                "ingress_ipv6": [],
+            },
+        )
+        owner = get_user_model().objects.get(username=admin_username)
+        app, _ = App.objects.get_or_create(region=region, name="demo", defaults={"owner": owner})
+    challtestsrv.add_a(DEMO_DOMAIN, ["127.0.0.1"])
+    domain = Domain.objects.filter(name=DEMO_DOMAIN).first()
+    if domain is None:
+        say(f"demo: adding {DEMO_DOMAIN} to app demo (its A record points at 127.0.0.1 in the mock DNS)")
+        domain = create_domain(app, DEMO_DOMAIN)
+    elif domain.status != DomainStatus.IN_USE:
+        say(f"demo: {DEMO_DOMAIN} exists ({domain.get_status_display()}); retrying it now")
+        retry_now(domain)
+    seen = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        domain.refresh_from_db()
+        if domain.status != seen:
+            seen = domain.status
+            detail = f" - {domain.last_error}" if domain.last_error else ""
+            say(f"demo: {DEMO_DOMAIN} is {domain.get_status_display()}{detail}")
+        if domain.status == DomainStatus.IN_USE:
+            certificate = Certificate.objects.filter(domain=domain).order_by("-not_after").first()
+            say(
+                f"demo: certificate issued by {certificate.issuer}, for {', '.join(certificate.sans)}, "
+                f"valid until {certificate.not_after:%Y-%m-%d %H:%M} UTC (fingerprint "
+                f"{certificate.fingerprint_sha256[:16]}...)"
+            )
+            return True
+        time.sleep(0.2)
+    say(f"demo: {DEMO_DOMAIN} did not reach In use within {timeout:.0f} s; see .run/logs/")
+    return False
