@@ -7,6 +7,7 @@ step at a time, so a cached ClientNetwork (with its nonce pool) is never shared 
 from __future__ import annotations
 
 import threading
+import urllib.request
 
 import josepy as jose
 from acme import client, errors, messages
@@ -39,7 +40,7 @@ def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork
     registration = None
     if account is not None and account.account_url:
         registration = messages.RegistrationResource(uri=account.account_url, body=messages.Registration())
-    return client.ClientNetwork(
+    net = client.ClientNetwork(
         key=jwk,
         account=registration,
         alg=jose.ES256,
@@ -47,6 +48,14 @@ def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork
         user_agent=USER_AGENT,
         timeout=NETWORK_TIMEOUT_SECONDS,
     )
+    # requests re-reads the proxy variables from the whole environment on every request (a
+    # tenth of a step's CPU); read them once here instead. Verification is passed explicitly.
+    proxies = urllib.request.getproxies()
+    if "no" in proxies:
+        proxies["no_proxy"] = proxies.pop("no")
+    net.session.proxies = proxies
+    net.session.trust_env = False
+    return net
 
 
 def get_account(directory_url: str | None = None) -> AcmeAccount:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,5 +105,9 @@ def tcp_open(host: str, port: int) -> bool:
 
 
 def http_ok(url: str, context=None) -> bool:
-    with urllib.request.urlopen(url, timeout=2, context=context) as response:
-        return 200 <= response.status < 500
+    """True when the server answers at all with less than a 500 (a 404 counts: it is up)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return 200 <= response.status < 500
+    except urllib.error.HTTPError as error:
+        return error.code < 500

@@ -24,7 +24,8 @@ def change_status(
     """Moves the domain to `to` (and sets `fields`) if it is in `allowed_from` and, when given, its
     claim token is still `holding`; records the change in its history. Returns whether it happened."""
     now = now or timezone.now()
-    with transaction.atomic():
+    # No savepoint: inside a caller's transaction a failure here must undo the caller's work too.
+    with transaction.atomic(savepoint=False):
         rows = Domain.objects.select_for_update().filter(pk=domain_id)
         if holding is not None:
             rows = rows.filter(claim_token=holding)

@@ -1,0 +1,259 @@
+"""What the benchmarks share: a private Certwright stack on free ports, and per-process CPU meters.
+
+Each benchmark gets its own database (dropped and created), its own Redis, its own Pebble and
+challtestsrv, and the real web and worker processes, exactly as `make run` starts them.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+from devstack.pebble import PebbleStack  # noqa: E402
+from devstack.ports import free_port, free_tcp_udp_port  # noqa: E402
+from devstack.processes import ManagedProcess, http_ok  # noqa: E402
+from devstack.redis_server import start_redis  # noqa: E402
+from devstack.tls import write_localhost_tls  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class BenchStack:
+    """A whole Certwright stack for one benchmark run."""
+
+    name: str
+    state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="certwright-bench-")))
+    processes: list[ManagedProcess] = field(default_factory=list)
+    pebble: PebbleStack | None = None
+
+    def __post_init__(self) -> None:
+        self.ports = {
+            "redis": free_port(),
+            "web": free_port(),
+            "pebble": free_port(),
+            "pebble_management": free_port(),
+            "dns": free_tcp_udp_port(),
+            "challtestsrv": free_port(),
+            "tls_alpn": free_port(),
+        }
+        self.database = f"certwright_bench_{self.name}"
+        # The settings insist that ACME_CA_BUNDLE exists before anything imports them.
+        write_localhost_tls(self.state_dir / "pebble" / "tls")
+        self.logs = self.state_dir / "logs"
+        self.env = {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-secret-key-that-is-long-enough-for-the-validator",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.database}",
+            "CELERY_BROKER_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
+            "QUOTA_REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/1",
+            "ACME_DIRECTORY_URL": f"https://127.0.0.1:{self.ports['pebble']}/dir",
+            "ACME_CA_BUNDLE": str(self.state_dir / "pebble" / "tls" / "ca.pem"),
+            "ACME_CONTACT_EMAIL": "bench@example.com",
+            "DNS_RESOLVERS": f"127.0.0.1:{self.ports['dns']}",
+            "KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "EXTRA_TRUSTED_ROOTS": str(self.state_dir / "pebble" / "roots.pem"),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+
+    # --- services ---------------------------------------------------------------------------
+
+    def start_pebble(self, env: dict[str, str]) -> PebbleStack:
+        self.pebble = PebbleStack(
+            state_dir=self.state_dir / "pebble",
+            acme_port=self.ports["pebble"],
+            management_port=self.ports["pebble_management"],
+            dns_port=self.ports["dns"],
+            challtestsrv_port=self.ports["challtestsrv"],
+            http01_port=self.ports["web"],
+            tls_alpn_port=self.ports["tls_alpn"],
+            env=env,
+        ).start()
+        Path(self.env["EXTRA_TRUSTED_ROOTS"]).write_bytes(self.pebble.root_pem())
+        return self.pebble
+
+    def start_redis(self) -> ManagedProcess:
+        redis = start_redis("redis", self.ports["redis"], self.logs)
+        self.processes.append(redis)
+        return redis
+
+    def prepare_database(self) -> None:
+        """Drops and creates this benchmark's database, migrates it, and sets Django up here."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.database))
+            )
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        os.environ.update(self.env)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=dict(os.environ),
+            check=True,
+        )
+        import django
+
+        django.setup()
+
+    def start_web(self, workers: int = 2) -> ManagedProcess:
+        port = self.ports["web"]
+        web = ManagedProcess(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+            ],
+            self.logs,
+            env=dict(os.environ),
+        ).start()
+        self.processes.append(web)
+        probe = f"http://127.0.0.1:{port}/.well-known/acme-challenge/readiness-probe-token"
+        web.wait_until(lambda: http_ok(probe), timeout=60, what="answering")
+        return web
+
+    def start_worker(self, name: str, queues: str, concurrency: int, pool: str = "prefork") -> ManagedProcess:
+        profiled = os.environ.get("BENCH_PROFILE_WORKER")
+        worker = ManagedProcess(
+            name,
+            [sys.executable, profiled]
+            if profiled
+            else [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}@%h",
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
+            ],
+            self.logs,
+            env=dict(os.environ),
+        ).start()
+        self.processes.append(worker)
+        worker.wait_until(lambda: _celery_ready(name), timeout=60, what="ready")
+        return worker
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        if self.pebble is not None:
+            self.pebble.stop()
+
+
+def _celery_ready(name: str) -> bool:
+    from config.celery import app
+
+    replies = app.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5)
+    return bool(replies)
+
+
+# --- CPU accounting -----------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name may hold spaces; fields after it are space-separated.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in process group `pgid`, and of its reaped children."""
+    total = 0
+    for pid in _pids():
+        fields = _stat(pid)
+        # fields[2] is the process group; utime, stime, cutime, cstime are fields[11:15].
+        if fields and int(fields[2]) == pgid:
+            total += sum(int(value) for value in fields[11:15])
+    return total / CLOCK_TICKS
+
+
+def command_cpu_seconds(command_name: str) -> float:
+    """User + system CPU of every live process whose command name is `command_name`."""
+    total = 0
+    for pid in _pids():
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if comm == command_name:
+            fields = _stat(pid)
+            if fields:
+                total += sum(int(value) for value in fields[11:15])
+    return total / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds of named process sets between `start()` and `stop()`."""
+
+    def __init__(self, probes: dict[str, Callable[[], float]]) -> None:
+        self.probes = probes
+        self.before: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    def start(self) -> CpuMeter:
+        self.before = {name: probe() for name, probe in self.probes.items()}
+        return self
+
+    def stop(self) -> dict[str, float]:
+        self.spent = {name: probe() - self.before[name] for name, probe in self.probes.items()}
+        return self.spent
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
