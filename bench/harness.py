@@ -139,13 +139,11 @@ class BenchStack:
         web.wait_until(lambda: http_ok(probe), timeout=60, what="answering")
         return web
 
-    def start_worker(self, name: str, queues: str, concurrency: int, pool: str = "prefork") -> ManagedProcess:
-        profiled = os.environ.get("BENCH_PROFILE_WORKER")
+    def start_worker(self, name: str, queues: str = "dns,acme,default") -> ManagedProcess:
+        """`celery worker` as `make run` starts it (pool and concurrency from the settings)."""
         worker = ManagedProcess(
             name,
-            [sys.executable, profiled]
-            if profiled
-            else [
+            [
                 sys.executable,
                 "-m",
                 "celery",
@@ -156,10 +154,6 @@ class BenchStack:
                 queues,
                 "-n",
                 f"{name}@%h",
-                "--pool",
-                pool,
-                "--concurrency",
-                str(concurrency),
                 "--without-gossip",
                 "--without-mingle",
                 "-l",

@@ -192,13 +192,8 @@ def run_certwright(stack: BenchStack, count: int, latency_samples: int) -> tuple
     from domains.models import App, Domain, DomainStatus, Region
     from domains.services import create_domain
 
-    web = stack.start_web(workers=int(os.environ.get("BENCH_WEB_WORKERS", "2")))
-    worker = stack.start_worker(
-        "worker",
-        "dns,acme,default",
-        concurrency=int(os.environ.get("BENCH_WORKER_CONCURRENCY", "12")),
-        pool=os.environ.get("BENCH_WORKER_POOL", "threads"),
-    )
+    web = stack.start_web()
+    worker = stack.start_worker("worker")
     region = Region.objects.create(
         name="bench",
         domain_suffix="bench.example-paas.io",

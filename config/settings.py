@@ -81,6 +81,9 @@ if FLOWER_BASIC_AUTH and (":" not in FLOWER_BASIC_AUTH or FLOWER_BASIC_AUTH.star
 # How old beat's last tick may be before /healthz reports beat as down (three missed ticks).
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int("HEALTH_BEAT_MAX_AGE_SECONDS", 180, minimum=10)
 HEALTH_CHECK_TIMEOUT_SECONDS = env.int("HEALTH_CHECK_TIMEOUT_SECONDS", 2, minimum=1)
+# Worker processes per `celery worker` (prefork, so time limits are enforced). The work is mostly
+# waiting on the CA, DNS and PostgreSQL, so more processes than cores pay off.
+WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", 8, minimum=1)
 
 env.raise_if_invalid()
 
@@ -185,6 +188,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 # Only idempotent tasks opt in to acks_late, one by one.
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = WORKER_CONCURRENCY
 # Celery closes Django's connections around every task unless told to reuse them: a new PostgreSQL
 # session per task cost more CPU than the task itself. Recycled every 2,000 tasks.
 CELERY_DB_REUSE_MAX = 1000

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from certificates.sealing import seal
 from domains.models import Domain, DomainStatus
-from domains.services import DomainNameTaken, InvalidDomainName, create_domain, set_letsencrypt
+from domains.services import DomainNameTaken, InvalidDomainName, create_domain, retry_now, set_letsencrypt
 from tests.factories import AppFactory, CertificateFactory, DomainFactory, RegionFactory
 
 pytestmark = pytest.mark.django_db
@@ -164,3 +164,20 @@ class TestAdmin:
         assert response.status_code == 200
         assert "is an IP address" in response.content.decode()
         assert not Domain.objects.exists()
+
+
+def test_retry_now_resets_the_backoff_and_checks_at_once(django_capture_on_commit_callbacks):
+    later = timezone.now() + datetime.timedelta(hours=5)
+    domain = DomainFactory(status=DomainStatus.FAILING, consecutive_failures=9, next_attempt_at=later)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert retry_now(domain) == f"{domain.name}: checking now"
+    domain.refresh_from_db()
+    assert domain.consecutive_failures == 0
+    assert domain.claim_token is not None
+    assert domain.next_attempt_at < later
+    assert len(callbacks) == 1
+
+
+def test_retry_now_on_a_domain_in_use_does_nothing():
+    domain = DomainFactory(status=DomainStatus.IN_USE)
+    assert retry_now(domain) == f"{domain.name}: nothing to retry (In use)"
