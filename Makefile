@@ -1,6 +1,7 @@
 # Certwright: `make run` brings the stack up against a local Pebble; `make test` runs the whole suite.
 PYTHON := .venv/bin/python
-BENCHES := $(sort $(wildcard bench/*.py))
+# Files starting with an underscore are shared code, not benchmarks.
+BENCHES := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 
 .PHONY: run test bench lint format bootstrap
 
