@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
 
+from devstack.commands import web_command, worker_command  # noqa: E402
 from devstack.pebble import PebbleStack  # noqa: E402
 from devstack.ports import free_port, free_tcp_udp_port  # noqa: E402
 from devstack.processes import ManagedProcess, http_ok  # noqa: E402
@@ -121,16 +122,7 @@ class BenchStack:
         port = self.ports["web"]
         web = ManagedProcess(
             "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-            ],
+            web_command(f"127.0.0.1:{port}", workers, access_log=False),
             self.logs,
             env=dict(os.environ),
         ).start()
@@ -143,22 +135,7 @@ class BenchStack:
         """`celery worker` as `make run` starts it (pool and concurrency from the settings)."""
         worker = ManagedProcess(
             name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                queues,
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
-            ],
+            worker_command(name, queues, log_level=os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING")),
             self.logs,
             env=dict(os.environ),
         ).start()

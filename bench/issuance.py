@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
+from _harness import (
     ROOT,
     BenchStack,
     CpuMeter,

@@ -19,6 +19,7 @@ from pathlib import Path
 import django
 from cryptography.fernet import Fernet
 
+from devstack.commands import beat_command, flower_command, web_command, worker_command
 from devstack.pebble import PebbleStack
 from devstack.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
 from devstack.tls import write_localhost_tls
@@ -173,29 +174,17 @@ def main() -> int:
         pebble.start()
         Path(env["EXTRA_TRUSTED_ROOTS"]).write_bytes(pebble.root_pem())
         forget_pebble_account(env["ACME_DIRECTORY_URL"])
-        celery = [PYTHON, "-m", "celery", "-A", "config"]
         specs = [
             (
                 "web",
-                [
-                    PYTHON,
-                    "-m",
-                    "gunicorn",
-                    "config.wsgi:application",
-                    "--bind",
-                    f"0.0.0.0:{WEB_PORT}",
-                    "--workers",
-                    "2",
-                    "--access-logfile",
-                    "-",
-                ],
+                web_command(f"0.0.0.0:{WEB_PORT}"),
                 lambda: http_ok(f"http://127.0.0.1:{WEB_PORT}/admin/login/"),
             ),
-            ("worker", [*celery, "worker", "-Q", "dns,acme,default", "-n", "worker@%h", "-l", "INFO"], None),
-            ("beat", [*celery, "beat", "-l", "INFO", "-s", str(STATE / "celerybeat-schedule")], None),
+            ("worker", worker_command("worker"), None),
+            ("beat", beat_command(str(STATE / "celerybeat-schedule")), None),
             (
                 "flower",
-                [*celery, "flower", f"--port={FLOWER_PORT}", f"--basic-auth={env['FLOWER_BASIC_AUTH']}"],
+                flower_command(FLOWER_PORT, env["FLOWER_BASIC_AUTH"]),
                 lambda: tcp_open("127.0.0.1", FLOWER_PORT),
             ),
         ]

@@ -7,7 +7,6 @@ the test database on it. Everything else runs on free ports chosen by config/set
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -15,6 +14,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from devstack.commands import web_command, worker_command
 from devstack.pebble import PebbleStack
 from devstack.processes import ManagedProcess, http_ok
 from devstack.redis_server import start_redis
@@ -101,26 +101,7 @@ def start_celery_worker(
     env = {**celery_subprocess_env(), **(extra_env or {})}
     worker = ManagedProcess(
         name,
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            queues,
-            "-n",
-            f"{name}@%h",
-            "--concurrency",
-            str(concurrency),
-            "--pool",
-            "prefork",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-        ],
+        worker_command(name, queues, concurrency=concurrency),
         RUN_DIR / "logs",
         env=env,
     ).start()
@@ -173,18 +154,7 @@ def web_server(django_db_setup, redis_servers) -> ManagedProcess:
     port = _port("HTTP01")
     server = ManagedProcess(
         "web",
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--access-logfile",
-            "-",
-        ],
+        web_command(f"127.0.0.1:{port}"),
         RUN_DIR / "logs",
         env=celery_subprocess_env(),
     ).start()

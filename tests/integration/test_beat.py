@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import sys
 import time
 
 import pytest
 from django.apps import apps
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from devstack.commands import beat_command
 from devstack.processes import ManagedProcess
 from tests.conftest import RUN_DIR, celery_subprocess_env
 from workers.models import Heartbeat
@@ -33,18 +33,7 @@ def test_beat_sends_the_heartbeat_a_worker_runs_it_and_healthz_turns_green(celer
     assert client.get("/healthz").status_code == 503
     beat = ManagedProcess(
         "beat",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "beat",
-            "-l",
-            "INFO",
-            "-s",
-            str(RUN_DIR / "celerybeat-schedule"),
-        ],
+        beat_command(str(RUN_DIR / "celerybeat-schedule")),
         RUN_DIR / "logs",
         env=celery_subprocess_env(),
     ).start()
