@@ -71,7 +71,12 @@ DNS_TIMEOUT_SECONDS = env.float("DNS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
 DOMAIN_CHECK_LEASE_SECONDS = env.int("DOMAIN_CHECK_LEASE_SECONDS", 300, minimum=2)
 # Domains one sweep claims at most (the rest wait for the next tick), and domains per check task.
 DOMAIN_SWEEP_BATCH = env.int("DOMAIN_SWEEP_BATCH", 5000, minimum=1)
-DOMAIN_CHECK_CHUNK = env.int("DOMAIN_CHECK_CHUNK", 100, minimum=1)
+DOMAIN_SWEEP_MAX = env.int("DOMAIN_SWEEP_MAX", 200000, minimum=1)
+DOMAIN_CHECK_CHUNK = env.int("DOMAIN_CHECK_CHUNK", 1000, minimum=1)
+# Names one check task resolves at once.
+DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
+# The CA identity CAA records must authorize (RFC 8659 issuer domain name).
+ACME_CAA_IDENTITY = env.str("ACME_CAA_IDENTITY", "letsencrypt.org")
 KEY_ENCRYPTION_KEYS = env.fernet_keys("KEY_ENCRYPTION_KEYS")
 
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH")

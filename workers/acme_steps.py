@@ -38,7 +38,7 @@ from certificates.sealing import seal
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.backoff import retry_delay
 from domains.models import Domain, DomainStatus
-from domains.status import change_status
+from domains.status import StatusWrite, bulk_change_status, change_status
 from workers.enqueue import advance_order_later, deactivate_authorizations_later
 from workers.failpoints import failpoint
 
@@ -108,6 +108,54 @@ def start_order(
             raise RuntimeError("a claimed domain could not be moved to creating")
         advance_order_later(order.pk, str(token), OrderState.PENDING)
     return order
+
+
+def start_orders(claimed: list[tuple[int, str]], claim_token, now: datetime.datetime | None = None) -> int:
+    """start_order for many claimed domains at once, `claimed` being (domain id, reason) pairs: a
+    constant number of queries for the batch. Returns how many orders it started."""
+    if not claimed:
+        return 0
+    now = now or timezone.now()
+    account = get_account()
+    reasons = dict(claimed)
+    keys = {domain_id: seal(generate_private_key_pem(settings.ACME_KEY_TYPE)) for domain_id in reasons}
+    lease_until = now + datetime.timedelta(seconds=settings.ACME_ORDER_LEASE_SECONDS)
+    try:
+        with transaction.atomic():
+            held = list(
+                Domain.objects.select_for_update()
+                .filter(pk__in=list(reasons), claim_token=claim_token)
+                .values_list("pk", "name", "consecutive_failures")
+            )
+            orders = Order.objects.bulk_create(
+                [
+                    Order(
+                        domain_id=pk,
+                        account=account,
+                        names=[name],
+                        private_key=keys[pk],
+                        lease_token=uuid.uuid4(),
+                        lease_until=lease_until,
+                        created=now,
+                    )
+                    for pk, name, _ in held
+                ]
+            )
+            bulk_change_status(
+                [
+                    StatusWrite(pk, DomainStatus.CREATING, reasons[pk], "", failures, None)
+                    for pk, _, failures in held
+                ],
+                holding=claim_token,
+                now=now,
+            )
+            for order in orders:
+                advance_order_later(order.pk, str(order.lease_token), OrderState.PENDING)
+    except IntegrityError:
+        # A domain already had an order in flight (order_one_in_flight_per_domain): go one by one,
+        # so that only that domain is skipped.
+        return sum(1 for pk, reason in claimed if start_order(pk, claim_token, reason, now))
+    return len(orders)
 
 
 # --- the lease --------------------------------------------------------------------------------

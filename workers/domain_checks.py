@@ -17,15 +17,17 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from certificates.acme_client import get_account
 from domains.backoff import retry_delay
+from domains.caa import evaluate as evaluate_caa
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus, Region
 from domains.names import is_wildcard
 from domains.services import WILDCARD_MESSAGE
-from domains.status import change_status
-from domains.targeting import Diagnosis, Target, diagnose
-from workers.acme_steps import start_order
+from domains.status import StatusWrite, bulk_change_status
+from domains.targeting import Target, diagnose
+from workers.acme_steps import start_orders
 from workers.enqueue import check_domains_later
-from workers.resolver import lookup_many_sync
+from workers.resolver import CaaLookupFailed, find_caa_many_sync, lookup_many_sync
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +54,20 @@ def claim_due(now: datetime.datetime | None = None, limit: int | None = None) ->
 
 
 def sweep(now: datetime.datetime | None = None) -> int:
-    """Claims due domains and sends their checks in chunks; returns how many were claimed."""
-    ids, token = claim_due(now)
+    """Claims every due domain (in batches, up to DOMAIN_SWEEP_MAX a tick) and sends their checks in
+    chunks; returns how many were claimed. Each batch commits before its chunks are sent."""
+    now = now or timezone.now()
     chunk = settings.DOMAIN_CHECK_CHUNK
-    with transaction.atomic():
-        for start in range(0, len(ids), chunk):
-            check_domains_later(ids[start : start + chunk], str(token))
-    return len(ids)
+    claimed = 0
+    while claimed < settings.DOMAIN_SWEEP_MAX:
+        with transaction.atomic():
+            ids, token = claim_due(now, min(settings.DOMAIN_SWEEP_BATCH, settings.DOMAIN_SWEEP_MAX - claimed))
+            for start in range(0, len(ids), chunk):
+                check_domains_later(ids[start : start + chunk], str(token))
+        claimed += len(ids)
+        if len(ids) < settings.DOMAIN_SWEEP_BATCH:
+            break
+    return claimed
 
 
 def claim_one(domain_id: int, now: datetime.datetime | None = None) -> uuid.UUID | None:
@@ -72,13 +81,14 @@ def claim_one(domain_id: int, now: datetime.datetime | None = None) -> uuid.UUID
     return token if claimed else None
 
 
-def _targets(domains: list[Domain]) -> dict[int, Target]:
-    suffixes = tuple(Region.objects.values_list("domain_suffix", flat=True))
+def _targets(rows: list[tuple]) -> dict[int, Target]:
+    regions = {region.pk: region for region in Region.objects.all()}
+    suffixes = tuple(region.domain_suffix for region in regions.values())
     targets = {}
-    for domain in domains:
-        region = domain.app.region
-        targets[domain.pk] = Target(
-            app_hostname=domain.app.default_hostname,
+    for pk, _name, _failures, app_name, region_id in rows:
+        region = regions[region_id]
+        targets[pk] = Target(
+            app_hostname=f"{app_name}.{region.domain_suffix}",
             cname_target=region.cname_target,
             ingress_ipv4=frozenset(region.ingress_ipv4),
             ingress_ipv6=frozenset(region.ingress_ipv6),
@@ -89,68 +99,80 @@ def _targets(domains: list[Domain]) -> dict[int, Target]:
 
 def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | None = None) -> dict[str, int]:
     """Checks the domains of `domain_ids` that still carry `token`: resolves all of them
-    concurrently, then starts an order for each that points at the platform and backs off the rest."""
+    concurrently, runs the CAA pre-flight for those that point at the platform, then writes every
+    outcome back in bulk and starts the orders, with a constant number of queries per chunk."""
     now = now or timezone.now()
-    domains = list(
-        Domain.objects.select_related("app__region")
-        .filter(pk__in=domain_ids, claim_token=token)
+    rows = list(
+        Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=True)
         .order_by("pk")
+        .values_list("pk", "name", "consecutive_failures", "app__name", "app__region_id")
     )
     counts = {"checked": 0, "ordered": 0, "failed": 0, "parked": 0}
-    if not domains:
-        return counts
+    writes: list[StatusWrite] = []
     checkable = []
-    for domain in domains:
-        if not domain.letsencrypt_enabled:
-            Domain.objects.filter(pk=domain.pk, claim_token=token).update(
-                claim_token=None, next_attempt_at=None
+    for row in rows:
+        pk, name, failures = row[:3]
+        if is_wildcard(name):
+            writes.append(
+                StatusWrite(
+                    pk, DomainStatus.ACTION_REQUIRED, WILDCARD_MESSAGE, WILDCARD_MESSAGE, failures, None
+                )
             )
-        elif is_wildcard(domain.name):
-            park_wildcard(domain, token, now)
             counts["parked"] += 1
         else:
-            checkable.append(domain)
-    lookups = lookup_many_sync([d.name for d in checkable]) if checkable else {}
+            checkable.append(row)
     targets = _targets(checkable)
-    for domain in checkable:
+    accepted = {
+        row[1]: frozenset({targets[row[0]].app_hostname, targets[row[0]].cname_target}) for row in checkable
+    }
+    lookups = lookup_many_sync([row[1] for row in checkable], accepted) if checkable else {}
+    pointing = []
+    for row in checkable:
+        pk, name, failures = row[:3]
         counts["checked"] += 1
-        diagnosis = diagnose(lookups[domain.name], targets[domain.pk])
+        diagnosis = diagnose(lookups[name], targets[pk])
         if diagnosis.ok:
-            if start_order(domain.pk, token, f"DNS points at the platform ({diagnosis.message})", now):
-                counts["ordered"] += 1
+            pointing.append((pk, name, failures, diagnosis))
         else:
-            record_dns_failure(domain, token, diagnosis, now)
-            counts["failed"] += 1
+            writes.append(
+                _failure(pk, DomainStatus.PENDING_DNS, diagnosis.message, failures, diagnosis.transient, now)
+            )
+    to_order = []
+    if pointing:
+        account_uri = get_account().account_url
+        caa = find_caa_many_sync([name for _, name, _, _ in pointing])
+        for pk, name, failures, diagnosis in pointing:
+            found = caa[name]
+            if isinstance(found, CaaLookupFailed):
+                writes.append(
+                    _failure(
+                        pk, DomainStatus.PENDING_DNS, f"{found}; retried in a minute.", failures, True, now
+                    )
+                )
+                continue
+            decision = evaluate_caa(
+                name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri, method="http-01"
+            )
+            if decision.allowed:
+                to_order.append((pk, f"DNS points at the platform ({diagnosis.message})"))
+            else:
+                writes.append(
+                    _failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now)
+                )
+    counts["failed"] = len(writes) - counts["parked"]
+    bulk_change_status(writes, holding=token, now=now)
+    counts["ordered"] = start_orders(to_order, token, now)
+    # Claimed but turned off meanwhile: release without a check.
+    Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=False).update(
+        claim_token=None
+    )
     return counts
 
 
-def park_wildcard(domain: Domain, token, now: datetime.datetime) -> None:
-    change_status(
-        domain.pk,
-        DomainStatus.ACTION_REQUIRED,
-        WILDCARD_MESSAGE,
-        holding=token,
-        now=now,
-        next_attempt_at=None,
-        last_checked_at=now,
-        last_error=WILDCARD_MESSAGE,
-        claim_token=None,
-    )
-
-
-def record_dns_failure(domain: Domain, token, diagnosis: Diagnosis, now: datetime.datetime) -> bool:
-    """Pending DNS with the diagnosis; the backoff grows unless the resolver itself failed."""
-    failures = domain.consecutive_failures if diagnosis.transient else domain.consecutive_failures + 1
-    delay = TRANSIENT_RETRY if diagnosis.transient else retry_delay(failures)
-    return change_status(
-        domain.pk,
-        DomainStatus.PENDING_DNS,
-        diagnosis.message,
-        holding=token,
-        now=now,
-        consecutive_failures=failures,
-        next_attempt_at=now + delay,
-        last_checked_at=now,
-        last_error=diagnosis.message,
-        claim_token=None,
-    )
+def _failure(
+    pk: int, status: str, message: str, failures: int, transient: bool, now: datetime.datetime
+) -> StatusWrite:
+    """A failed check: the backoff grows, unless the resolvers themselves failed (retried soon)."""
+    failures = failures if transient else failures + 1
+    delay = TRANSIENT_RETRY if transient else retry_delay(failures)
+    return StatusWrite(pk, status, message, message, failures, now + delay)
