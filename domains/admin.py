@@ -13,6 +13,7 @@ from domains.services import (
     clean_domain_name,
     create_domain,
     delete_domain,
+    dns_records_to_add,
     retry_now,
     set_letsencrypt,
 )
@@ -82,6 +83,7 @@ class DomainAdmin(admin.ModelAdmin):
     raw_id_fields = ["app"]
     readonly_fields = [
         "status",
+        "dns_records",
         "consecutive_failures",
         "next_attempt_at",
         "last_checked_at",
@@ -119,6 +121,10 @@ class DomainAdmin(admin.ModelAdmin):
     def retry_now_action(self, request, queryset) -> None:
         for domain in queryset:
             self.message_user(request, retry_now(domain), messages.INFO)
+
+    @admin.display(description="DNS records to add")
+    def dns_records(self, obj: Domain) -> str:
+        return "\n".join(dns_records_to_add(obj)) if obj.pk else ""
 
     @admin.display(description="Unicode name")
     def unicode_name(self, obj: Domain) -> str:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.status import change_status
+from domains.targeting import Target, records_to_add
 from workers.enqueue import check_domains_later
 
 WILDCARD_MESSAGE = (
@@ -32,6 +33,23 @@ def platform_suffixes() -> list[str]:
         if target:
             suffixes.add(target)
     return sorted(suffixes)
+
+
+def target_of(app: App) -> Target:
+    """Where the domains of `app` must point."""
+    region = app.region
+    return Target(
+        app_hostname=app.default_hostname,
+        cname_target=region.cname_target,
+        ingress_ipv4=frozenset(region.ingress_ipv4),
+        ingress_ipv6=frozenset(region.ingress_ipv6),
+        platform_suffixes=tuple(Region.objects.values_list("domain_suffix", flat=True)),
+    )
+
+
+def dns_records_to_add(domain: Domain) -> list[str]:
+    """The records that point `domain` at its app: a CNAME for a subdomain, A/AAAA for an apex."""
+    return records_to_add(domain.name.removeprefix("*."), target_of(domain.app))
 
 
 def clean_domain_name(raw: str) -> str:

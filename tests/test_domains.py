@@ -10,7 +10,14 @@ from django.utils import timezone
 
 from certificates.sealing import seal
 from domains.models import Domain, DomainStatus
-from domains.services import DomainNameTaken, InvalidDomainName, create_domain, retry_now, set_letsencrypt
+from domains.services import (
+    DomainNameTaken,
+    InvalidDomainName,
+    create_domain,
+    dns_records_to_add,
+    retry_now,
+    set_letsencrypt,
+)
 from tests.factories import AppFactory, CertificateFactory, DomainFactory, RegionFactory
 
 pytestmark = pytest.mark.django_db
@@ -181,3 +188,22 @@ def test_retry_now_resets_the_backoff_and_checks_at_once(django_capture_on_commi
 def test_retry_now_on_a_domain_in_use_does_nothing():
     domain = DomainFactory(status=DomainStatus.IN_USE)
     assert retry_now(domain) == f"{domain.name}: nothing to retry (In use)"
+
+
+class TestRecordsToAdd:
+    def test_a_subdomain_needs_a_cname_to_the_apps_hostname(self):
+        domain = DomainFactory(name="shop.example.com")
+        assert dns_records_to_add(domain) == [f"shop.example.com. CNAME {domain.app.default_hostname}."]
+
+    def test_an_apex_needs_the_ingress_addresses(self):
+        domain = DomainFactory(name="example.org")
+        assert dns_records_to_add(domain) == [
+            "example.org. A 192.0.2.10",
+            "example.org. A 192.0.2.11",
+            "example.org. AAAA 2001:db8::10",
+        ]
+
+    def test_the_admin_page_shows_them(self, admin_client):
+        domain = DomainFactory(name="shop.example.com")
+        body = admin_client.get(f"/admin/domains/domain/{domain.pk}/change/").content.decode()
+        assert f"shop.example.com. CNAME {domain.app.default_hostname}." in body
