@@ -1,7 +1,7 @@
 """DNS lookups for the targeting check and the CAA pre-flight, through DNS_RESOLVERS only (never
 the system resolver).
 
-Many names are resolved concurrently in one event loop (dnspython's async resolver): at most an
+Many names are resolved concurrently in one event loop (workers/dns_client.py): at most an
 A and an AAAA query per name, since a CNAME chain comes back inside those answers; the AAAA query
 is skipped when the A answer already settles the check (NXDOMAIN, or a CNAME to the platform).
 """
@@ -11,27 +11,41 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
-import dns.asyncresolver
 import dns.exception
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
 from django.conf import settings
 
 from domains.caa import CaaRecord, climb
 from domains.targeting import Lookup
+from workers.dns_client import NXDOMAIN, DnsClient, QueryFailed
+from workers.dns_wire import Answer
 
 
-def make_resolver() -> dns.asyncresolver.Resolver:
-    resolver = dns.asyncresolver.Resolver(configure=False)
-    resolver.nameservers = [
-        dns.nameserver.Do53Nameserver(host, port) for host, port in settings.DNS_RESOLVERS
-    ]
-    resolver.timeout = settings.DNS_TIMEOUT_SECONDS
-    # One retry after a timeout fits in the lifetime.
-    resolver.lifetime = settings.DNS_TIMEOUT_SECONDS * 2.5
-    resolver.cache = None
-    return resolver
+class Resolvers:
+    """The DNS_RESOLVERS, in order: a query that fails at one is asked of the next."""
+
+    def __init__(self) -> None:
+        self.clients = [
+            DnsClient(host, port, timeout=settings.DNS_TIMEOUT_SECONDS)
+            for host, port in settings.DNS_RESOLVERS
+        ]
+
+    async def __aenter__(self) -> Resolvers:
+        for client in self.clients:
+            await client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for client in self.clients:
+            await client.__aexit__(*exc)
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        failure = QueryFailed("no resolver configured")
+        for client in self.clients:
+            try:
+                return await client.query(name, rdtype)
+            except QueryFailed as exc:
+                failure = exc
+        raise failure
 
 
 class _Outcome:
@@ -44,34 +58,25 @@ class _Outcome:
         self.error: str | None = None
 
 
-async def _query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> _Outcome:
+async def _query(resolvers: Resolvers, name: str, rdtype: str) -> _Outcome:
     outcome = _Outcome()
     try:
-        answer = await resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
-    except dns.resolver.NXDOMAIN:
-        outcome.nxdomain = True
+        answer = await resolvers.query(name, rdtype)
+    except QueryFailed as failure:
+        outcome.error = failure.reason
         return outcome
-    except dns.resolver.NoNameservers:
-        outcome.error = "SERVFAIL"
-        return outcome
-    except dns.exception.Timeout:
-        outcome.error = "timeout"
-        return outcome
-    except dns.exception.DNSException as exc:
+    except (OSError, dns.exception.DNSException) as exc:
         outcome.error = type(exc).__name__
         return outcome
-    wanted = dns.rdatatype.from_text(rdtype)
-    for rrset in answer.response.answer:
-        if rrset.rdtype == dns.rdatatype.CNAME:
-            outcome.cnames += [rdata.target.to_text(omit_final_dot=True).lower() for rdata in rrset]
-        elif rrset.rdtype == wanted:
-            outcome.records += list(rrset)
+    if answer.rcode == NXDOMAIN:
+        outcome.nxdomain = True
+        return outcome
+    outcome.cnames = answer.cnames
+    outcome.records = answer.caa if rdtype == "CAA" else answer.addresses
     return outcome
 
 
-async def lookup(
-    resolver: dns.asyncresolver.Resolver, name: str, accepted_cnames: frozenset[str] = frozenset()
-) -> Lookup:
+async def lookup(resolver: Resolvers, name: str, accepted_cnames: frozenset[str] = frozenset()) -> Lookup:
     """A, then AAAA unless the A answer settles it, folded into one Lookup."""
     a = await _query(resolver, name, "A")
     settled = a.nxdomain or any(cname in accepted_cnames for cname in a.cnames)
@@ -81,8 +86,8 @@ async def lookup(
         name=name,
         nxdomain=(a.nxdomain or aaaa.nxdomain) and not error,
         cnames=tuple(dict.fromkeys([*a.cnames, *aaaa.cnames])),
-        a=tuple(sorted({r.address for r in a.records})),
-        aaaa=tuple(sorted({r.address for r in aaaa.records})),
+        a=tuple(sorted(set(a.records))),
+        aaaa=tuple(sorted(set(aaaa.records))),
         error=error,
     )
 
@@ -91,15 +96,15 @@ async def lookup_many(
     names: Iterable[str], accepted_cnames: Mapping[str, frozenset[str]] | None = None, concurrency: int = 500
 ) -> dict[str, Lookup]:
     """Looks up every name with at most `concurrency` names in flight."""
-    resolver = make_resolver()
     semaphore = asyncio.Semaphore(concurrency)
     accepted_cnames = accepted_cnames or {}
+    async with Resolvers() as resolver:
 
-    async def bounded(name: str) -> Lookup:
-        async with semaphore:
-            return await lookup(resolver, name, accepted_cnames.get(name, frozenset()))
+        async def bounded(name: str) -> Lookup:
+            async with semaphore:
+                return await lookup(resolver, name, accepted_cnames.get(name, frozenset()))
 
-    results = await asyncio.gather(*(bounded(name) for name in names))
+        results = await asyncio.gather(*(bounded(name) for name in names))
     return {result.name: result for result in results}
 
 
@@ -114,16 +119,13 @@ class CaaLookupFailed(Exception):
     """The resolvers could not say whether a CAA record set exists (the CA would refuse too)."""
 
 
-async def _caa_at(resolver: dns.asyncresolver.Resolver, name: str) -> list[CaaRecord] | None:
+async def _caa_at(resolver: Resolvers, name: str) -> list[CaaRecord] | None:
     outcome = await _query(resolver, name, "CAA")
     if outcome.error:
         raise CaaLookupFailed(f"the CAA lookup of {name} failed ({outcome.error})")
     if not outcome.records:
         return None
-    return [
-        CaaRecord(r.flags, r.tag.decode(errors="replace"), r.value.decode(errors="replace"))
-        for r in outcome.records
-    ]
+    return [CaaRecord(flags, tag, value) for flags, tag, value in outcome.records]
 
 
 async def find_caa_many(
@@ -131,7 +133,6 @@ async def find_caa_many(
 ) -> dict[str, tuple[str, list[CaaRecord]] | CaaLookupFailed | None]:
     """For each name, the nearest CAA record set while climbing to the TLD (owner, records), None
     when there is none, or the failure. Each owner name is queried once for the whole batch."""
-    resolver = make_resolver()
     cache: dict[str, asyncio.Task] = {}
 
     def at(owner: str) -> asyncio.Task:
@@ -150,7 +151,8 @@ async def find_caa_many(
         return None
 
     names = list(names)
-    results = await asyncio.gather(*(nearest(name) for name in names))
+    async with Resolvers() as resolver:
+        results = await asyncio.gather(*(nearest(name) for name in names))
     return dict(zip(names, results, strict=True))
 
 
