@@ -4,9 +4,10 @@ challtestsrv is the authoritative server, seeded with a mix whose diagnoses the 
 valid (A at the ingress), wrong address, stray AAAA beside a correct A, CNAME to another app, and
 no record at all, 20% each.
 
-(a) the ceiling: one process, a bare dnspython async loop sending, for the same names and with the
-    same concurrency, the queries Certwright's check sends (A and AAAA for every name; CAA at each
-    level of the climb for the valid ones, without Certwright's per-batch cache of parents).
+(a) the ceiling: one process, a bare dnspython async loop (dns.asyncquery.udp) sending, for the
+    same names and with the same concurrency, the queries Certwright's check sends (A and AAAA for
+    every name; CAA at each level of the climb for the valid ones, without Certwright's per-batch
+    cache of parents).
 (b) Certwright: the 100,000 domains due in PostgreSQL; beat's sweep task sent to a real worker
     (`celery worker -Q dns --concurrency 2`: two worker processes), which claims, resolves,
     diagnoses, writes back and starts the orders of the valid ones; timed until every domain is
@@ -66,16 +67,14 @@ def seed_records(stack: BenchStack, count: int) -> list[tuple[str, str]]:
 
 
 def run_bare(stack: BenchStack, domains: list[tuple[str, str]], concurrency: int) -> tuple[float, float]:
-    """Queries per second and names per second of a bare loop in this one process."""
-    import dns.asyncresolver
-    import dns.nameserver
+    """Queries per second and names per second of a bare loop in this one process: dnspython's
+    lowest-level async call (`dns.asyncquery.udp`), no resolver machinery, no database."""
+    import dns.asyncquery
+    import dns.message
 
     from domains.caa import climb
 
-    resolver = dns.asyncresolver.Resolver(configure=False)
-    resolver.nameservers = [dns.nameserver.Do53Nameserver("127.0.0.1", stack.ports["dns"])]
-    resolver.cache = None
-    resolver.timeout, resolver.lifetime = 2.0, 5.0
+    port = stack.ports["dns"]
     sent = 0
 
     async def one(name: str, kind: str) -> None:
@@ -84,7 +83,9 @@ def run_bare(stack: BenchStack, domains: list[tuple[str, str]], concurrency: int
         if kind == "valid":
             queries += [(owner, "CAA") for owner in climb(name)]
         for qname, rdtype in queries:
-            await resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
+            await dns.asyncquery.udp(
+                dns.message.make_query(qname, rdtype), "127.0.0.1", timeout=2.0, port=port
+            )
             sent += 1
 
     async def main() -> None:
