@@ -84,11 +84,19 @@ def get_account(directory_url: str | None = None) -> AcmeAccount:
     registration = messages.NewRegistration.from_data(
         email=account.contact or None, terms_of_service_agreed=True
     )
-    try:
-        account_url = acme.new_account(registration).uri
-    except errors.ConflictError as exc:
-        # This key is already registered (another worker won the race): its URL is the answer.
-        account_url = exc.location
+    account_url = None
+    for attempt in range(settings.ACME_STEP_RETRIES):
+        try:
+            account_url = acme.new_account(registration).uri
+            break
+        except errors.ConflictError as exc:
+            # This key is already registered (another worker won the race): its URL is the answer.
+            account_url = exc.location
+            break
+        except messages.Error as problem:
+            # The library retries a bad nonce once; the CA may reject the retry's nonce too.
+            if problem.code != "badNonce" or attempt == settings.ACME_STEP_RETRIES - 1:
+                raise
     AcmeAccount.objects.filter(pk=account.pk, account_url="").update(account_url=account_url)
     account.refresh_from_db()
     return account

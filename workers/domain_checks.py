@@ -13,6 +13,9 @@ import datetime
 import logging
 import uuid
 
+import requests
+from acme import errors as acme_errors
+from acme import messages
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -138,8 +141,20 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
                 _failure(pk, DomainStatus.PENDING_DNS, diagnosis.message, failures, diagnosis.transient, now)
             )
     to_order = []
+    account_uri = None
     if pointing:
-        account_uri = get_account().account_url
+        try:
+            account_uri = get_account().account_url
+        except (messages.Error, requests.RequestException, acme_errors.Error) as exc:
+            # Without the account there is no CAA accounturi check and no order: try again soon.
+            problem = f"the CA could not be reached to register the platform's account ({type(exc).__name__})"
+            for pk, _, failures, _ in pointing:
+                writes.append(
+                    _failure(
+                        pk, DomainStatus.PENDING_DNS, f"{problem}; retried in a minute.", failures, True, now
+                    )
+                )
+            pointing = []
         caa = find_caa_many_sync([name for _, name, _, _ in pointing])
         for pk, name, failures, diagnosis in pointing:
             found = caa[name]
