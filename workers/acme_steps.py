@@ -28,6 +28,7 @@ from certificates.acme_client import client_for, forget_clients, get_account, re
 from certificates.keys import generate_private_key_pem, make_csr_pem
 from certificates.models import (
     ACTIVE_ORDER_STATES,
+    AcmeAccount,
     Certificate,
     CertificateSource,
     Challenge,
@@ -110,13 +111,18 @@ def start_order(
     return order
 
 
-def start_orders(claimed: list[tuple[int, str]], claim_token, now: datetime.datetime | None = None) -> int:
+def start_orders(
+    claimed: list[tuple[int, str]],
+    claim_token,
+    now: datetime.datetime | None = None,
+    account: AcmeAccount | None = None,
+) -> int:
     """start_order for many claimed domains at once, `claimed` being (domain id, reason) pairs: a
     constant number of queries for the batch. Returns how many orders it started."""
     if not claimed:
         return 0
     now = now or timezone.now()
-    account = get_account()
+    account = account or get_account()
     reasons = dict(claimed)
     keys = {domain_id: seal(generate_private_key_pem(settings.ACME_KEY_TYPE)) for domain_id in reasons}
     lease_until = now + datetime.timedelta(seconds=settings.ACME_ORDER_LEASE_SECONDS)
@@ -567,8 +573,6 @@ def cancel_orders_of(domain_id: int, now: datetime.datetime | None = None) -> No
 
 def deactivate_authorizations(account_id: int, authorization_urls: list[str]) -> int:
     """Deactivates authorizations at the CA (RFC 8555 7.5.2); returns how many it deactivated."""
-    from certificates.models import AcmeAccount
-
     acme = client_for(AcmeAccount.objects.get(pk=account_id))
     done = 0
     for url in authorization_urls:

@@ -30,7 +30,7 @@ from domains.status import StatusWrite, bulk_change_status
 from domains.targeting import Target, diagnose
 from workers.acme_steps import start_orders
 from workers.enqueue import check_domains_later
-from workers.resolver import CaaLookupFailed, find_caa_many_sync, lookup_many_sync
+from workers.resolver import CaaLookupFailed, resolve_for_check
 
 logger = logging.getLogger(__name__)
 
@@ -125,62 +125,54 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
         else:
             checkable.append(row)
     targets = _targets(checkable)
+    by_name = {row[1]: row for row in checkable}
     accepted = {
         row[1]: frozenset({targets[row[0]].app_hostname, targets[row[0]].cname_target}) for row in checkable
     }
-    lookups = lookup_many_sync([row[1] for row in checkable], accepted) if checkable else {}
-    pointing = []
-    for row in checkable:
-        pk, name, failures = row[:3]
-        counts["checked"] += 1
-        diagnosis = diagnose(lookups[name], targets[pk])
-        if diagnosis.ok:
-            pointing.append((pk, name, failures, diagnosis))
-        else:
-            writes.append(
-                _failure(pk, DomainStatus.PENDING_DNS, diagnosis.message, failures, diagnosis.transient, now)
-            )
-    to_order = []
-    account_uri = None
-    if pointing:
+    diagnoses = {}
+
+    def points_at_platform(lookup) -> bool:
+        diagnoses[lookup.name] = diagnose(lookup, targets[by_name[lookup.name][0]])
+        return diagnoses[lookup.name].ok
+
+    _, caa = resolve_for_check(list(by_name), accepted, points_at_platform) if checkable else ({}, {})
+    account = account_uri = None
+    if caa:
         try:
-            account_uri = get_account().account_url
+            account = get_account()
+            account_uri = account.account_url
         except (messages.Error, requests.RequestException, acme_errors.Error) as exc:
             # Without the account there is no CAA accounturi check and no order: try again soon.
             problem = f"the CA could not be reached to register the platform's account ({type(exc).__name__})"
-            for pk, _, failures, _ in pointing:
-                writes.append(
-                    _failure(
-                        pk, DomainStatus.PENDING_DNS, f"{problem}; retried in a minute.", failures, True, now
-                    )
-                )
-            pointing = []
-        caa = find_caa_many_sync([name for _, name, _, _ in pointing])
-        for pk, name, failures, diagnosis in pointing:
-            found = caa[name]
-            if isinstance(found, CaaLookupFailed):
-                writes.append(
-                    _failure(
-                        pk, DomainStatus.PENDING_DNS, f"{found}; retried in a minute.", failures, True, now
-                    )
-                )
-                continue
-            decision = evaluate_caa(
-                name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri, method="http-01"
+            caa = {name: CaaLookupFailed(problem) for name in caa}
+    to_order = []
+    for name, (pk, _, failures, *_) in by_name.items():
+        counts["checked"] += 1
+        diagnosis = diagnoses[name]
+        if not diagnosis.ok:
+            writes.append(
+                _failure(pk, DomainStatus.PENDING_DNS, diagnosis.message, failures, diagnosis.transient, now)
             )
-            if decision.allowed:
-                to_order.append((pk, f"DNS points at the platform ({diagnosis.message})"))
-            else:
-                writes.append(
-                    _failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now)
-                )
+            continue
+        found = caa[name]
+        if isinstance(found, CaaLookupFailed):
+            writes.append(
+                _failure(pk, DomainStatus.PENDING_DNS, f"{found}; retried in a minute.", failures, True, now)
+            )
+            continue
+        decision = evaluate_caa(name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri)
+        if decision.allowed:
+            to_order.append((pk, f"DNS points at the platform ({diagnosis.message})"))
+        else:
+            writes.append(_failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now))
     counts["failed"] = len(writes) - counts["parked"]
     bulk_change_status(writes, holding=token, now=now)
-    counts["ordered"] = start_orders(to_order, token, now)
-    # Claimed but turned off meanwhile: release without a check.
-    Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=False).update(
-        claim_token=None
-    )
+    counts["ordered"] = start_orders(to_order, token, now, account=account if to_order else None)
+    if len(rows) < len(domain_ids):
+        # Claimed but turned off meanwhile: release without a check.
+        Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=False).update(
+            claim_token=None
+        )
     return counts
 
 

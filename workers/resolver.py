@@ -9,7 +9,7 @@ is skipped when the A answer already settles the check (NXDOMAIN, or a CNAME to 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import dns.exception
 from django.conf import settings
@@ -93,26 +93,21 @@ async def lookup(resolver: Resolvers, name: str, accepted_cnames: frozenset[str]
 
 
 async def lookup_many(
-    names: Iterable[str], accepted_cnames: Mapping[str, frozenset[str]] | None = None, concurrency: int = 500
+    resolver: Resolvers,
+    names: Iterable[str],
+    accepted_cnames: Mapping[str, frozenset[str]] | None = None,
+    concurrency: int = 500,
 ) -> dict[str, Lookup]:
     """Looks up every name with at most `concurrency` names in flight."""
     semaphore = asyncio.Semaphore(concurrency)
     accepted_cnames = accepted_cnames or {}
-    async with Resolvers() as resolver:
 
-        async def bounded(name: str) -> Lookup:
-            async with semaphore:
-                return await lookup(resolver, name, accepted_cnames.get(name, frozenset()))
+    async def bounded(name: str) -> Lookup:
+        async with semaphore:
+            return await lookup(resolver, name, accepted_cnames.get(name, frozenset()))
 
-        results = await asyncio.gather(*(bounded(name) for name in names))
+    results = await asyncio.gather(*(bounded(name) for name in names))
     return {result.name: result for result in results}
-
-
-def lookup_many_sync(
-    names: Iterable[str], accepted_cnames: Mapping[str, frozenset[str]] | None = None
-) -> dict[str, Lookup]:
-    """lookup_many from synchronous code (a Celery task)."""
-    return asyncio.run(lookup_many(list(names), accepted_cnames, settings.DNS_CONCURRENCY))
 
 
 class CaaLookupFailed(Exception):
@@ -129,7 +124,7 @@ async def _caa_at(resolver: Resolvers, name: str) -> list[CaaRecord] | None:
 
 
 async def find_caa_many(
-    names: Iterable[str],
+    resolver: Resolvers, names: Iterable[str]
 ) -> dict[str, tuple[str, list[CaaRecord]] | CaaLookupFailed | None]:
     """For each name, the nearest CAA record set while climbing to the TLD (owner, records), None
     when there is none, or the failure. Each owner name is queried once for the whole batch."""
@@ -151,10 +146,20 @@ async def find_caa_many(
         return None
 
     names = list(names)
-    async with Resolvers() as resolver:
-        results = await asyncio.gather(*(nearest(name) for name in names))
+    results = await asyncio.gather(*(nearest(name) for name in names))
     return dict(zip(names, results, strict=True))
 
 
-def find_caa_many_sync(names: Iterable[str]) -> dict:
-    return asyncio.run(find_caa_many(names))
+def resolve_for_check(
+    names: list[str], accepted_cnames: Mapping[str, frozenset[str]], needs_caa: Callable[[Lookup], bool]
+) -> tuple[dict[str, Lookup], dict]:
+    """One event loop for a check chunk: every name's lookup, then the CAA search for the names
+    whose lookup `needs_caa` (those that point at the platform)."""
+
+    async def run() -> tuple[dict[str, Lookup], dict]:
+        async with Resolvers() as resolver:
+            lookups = await lookup_many(resolver, names, accepted_cnames, settings.DNS_CONCURRENCY)
+            wanted = [name for name in names if needs_caa(lookups[name])]
+            return lookups, await find_caa_many(resolver, wanted)
+
+    return asyncio.run(run())
