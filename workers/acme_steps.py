@@ -383,24 +383,42 @@ def step_place_order(order: Order) -> Next:
         Challenge.objects.bulk_create(rows)
         Order.objects.filter(pk=order.pk).update(order_url=orderr.uri, finalize_url=orderr.body.finalize)
     order.order_url, order.finalize_url = orderr.uri, orderr.body.finalize
+    # Not a column: tells the next step, if this task runs it, that the authorizations are current.
+    order.authorizations_fresh = True
     failpoint("after_order_committed")
     return Next(OrderState.AUTHORIZING)
 
 
 def step_answer_challenges(order: Order) -> Next:
-    """Tells the CA to validate each pending authorization (skipping any it already moved on)."""
+    """Tells the CA to validate each pending authorization (skipping any it already moved on).
+
+    Right after placing the order, in the same task, the authorizations just read are current; a
+    later run (after a crash) reads each one again first, so an answered challenge is not answered
+    twice.
+    """
     acme = client_for(order.account)
+    fresh = getattr(order, "authorizations_fresh", False)
     for challenge in Challenge.objects.filter(order=order).exclude(
         authorization_status=messages.STATUS_VALID.name
     ):
-        authorization = messages.Authorization.from_json(
-            acme._post_as_get(challenge.authorization_url).json()
-        )
-        if authorization.status != messages.STATUS_PENDING:
-            continue
-        current = next((c for c in authorization.challenges if c.uri == challenge.challenge_url), None)
-        if current is None or current.status != messages.STATUS_PENDING:
-            continue
+        if fresh:
+            current = messages.ChallengeBody.from_json(
+                {
+                    "type": "http-01",
+                    "url": challenge.challenge_url,
+                    "status": "pending",
+                    "token": challenge.token,
+                }
+            )
+        else:
+            authorization = messages.Authorization.from_json(
+                acme._post_as_get(challenge.authorization_url).json()
+            )
+            if authorization.status != messages.STATUS_PENDING:
+                continue
+            current = next((c for c in authorization.challenges if c.uri == challenge.challenge_url), None)
+            if current is None or current.status != messages.STATUS_PENDING:
+                continue
         acme.answer_challenge(current, current.chall.response(acme.net.key))
     return Next(OrderState.VALIDATING, settings.ACME_POLL_INITIAL_SECONDS)
 
@@ -413,12 +431,16 @@ def step_poll_validation(order: Order) -> Next:
         return _poll_again(order, response)
     if body.status == messages.STATUS_INVALID:
         raise OrderFailed(_authorization_problems(order) or _order_problem(body))
+    # Not a column: the finalize step, if this task runs it, starts from this answer.
+    order.known_state = (body, response)
     return Next(OrderState.FINALIZING)
 
 
 def step_finalize(order: Order) -> Next:
     """Sends the CSR once the order is ready; then polls until the certificate URL is there."""
-    body, response = _fetch_order(order)
+    known = getattr(order, "known_state", None)
+    order.known_state = None
+    body, response = known or _fetch_order(order)
     if body.status == messages.STATUS_READY:
         acme = client_for(order.account)
         response = acme._post(
