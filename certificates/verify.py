@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 import certifi
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 
 class ChainRejected(Exception):
@@ -33,11 +39,25 @@ class ChainFacts:
     fingerprint_sha256: str
 
 
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
 @lru_cache(maxsize=8)
 def _load_roots(path: str, mtime: float) -> tuple[x509.Certificate, ...]:
+    """The certificates of a PEM bundle, one by one: a root that this cryptography cannot parse
+    (certifi ships one with a negative serial, which a future release will refuse) is skipped
+    instead of making the whole trust store unusable."""
     with open(path, "rb") as handle:
         data = handle.read()
-    return tuple(x509.load_pem_x509_certificates(data)) if data.strip() else ()
+    roots = []
+    for block in _PEM_BLOCK.findall(data):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                roots.append(x509.load_pem_x509_certificate(block))
+        except ValueError:
+            logger.warning("skipping a certificate of %s that cannot be parsed", path)
+    return tuple(roots)
 
 
 def trusted_roots() -> list[x509.Certificate]:
