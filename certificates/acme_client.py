@@ -130,8 +130,3 @@ def client_for(account: AcmeAccount) -> client.ClientV2:
 def forget_clients() -> None:
     """Drops this thread's cached clients (after a network failure, start afresh)."""
     _local.clients = {}
-
-
-def thumbprint_of(account: AcmeAccount) -> str:
-    """The account key's JWK thumbprint, as key authorizations and CAA accounturi checks use it."""
-    return jose.b64encode(_jwk(account).thumbprint()).decode()

@@ -35,16 +35,39 @@ def platform_suffixes() -> list[str]:
     return sorted(suffixes)
 
 
-def target_of(app: App) -> Target:
-    """Where the domains of `app` must point."""
-    region = app.region
+def target_in(region: Region, app_name: str, platform_suffixes: tuple[str, ...]) -> Target:
+    """Where the domains of the app `app_name` of `region` must point."""
     return Target(
-        app_hostname=app.default_hostname,
+        app_hostname=f"{app_name}.{region.domain_suffix}",
         cname_target=region.cname_target,
         ingress_ipv4=frozenset(region.ingress_ipv4),
         ingress_ipv6=frozenset(region.ingress_ipv6),
-        platform_suffixes=tuple(Region.objects.values_list("domain_suffix", flat=True)),
+        platform_suffixes=platform_suffixes,
     )
+
+
+def target_of(app: App) -> Target:
+    """Where the domains of `app` must point."""
+    return target_in(app.region, app.name, tuple(Region.objects.values_list("domain_suffix", flat=True)))
+
+
+def claim_check_now(domain_id: int, *, reset_backoff: bool = False, now: datetime | None = None):
+    """Claims the domain's check now, whatever its next_attempt_at, and sends it after commit;
+    returns the claim token, or None when the domain is not waiting for a check."""
+    now = now or timezone.now()
+    token = uuid.uuid4()
+    fields = {
+        "claim_token": token,
+        "next_attempt_at": now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS),
+    }
+    if reset_backoff:
+        fields["consecutive_failures"] = 0
+    with transaction.atomic():
+        rows = Domain.objects.filter(pk=domain_id, status__in=SWEPT_STATUSES, letsencrypt_enabled=True)
+        if not rows.update(**fields):
+            return None
+        check_domains_later([domain_id], str(token))
+    return token
 
 
 def dns_records_to_add(domain: Domain) -> list[str]:
@@ -119,15 +142,7 @@ def retry_now(domain: Domain, now: datetime | None = None) -> str:
 
     now = now or timezone.now()
     if domain.status in SWEPT_STATUSES:
-        token = uuid.uuid4()
-        with transaction.atomic():
-            claimed = Domain.objects.filter(pk=domain.pk, status__in=SWEPT_STATUSES).update(
-                consecutive_failures=0,
-                claim_token=token,
-                next_attempt_at=now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS),
-            )
-            if claimed:
-                check_domains_later([domain.pk], str(token))
+        claimed = claim_check_now(domain.pk, reset_backoff=True, now=now)
         return f"{domain.name}: checking now" if claimed else f"{domain.name}: its status changed meanwhile"
     if domain.status == DomainStatus.CREATING:
         return (

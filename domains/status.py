@@ -41,9 +41,6 @@ def change_status(
     return True
 
 
-change_status.alters_data = True
-
-
 @dataclass(frozen=True)
 class StatusWrite:
     """One row of a bulk status write: the new status and scheduling of one claimed domain."""
@@ -96,6 +93,3 @@ def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None 
     sql = _BULK_WRITE.format(values=", ".join([_ROW] * len(writes)))
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, holding, now, now, now])
-
-
-bulk_change_status.alters_data = True

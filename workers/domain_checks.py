@@ -10,7 +10,6 @@ expires.
 from __future__ import annotations
 
 import datetime
-import logging
 import uuid
 
 import requests
@@ -25,14 +24,12 @@ from domains.backoff import retry_delay
 from domains.caa import evaluate as evaluate_caa
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus, Region
 from domains.names import is_wildcard
-from domains.services import WILDCARD_MESSAGE
+from domains.services import WILDCARD_MESSAGE, target_in
 from domains.status import StatusWrite, bulk_change_status
 from domains.targeting import Target, diagnose
 from workers.acme_steps import start_orders
 from workers.enqueue import check_domains_later
 from workers.resolver import CaaLookupFailed, resolve_for_check
-
-logger = logging.getLogger(__name__)
 
 # A resolver problem is not the customer's: try again soon, without growing the backoff.
 TRANSIENT_RETRY = datetime.timedelta(seconds=60)
@@ -73,31 +70,10 @@ def sweep(now: datetime.datetime | None = None) -> int:
     return claimed
 
 
-def claim_one(domain_id: int, now: datetime.datetime | None = None) -> uuid.UUID | None:
-    """Claims one domain now, whatever its next_attempt_at (creation, "retry now")."""
-    now = now or timezone.now()
-    token = uuid.uuid4()
-    lease_end = now + datetime.timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS)
-    claimed = Domain.objects.filter(pk=domain_id, status__in=SWEPT_STATUSES, letsencrypt_enabled=True).update(
-        claim_token=token, next_attempt_at=lease_end
-    )
-    return token if claimed else None
-
-
 def _targets(rows: list[tuple]) -> dict[int, Target]:
     regions = {region.pk: region for region in Region.objects.all()}
     suffixes = tuple(region.domain_suffix for region in regions.values())
-    targets = {}
-    for pk, _name, _failures, app_name, region_id in rows:
-        region = regions[region_id]
-        targets[pk] = Target(
-            app_hostname=f"{app_name}.{region.domain_suffix}",
-            cname_target=region.cname_target,
-            ingress_ipv4=frozenset(region.ingress_ipv4),
-            ingress_ipv6=frozenset(region.ingress_ipv6),
-            platform_suffixes=suffixes,
-        )
-    return targets
+    return {pk: target_in(regions[region_id], app_name, suffixes) for pk, _, _, app_name, region_id in rows}
 
 
 def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | None = None) -> dict[str, int]:
