@@ -36,11 +36,25 @@ def _jwk(account: AcmeAccount) -> jose.JWK:
     return jose.JWKEC.load(account.key.reveal())
 
 
+class _Network(client.ClientNetwork):
+    """The library's network, keeping the CA's Retry-After on the problems it raises (a 429's
+    problem document does not say when to come back; its header does)."""
+
+    @classmethod
+    def _check_response(cls, response, content_type=None):
+        try:
+            return super()._check_response(response, content_type=content_type)
+        except messages.Error as problem:
+            problem.retry_after = response.headers.get("Retry-After")
+            problem.http_status = response.status_code
+            raise
+
+
 def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork:
     registration = None
     if account is not None and account.account_url:
         registration = messages.RegistrationResource(uri=account.account_url, body=messages.Registration())
-    net = client.ClientNetwork(
+    net = _Network(
         key=jwk,
         account=registration,
         alg=jose.ES256,

@@ -123,6 +123,9 @@ class Order(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     # Consecutive retries of the current step (bad nonces, network errors, polls); reset per step.
     step_attempts = models.PositiveIntegerField(default=0)
+    # The quota tokens this order spent (workers/quota.py): committed when the certificate is
+    # stored, refunded when the CA certainly issued nothing. Null for orders that spent none.
+    quota_reservation = models.UUIDField(null=True, blank=True, editable=False)
     problem = models.TextField(blank=True, default="", help_text="Why the order failed, in plain words.")
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
@@ -178,3 +181,93 @@ class Challenge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.identifier} ({self.authorization_status})"
+
+
+class Issuance(models.Model):
+    """One certificate the CA issued to the platform, per registered domain it covers: the ledger
+    that rebuilds a lost quota bucket. It outlives the domain and the certificate, as Let's
+    Encrypt's count does."""
+
+    registered_domain = models.CharField(max_length=253)
+    names = ArrayField(models.CharField(max_length=253))
+    renewal = models.BooleanField(default=False, help_text="Same names as an earlier certificate.")
+    fingerprint_sha256 = models.CharField(max_length=64)
+    issued_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-issued_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fingerprint_sha256", "registered_domain"], name="issuance_unique_per_domain"
+            ),
+        ]
+        indexes = [
+            # The rebuild: WHERE registered_domain = ? AND issued_at > now - period.
+            models.Index(fields=["registered_domain", "issued_at"], name="issuance_window_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.names)} at {self.issued_at:%Y-%m-%d %H:%M}"
+
+
+class QuotaKind(models.TextChoices):
+    REGISTERED_DOMAIN = "registered_domain", "Certificates per registered domain"
+    EXACT_SET = "exact_set", "Certificates per exact set of names"
+    ACCOUNT = "account", "New orders per ACME account"
+
+
+class QuotaOverride(models.Model):
+    """A limit that differs from the settings for one subject, such as a registered domain for
+    which Let's Encrypt granted a higher limit."""
+
+    kind = models.CharField(max_length=20, choices=QuotaKind.choices)
+    subject = models.CharField(
+        max_length=2000,
+        help_text="A registered domain (example.com), names joined by commas in any order "
+        "(www.example.com,example.com), or an ACME account's id.",
+    )
+    capacity = models.PositiveIntegerField(help_text="Certificates (or orders) allowed per period.")
+    period_seconds = models.PositiveIntegerField(help_text="The period; 604800 is a week.")
+    reason = models.CharField(max_length=500, blank=True, default="")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "subject"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "subject"], name="quota_override_unique"),
+            models.CheckConstraint(
+                condition=models.Q(capacity__gte=1), name="quota_override_capacity_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(period_seconds__gte=1), name="quota_override_period_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.subject}: {self.capacity} per {self.period_seconds} s"
+
+    def save(self, *args, **kwargs) -> None:
+        # Stored as the quota looks it up: lowercase, and a name set sorted and deduplicated.
+        subject = self.subject.strip().lower()
+        if self.kind == QuotaKind.EXACT_SET:
+            subject = ",".join(sorted({name.strip() for name in subject.split(",") if name.strip()}))
+        self.subject = subject
+        super().save(*args, **kwargs)
+
+
+class RegisteredDomain(models.Model):
+    """A registered domain with custom domains on the platform (a database view): the admin lists
+    its quota (tokens left, next token) from Redis."""
+
+    name = models.CharField(max_length=253, primary_key=True)
+    domain_count = models.PositiveIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "certificates_registered_domain"
+        ordering = ["name"]
+        verbose_name = "registered domain quota"
+
+    def __str__(self) -> str:
+        return self.name

@@ -79,6 +79,21 @@ DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
 ACME_CAA_IDENTITY = env.str("ACME_CAA_IDENTITY", "letsencrypt.org")
 KEY_ENCRYPTION_KEYS = env.fernet_keys("KEY_ENCRYPTION_KEYS")
 
+# Let's Encrypt's limits, enforced before the CA sees an order (workers/quota.py): new certificates
+# per registered domain, certificates per exact set of names, new orders per ACME account, each as
+# a count per period. Per-subject overrides live in the database (admin: Quota overrides).
+QUOTA_REGISTERED_DOMAIN_LIMIT = env.int("QUOTA_REGISTERED_DOMAIN_LIMIT", 50, minimum=1)
+QUOTA_REGISTERED_DOMAIN_PERIOD_SECONDS = env.int("QUOTA_REGISTERED_DOMAIN_PERIOD_SECONDS", 604800, minimum=1)
+QUOTA_EXACT_SET_LIMIT = env.int("QUOTA_EXACT_SET_LIMIT", 5, minimum=1)
+QUOTA_EXACT_SET_PERIOD_SECONDS = env.int("QUOTA_EXACT_SET_PERIOD_SECONDS", 604800, minimum=1)
+QUOTA_ACCOUNT_LIMIT = env.int("QUOTA_ACCOUNT_LIMIT", 300, minimum=1)
+QUOTA_ACCOUNT_PERIOD_SECONDS = env.int("QUOTA_ACCOUNT_PERIOD_SECONDS", 10800, minimum=1)
+# When the quota Redis cannot be reached, new certificates wait (fail closed) and are retried this
+# often; renewals go ahead. QUOTA_FAIL_OPEN=true orders new certificates anyway, at the risk of
+# Let's Encrypt's own limit.
+QUOTA_FAIL_OPEN = env.bool("QUOTA_FAIL_OPEN", False)
+QUOTA_UNAVAILABLE_RETRY_SECONDS = env.int("QUOTA_UNAVAILABLE_RETRY_SECONDS", 60, minimum=1)
+
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH")
 if FLOWER_BASIC_AUTH and (":" not in FLOWER_BASIC_AUTH or FLOWER_BASIC_AUTH.startswith(":")):
     env.fail("FLOWER_BASIC_AUTH", "must be user:password")

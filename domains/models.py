@@ -87,8 +87,15 @@ class DomainStatus(models.TextChoices):
     DISABLED = "disabled", "Disabled"
 
 
-# Statuses whose domains the periodic check picks up when their next_attempt_at has come.
-SWEPT_STATUSES = (DomainStatus.PENDING_DNS, DomainStatus.FAILING, DomainStatus.ACTION_REQUIRED)
+# Statuses whose domains the periodic check picks up when their next_attempt_at has come. A
+# `creating` domain has a next_attempt_at only while it waits for a quota token (its order not
+# placed yet); with an order in flight it has none.
+SWEPT_STATUSES = (
+    DomainStatus.PENDING_DNS,
+    DomainStatus.FAILING,
+    DomainStatus.ACTION_REQUIRED,
+    DomainStatus.CREATING,
+)
 
 
 class Domain(models.Model):
@@ -96,6 +103,14 @@ class Domain(models.Model):
 
     app = models.ForeignKey(App, on_delete=models.PROTECT, related_name="domains")
     name = models.CharField(max_length=253, help_text="Normalized: lowercase A-labels, no trailing dot.")
+    registered_domain = models.CharField(
+        max_length=253,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="The name's registered domain (Public Suffix List, private section included): "
+        "Let's Encrypt counts certificates per registered domain.",
+    )
     letsencrypt_enabled = models.BooleanField(default=True)
     status = models.CharField(max_length=20, choices=DomainStatus.choices, default=DomainStatus.PENDING_DNS)
     consecutive_failures = models.PositiveIntegerField(default=0)
@@ -105,6 +120,8 @@ class Domain(models.Model):
     # Set by whoever claimed the domain's next check (the sweep, or creation); the check task
     # carries the same token, so a redelivered or duplicate task finds it gone and does nothing.
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    # The quota reservation a domain holds while it waits for its token; it moves to the order.
+    quota_reservation = models.UUIDField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -124,10 +141,19 @@ class Domain(models.Model):
                 name="domain_due_idx",
                 condition=models.Q(next_attempt_at__isnull=False, status__in=SWEPT_STATUSES),
             ),
+            # The quota view and the rebuild of a lost bucket: WHERE registered_domain = ?.
+            models.Index(fields=["registered_domain"], name="domain_registered_domain_idx"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if self.name and not self.registered_domain:
+            from domains.names import registered_domain
+
+            self.registered_domain = registered_domain(self.name) or ""
+        super().save(*args, **kwargs)
 
 
 class DomainEvent(models.Model):

@@ -141,15 +141,13 @@ def retry_now(domain: Domain, now: datetime | None = None) -> str:
     from workers.acme_steps import redrive_order_of
 
     now = now or timezone.now()
+    if domain.status == DomainStatus.CREATING and redrive_order_of(domain.pk, now):
+        return f"{domain.name}: continuing its order now"
     if domain.status in SWEPT_STATUSES:
+        # A domain waiting for its quota token is checked again, but keeps its place in line: it
+        # cannot jump ahead of the domains booked before it.
         claimed = claim_check_now(domain.pk, reset_backoff=True, now=now)
         return f"{domain.name}: checking now" if claimed else f"{domain.name}: its status changed meanwhile"
-    if domain.status == DomainStatus.CREATING:
-        return (
-            f"{domain.name}: continuing its order now"
-            if redrive_order_of(domain.pk, now)
-            else (f"{domain.name}: no order in flight")
-        )
     return f"{domain.name}: nothing to retry ({domain.get_status_display()})"
 
 
@@ -175,6 +173,7 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
                 letsencrypt_enabled=False,
                 next_attempt_at=None,
                 claim_token=None,
+                quota_reservation=None,
             )
         elif is_wildcard(locked.name):
             change_status(

@@ -41,6 +41,9 @@ def change_status(
     return True
 
 
+KEEP = "keep"
+
+
 @dataclass(frozen=True)
 class StatusWrite:
     """One row of a bulk status write: the new status and scheduling of one claimed domain."""
@@ -51,10 +54,12 @@ class StatusWrite:
     error: str
     consecutive_failures: int
     next_attempt_at: datetime | None
+    # The quota reservation the domain holds afterwards; KEEP leaves it as it is.
+    quota_reservation: object = KEEP
 
 
 _BULK_WRITE = """
-WITH v(id, status, reason, error, failures, next_at) AS (VALUES {values}),
+WITH v(id, status, reason, error, failures, next_at, keep_reservation, reservation) AS (VALUES {values}),
 old AS (
     SELECT d.id, d.status FROM domains_domain d JOIN v ON v.id = d.id
     WHERE d.claim_token = %s FOR UPDATE OF d
@@ -62,7 +67,8 @@ old AS (
 changed AS (
     UPDATE domains_domain d
     SET status = v.status, consecutive_failures = v.failures, next_attempt_at = v.next_at,
-        last_error = v.error, last_checked_at = %s, claim_token = NULL, updated = %s
+        last_error = v.error, last_checked_at = %s, claim_token = NULL, updated = %s,
+        quota_reservation = CASE WHEN v.keep_reservation THEN d.quota_reservation ELSE v.reservation END
     FROM v, old
     WHERE d.id = v.id AND old.id = v.id
     RETURNING d.id, old.status AS old_status, v.status AS new_status, v.reason
@@ -70,7 +76,7 @@ changed AS (
 INSERT INTO domains_domainevent (domain_id, created, from_status, to_status, reason)
 SELECT id, %s, old_status, new_status, reason FROM changed WHERE old_status <> new_status
 """
-_ROW = "(%s::bigint, %s::varchar, %s::text, %s::text, %s::integer, %s::timestamptz)"
+_ROW = "(%s::bigint, %s::varchar, %s::text, %s::text, %s::integer, %s::timestamptz, %s::boolean, %s::uuid)"
 
 
 def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None = None) -> None:
@@ -89,6 +95,8 @@ def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None 
             write.error,
             write.consecutive_failures,
             write.next_attempt_at,
+            write.quota_reservation == KEEP,
+            None if write.quota_reservation == KEEP else write.quota_reservation,
         ]
     sql = _BULK_WRITE.format(values=", ".join([_ROW] * len(writes)))
     with connection.cursor() as cursor:

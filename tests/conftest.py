@@ -39,6 +39,15 @@ def redis_servers():
 
 
 @pytest.fixture
+def quota_redis(redis_servers) -> redis.Redis:
+    """The quota Redis, emptied: each test starts with fresh buckets (as after a Redis restart)."""
+    client = redis.Redis.from_url(settings.QUOTA_REDIS_URL)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def broker_redis(redis_servers) -> redis.Redis:
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     yield client

@@ -39,7 +39,7 @@ def test_a_check_with_a_stale_token_touches_nothing():
     ids = _due_domains(2)
     domain_checks.claim_due()
     counts = domain_checks.check_claimed(ids, str(uuid.uuid4()))
-    assert counts == {"checked": 0, "ordered": 0, "failed": 0, "parked": 0}
+    assert counts == {"checked": 0, "ordered": 0, "failed": 0, "parked": 0, "waiting": 0}
     assert not Domain.objects.filter(pk__in=ids, last_checked_at__isnull=False).exists()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from certificates.models import (
     Certificate,
     CertificateSource,
     Challenge,
+    Issuance,
     Order,
     OrderState,
 )
@@ -39,9 +41,13 @@ from certificates.sealing import seal
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.backoff import retry_delay
 from domains.models import Domain, DomainStatus
+from domains.names import registered_domain
 from domains.status import StatusWrite, bulk_change_status, change_status
 from workers.enqueue import advance_order_later, deactivate_authorizations_later
 from workers.failpoints import failpoint
+from workers.quota_policy import commit as commit_quota
+from workers.quota_policy import refund as refund_quota
+from workers.quota_policy import sync_registered_domains, when
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +55,33 @@ logger = logging.getLogger(__name__)
 RETRYABLE_PROBLEMS = {"badNonce", "serverInternal"}
 # How long one task may keep running steps that need no wait before it hands over to a new task.
 INLINE_BUDGET_SECONDS = 20
+# States in which the CA has certainly not issued anything for the order: finalize not sent yet.
+BEFORE_FINALIZE = (OrderState.PENDING, OrderState.AUTHORIZING, OrderState.VALIDATING)
+# Let's Encrypt's 429 for its per-registered-domain limit: "too many certificates (50) already
+# issued for "example.com" in the last 168h0m0s, retry after ...". Its exact-set limit says "for
+# this exact set of identifiers" instead, and new-order or failed-authorization limits say neither.
+REGISTERED_DOMAIN_LIMIT = re.compile(
+    r"too many certificates\b.*\balready issued for(?!\s*this exact set)", re.I
+)
 
 
 class OrderFailed(Exception):
-    """The CA refused or failed the order; the message is for the customer."""
+    """The CA refused or failed the order; the message is for the customer. `issued_nothing`
+    says the CA certainly issued no certificate (None: judge from the order's state)."""
+
+    def __init__(self, message: str, issued_nothing: bool | None = None) -> None:
+        super().__init__(message)
+        self.issued_nothing = issued_nothing
+
+
+@dataclass(frozen=True)
+class Start:
+    """A claimed domain whose order is to start, with the quota reservation it spent."""
+
+    domain_id: int
+    reason: str
+    reservation: uuid.UUID | None = None
+    renewal: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,10 +97,16 @@ class Next:
 
 
 def start_order(
-    domain_id: int, claim_token, reason: str, now: datetime.datetime | None = None
+    domain_id: int,
+    claim_token,
+    reason: str,
+    now: datetime.datetime | None = None,
+    reservation: uuid.UUID | None = None,
+    renewal: bool = False,
 ) -> Order | None:
     """Creates the domain's order (status `creating`) and sends its first step; None if the domain
-    is no longer claimed by `claim_token` or already has an order in flight."""
+    is no longer claimed by `claim_token` or already has an order in flight (then the quota
+    `reservation` it spent is refunded)."""
     now = now or timezone.now()
     account = get_account()
     key = seal(generate_private_key_pem(settings.ACME_KEY_TYPE))
@@ -79,6 +114,7 @@ def start_order(
     with transaction.atomic():
         domain = Domain.objects.select_for_update().filter(pk=domain_id, claim_token=claim_token).first()
         if domain is None:
+            transaction.on_commit(lambda: refund_quota(reservation, "the domain's check was taken over"))
             return None
         try:
             with transaction.atomic():
@@ -86,6 +122,8 @@ def start_order(
                     domain=domain,
                     account=account,
                     names=[domain.name],
+                    is_renewal=renewal,
+                    quota_reservation=reservation,
                     private_key=key,
                     lease_token=token,
                     lease_until=now + datetime.timedelta(seconds=settings.ACME_ORDER_LEASE_SECONDS),
@@ -94,6 +132,7 @@ def start_order(
         except IntegrityError:
             # order_one_in_flight_per_domain: someone already started one; leave it be.
             Domain.objects.filter(pk=domain_id, claim_token=claim_token).update(claim_token=None)
+            transaction.on_commit(lambda: refund_quota(reservation, "the domain already had an order"))
             return None
         changed = change_status(
             domain_id,
@@ -104,6 +143,8 @@ def start_order(
             next_attempt_at=None,
             last_checked_at=now,
             claim_token=None,
+            quota_reservation=None,
+            last_error="",
         )
         if not changed:
             raise RuntimeError("a claimed domain could not be moved to creating")
@@ -112,25 +153,25 @@ def start_order(
 
 
 def start_orders(
-    claimed: list[tuple[int, str]],
+    claimed: list[Start],
     claim_token,
     now: datetime.datetime | None = None,
     account: AcmeAccount | None = None,
 ) -> int:
-    """start_order for many claimed domains at once, `claimed` being (domain id, reason) pairs: a
-    constant number of queries for the batch. Returns how many orders it started."""
+    """start_order for many claimed domains at once: a constant number of queries for the batch.
+    Returns how many orders it started; the quota of a domain that was not started is refunded."""
     if not claimed:
         return 0
     now = now or timezone.now()
     account = account or get_account()
-    reasons = dict(claimed)
-    keys = {domain_id: seal(generate_private_key_pem(settings.ACME_KEY_TYPE)) for domain_id in reasons}
+    starts = {start.domain_id: start for start in claimed}
+    keys = {domain_id: seal(generate_private_key_pem(settings.ACME_KEY_TYPE)) for domain_id in starts}
     lease_until = now + datetime.timedelta(seconds=settings.ACME_ORDER_LEASE_SECONDS)
     try:
         with transaction.atomic():
             held = list(
                 Domain.objects.select_for_update()
-                .filter(pk__in=list(reasons), claim_token=claim_token)
+                .filter(pk__in=list(starts), claim_token=claim_token)
                 .values_list("pk", "name", "consecutive_failures")
             )
             orders = Order.objects.bulk_create(
@@ -139,6 +180,8 @@ def start_orders(
                         domain_id=pk,
                         account=account,
                         names=[name],
+                        is_renewal=starts[pk].renewal,
+                        quota_reservation=starts[pk].reservation,
                         private_key=keys[pk],
                         lease_token=uuid.uuid4(),
                         lease_until=lease_until,
@@ -149,7 +192,7 @@ def start_orders(
             )
             bulk_change_status(
                 [
-                    StatusWrite(pk, DomainStatus.CREATING, reasons[pk], "", failures, None)
+                    StatusWrite(pk, DomainStatus.CREATING, starts[pk].reason, "", failures, None, None)
                     for pk, _, failures in held
                 ],
                 holding=claim_token,
@@ -160,7 +203,14 @@ def start_orders(
     except IntegrityError:
         # A domain already had an order in flight (order_one_in_flight_per_domain): go one by one,
         # so that only that domain is skipped.
-        return sum(1 for pk, reason in claimed if start_order(pk, claim_token, reason, now))
+        return sum(
+            1
+            for start in claimed
+            if start_order(start.domain_id, claim_token, start.reason, now, start.reservation, start.renewal)
+        )
+    lost = set(starts) - {pk for pk, _, _ in held}
+    for pk in lost:
+        refund_quota(starts[pk].reservation, "the domain's check was taken over")
     return len(orders)
 
 
@@ -247,7 +297,7 @@ def _run_one(order: Order, held: uuid.UUID) -> tuple[Next | None, str]:
     try:
         return STEPS[order.state](order), ""
     except OrderFailed as failure:
-        fail_order(order, held, str(failure))
+        fail_order(order, held, str(failure), issued_nothing=failure.issued_nothing)
         return None, f"failed: {failure}"
     except messages.Error as problem:
         if problem.code == "accountDoesNotExist":
@@ -259,11 +309,78 @@ def _run_one(order: Order, held: uuid.UUID) -> tuple[Next | None, str]:
         if problem.code in RETRYABLE_PROBLEMS:
             delay = 0 if problem.code == "badNonce" else 2
             return None, _retry(order, held, f"the CA answered {problem.code}", delay)
+        if problem.code == "rateLimited":
+            return None, rate_limited(order, held, problem)
         fail_order(order, held, describe_problem(problem))
         return None, f"failed: {problem}"
     except (requests.RequestException, errors.ClientError, errors.NonceError) as exc:
         forget_clients()
         return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2)
+
+
+def _retry_after(problem: messages.Error, now: datetime.datetime) -> datetime.datetime:
+    """When the CA said to come back (Retry-After in seconds or as an HTTP date), or in an hour."""
+    header = getattr(problem, "retry_after", None)
+    if header:
+        if header.strip().isdigit():
+            return now + datetime.timedelta(seconds=int(header))
+        try:
+            from email.utils import parsedate_to_datetime
+
+            return max(now, parsedate_to_datetime(header))
+        except (TypeError, ValueError):
+            pass
+    return now + datetime.timedelta(hours=1)
+
+
+def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
+    """A 429 from the CA. At newOrder nothing was issued: the order ends, its tokens go back, and
+    the domain waits until the CA's Retry-After without counting a failure. Only "too many
+    certificates already issued for <registered domain>" also empties that registered domain's
+    bucket until then (the CA counted certificates we did not issue). Later in an order, the
+    step is retried after Retry-After."""
+    now = timezone.now()
+    retry_at = _retry_after(problem, now)
+    if order.state != OrderState.PENDING:
+        return _retry(
+            order, held, f"the CA is rate limiting ({problem.detail})", (retry_at - now).total_seconds()
+        )
+    text = describe_problem(problem)
+    with transaction.atomic():
+        ended = Order.objects.filter(pk=order.pk, lease_token=held, state=OrderState.PENDING).update(
+            state=OrderState.INVALID,
+            problem=f"rate limited by the CA: {text}",
+            lease_token=None,
+            lease_until=None,
+            private_key=None,
+            finished=now,
+            updated=now,
+        )
+        if ended != 1:
+            return "skipped: lost the lease"
+        message = f"Let's Encrypt's rate limit: {problem.detail or text}; next attempt at {when(retry_at)}"
+        change_status(
+            order.domain_id,
+            DomainStatus.CREATING,
+            message,
+            allowed_from=[DomainStatus.CREATING],
+            now=now,
+            next_attempt_at=retry_at,
+            last_error=message,
+        )
+    refund_quota(order.quota_reservation, "the CA refused the new order (429)")
+    synced = []
+    if REGISTERED_DOMAIN_LIMIT.search(problem.detail or ""):
+        synced = sync_registered_domains(order.names, retry_at)
+    logger.info(
+        "order %s for %s: rate limited until %s (%s); synced %s",
+        order.pk,
+        order.names,
+        retry_at,
+        text,
+        synced,
+    )
+    return f"rate limited until {retry_at.isoformat()}"
 
 
 def _retry(order: Order, held: uuid.UUID, reason: str, delay: float) -> str:
@@ -294,9 +411,20 @@ def describe_problem(problem: messages.Error) -> str:
     return f"{text} [{code}]" + (f" ({'; '.join(details)})" if details else "")
 
 
-def fail_order(order: Order, held: uuid.UUID, problem: str, now: datetime.datetime | None = None) -> bool:
-    """Ends the order as invalid and puts the domain in `failing` with backoff; False if not held."""
+def fail_order(
+    order: Order,
+    held: uuid.UUID,
+    problem: str,
+    now: datetime.datetime | None = None,
+    issued_nothing: bool | None = None,
+) -> bool:
+    """Ends the order as invalid and puts the domain in `failing` with backoff; False if not held.
+
+    Its quota tokens are refunded only when the CA certainly issued nothing: before finalize, or
+    when the CA said so (`issued_nothing`). Otherwise they stay spent: a certificate may exist."""
     now = now or timezone.now()
+    if issued_nothing is None:
+        issued_nothing = order.state in BEFORE_FINALIZE
     with transaction.atomic():
         ended = Order.objects.filter(pk=order.pk, lease_token=held, state__in=ACTIVE_ORDER_STATES).update(
             state=OrderState.INVALID,
@@ -321,6 +449,8 @@ def fail_order(order: Order, held: uuid.UUID, problem: str, now: datetime.dateti
             next_attempt_at=now + retry_delay(failures),
             last_error=f"Let's Encrypt could not issue the certificate: {problem}",
         )
+    if issued_nothing:
+        refund_quota(order.quota_reservation, f"order {order.pk} failed before any certificate: {problem}")
     logger.info("order %s for %s failed: %s", order.pk, order.names, problem)
     return True
 
@@ -454,7 +584,8 @@ def step_finalize(order: Order) -> Next:
     if body.status in (messages.STATUS_PROCESSING, messages.STATUS_READY):
         return _poll_again(order, response)
     if body.status == messages.STATUS_INVALID:
-        raise OrderFailed(_order_problem(body))
+        # An invalid order never gets a certificate.
+        raise OrderFailed(_order_problem(body), issued_nothing=True)
     # Back to pending: the CA wants the authorizations again.
     return Next(OrderState.VALIDATING, settings.ACME_POLL_INITIAL_SECONDS)
 
@@ -497,6 +628,21 @@ def step_download(order: Order) -> Next:
             ],
             ignore_conflicts=True,
         )
+        # The ledger Let's Encrypt's per-registered-domain count is rebuilt from (one row per
+        # registered domain the certificate covers).
+        Issuance.objects.bulk_create(
+            [
+                Issuance(
+                    registered_domain=domain,
+                    names=order.names,
+                    renewal=order.is_renewal,
+                    fingerprint_sha256=facts.fingerprint_sha256,
+                    issued_at=now,
+                )
+                for domain in sorted({registered_domain(name) or name for name in order.names})
+            ],
+            ignore_conflicts=True,
+        )
         Order.objects.filter(pk=order.pk).update(
             state=OrderState.VALID,
             lease_token=None,
@@ -505,6 +651,7 @@ def step_download(order: Order) -> Next:
             finished=now,
             updated=now,
         )
+        transaction.on_commit(lambda: commit_quota(order.quota_reservation))
         change_status(
             order.domain_id,
             DomainStatus.IN_USE,
@@ -580,7 +727,15 @@ def cancel_orders_of(domain_id: int, now: datetime.datetime | None = None) -> No
     orders = list(
         Order.objects.select_for_update().filter(domain_id=domain_id, state__in=ACTIVE_ORDER_STATES)
     )
+    # A domain waiting for its quota token gives the booked token back.
+    waiting = Domain.objects.filter(pk=domain_id).values_list("quota_reservation", flat=True).first()
+    if waiting:
+        transaction.on_commit(lambda: refund_quota(waiting, "the domain no longer wants a certificate"))
     for order in orders:
+        if order.state in BEFORE_FINALIZE:
+            # Its authorizations are deactivated below, so the CA can never issue for it.
+            reservation = order.quota_reservation
+            transaction.on_commit(lambda r=reservation: refund_quota(r, "the order was cancelled"))
         urls = list(
             Challenge.objects.filter(order=order)
             .exclude(authorization_status__in=["valid", "invalid", "deactivated"])

@@ -9,6 +9,7 @@ expires.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import uuid
 
@@ -27,8 +28,9 @@ from domains.names import is_wildcard
 from domains.services import WILDCARD_MESSAGE, target_in
 from domains.status import StatusWrite, bulk_change_status
 from domains.targeting import Target, diagnose
-from workers.acme_steps import start_orders
+from workers.acme_steps import Start, start_orders
 from workers.enqueue import check_domains_later
+from workers.quota_policy import Candidate, Granted, refund, reserve
 from workers.resolver import CaaLookupFailed, resolve_for_check
 
 # A resolver problem is not the customer's: try again soon, without growing the backoff.
@@ -73,7 +75,9 @@ def sweep(now: datetime.datetime | None = None) -> int:
 def _targets(rows: list[tuple]) -> dict[int, Target]:
     regions = {region.pk: region for region in Region.objects.all()}
     suffixes = tuple(region.domain_suffix for region in regions.values())
-    return {pk: target_in(regions[region_id], app_name, suffixes) for pk, _, _, app_name, region_id in rows}
+    return {
+        pk: target_in(regions[region_id], app_name, suffixes) for pk, _, _, app_name, region_id, _ in rows
+    }
 
 
 def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | None = None) -> dict[str, int]:
@@ -84,9 +88,9 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
     rows = list(
         Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=True)
         .order_by("pk")
-        .values_list("pk", "name", "consecutive_failures", "app__name", "app__region_id")
+        .values_list("pk", "name", "consecutive_failures", "app__name", "app__region_id", "quota_reservation")
     )
-    counts = {"checked": 0, "ordered": 0, "failed": 0, "parked": 0}
+    counts = {"checked": 0, "ordered": 0, "failed": 0, "parked": 0, "waiting": 0}
     writes: list[StatusWrite] = []
     checkable = []
     for row in rows:
@@ -102,6 +106,7 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             checkable.append(row)
     targets = _targets(checkable)
     by_name = {row[1]: row for row in checkable}
+    by_name_pk = {row[0]: row for row in checkable}
     accepted = {
         row[1]: frozenset({targets[row[0]].app_hostname, targets[row[0]].cname_target}) for row in checkable
     }
@@ -121,29 +126,61 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             # Without the account there is no CAA accounturi check and no order: try again soon.
             problem = f"the CA could not be reached to register the platform's account ({type(exc).__name__})"
             caa = {name: CaaLookupFailed(problem) for name in caa}
-    to_order = []
-    for name, (pk, _, failures, *_) in by_name.items():
+    to_order: list[Candidate] = []
+    reasons: dict[int, str] = {}
+    # Domains that held a booked quota token and no longer want it (their DNS went wrong).
+    released: list = []
+    for name, (pk, _, failures, _, _, reservation) in by_name.items():
         counts["checked"] += 1
         diagnosis = diagnoses[name]
         if not diagnosis.ok:
-            writes.append(
-                _failure(pk, DomainStatus.PENDING_DNS, diagnosis.message, failures, diagnosis.transient, now)
+            write = _failure(
+                pk, DomainStatus.PENDING_DNS, diagnosis.message, failures, diagnosis.transient, now
             )
-            continue
-        found = caa[name]
-        if isinstance(found, CaaLookupFailed):
-            writes.append(
-                _failure(pk, DomainStatus.PENDING_DNS, f"{found}; retried in a minute.", failures, True, now)
-            )
-            continue
-        decision = evaluate_caa(name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri)
-        if decision.allowed:
-            to_order.append((pk, f"DNS points at the platform ({diagnosis.message})"))
         else:
-            writes.append(_failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now))
+            found = caa[name]
+            if isinstance(found, CaaLookupFailed):
+                write = _failure(
+                    pk, DomainStatus.PENDING_DNS, f"{found}; retried in a minute.", failures, True, now
+                )
+            else:
+                decision = evaluate_caa(
+                    name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri
+                )
+                if decision.allowed:
+                    to_order.append(Candidate(pk, name, reservation))
+                    reasons[pk] = f"DNS points at the platform ({diagnosis.message})"
+                    continue
+                write = _failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now)
+        if reservation and write.consecutive_failures > failures:
+            # A real failure (not the resolvers'): the booked token goes to the next in line.
+            released.append(reservation)
+            write = dataclasses.replace(write, quota_reservation=None)
+        writes.append(write)
     counts["failed"] = len(writes) - counts["parked"]
+    starts = []
+    for pk, outcome in reserve(to_order, account.pk, now).items() if to_order else ():
+        if isinstance(outcome, Granted):
+            starts.append(Start(pk, reasons[pk], outcome.reservation, outcome.renewal))
+        else:
+            # Not a failure: the backoff does not grow; the domain is checked again when its token arrives.
+            failures = by_name_pk[pk][2]
+            writes.append(
+                StatusWrite(
+                    pk,
+                    DomainStatus.CREATING,
+                    outcome.message,
+                    outcome.message,
+                    failures,
+                    outcome.until,
+                    outcome.reservation,
+                )
+            )
+            counts["waiting"] += 1
     bulk_change_status(writes, holding=token, now=now)
-    counts["ordered"] = start_orders(to_order, token, now, account=account if to_order else None)
+    for reservation in released:
+        refund(reservation, "the domain's DNS no longer points at the platform")
+    counts["ordered"] = start_orders(starts, token, now, account=account if starts else None)
     if len(rows) < len(domain_ids):
         # Claimed but turned off meanwhile: release without a check.
         Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=False).update(

@@ -12,7 +12,7 @@ def unique_name(prefix: str = "www") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}.example.com"
 
 
-def wait_for(predicate, timeout: float = 45, interval: float = 0.1, what: str = "condition"):
+def wait_for(predicate, timeout: float = 45, interval: float = 0.1, what: str = "condition", describe=None):
     """Polls `predicate` until it returns something true, and returns that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -20,7 +20,8 @@ def wait_for(predicate, timeout: float = 45, interval: float = 0.1, what: str = 
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    found = f"; found: {describe()}" if describe else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{found}")
 
 
 def status_of(domain: Domain) -> str | None:

@@ -1,0 +1,244 @@
+"""Which buckets an order spends, overrides, the rebuild from PostgreSQL, the customer's message,
+and what happens to tokens when orders end: on the real quota Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from certificates.models import (
+    Certificate,
+    CertificateSource,
+    Issuance,
+    Order,
+    OrderState,
+    QuotaKind,
+    QuotaOverride,
+)
+from domains.models import DomainStatus
+from tests.factories import DomainFactory
+from workers import acme_steps, quota_policy
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh(quota_redis, monkeypatch):
+    monkeypatch.setattr(quota_policy, "_quota", None)
+    yield
+    quota_policy._quota = None
+
+
+def test_a_new_certificate_spends_registered_domain_exact_set_and_account_buckets():
+    buckets = quota_policy.buckets_for(["www.shop.example.co.uk"], 7, renewal=False, overrides={})
+    assert [b.key.rsplit(":", 1)[0] for b in buckets] == ["quota:rd", "quota:set", "quota:account"]
+    rd, exact, account = buckets
+    assert (rd.subject, rd.capacity, rd.interval_us, rd.durable) == (
+        "example.co.uk",
+        50,
+        12_096_000_000,
+        True,
+    )
+    assert (exact.capacity, exact.period_us) == (5, 7 * 24 * 3600 * 1_000_000)
+    assert (account.subject, account.capacity, account.interval_us) == ("7", 300, 36_000_000)
+
+
+def test_a_private_suffix_is_its_own_registered_domain_as_at_lets_encrypt():
+    rd = quota_policy.buckets_for(["foo.github.io"], 1, renewal=False, overrides={})[0]
+    assert rd.subject == "foo.github.io"
+
+
+def test_a_renewal_of_the_same_names_spends_only_the_exact_set_bucket():
+    buckets = quota_policy.buckets_for(["www.example.com"], 7, renewal=True, overrides={})
+    assert [b.key.split(":")[1] for b in buckets] == ["set"]
+
+
+def test_an_override_in_the_database_replaces_the_default_for_its_subject_only():
+    QuotaOverride.objects.create(
+        kind=QuotaKind.REGISTERED_DOMAIN, subject="Big.Example", capacity=500, period_seconds=604800
+    )
+    QuotaOverride.objects.create(
+        kind=QuotaKind.EXACT_SET, subject="b.example.com, a.example.com", capacity=9, period_seconds=60
+    )
+    overrides = quota_policy.load_overrides([["www.big.example"], ["a.example.com", "b.example.com"]], [])
+    big = quota_policy.buckets_for(["www.big.example"], 1, renewal=False, overrides=overrides)[0]
+    assert (big.capacity, big.interval_us) == (500, 1_209_600_000)
+    pair = quota_policy.buckets_for(["a.example.com", "b.example.com"], 1, renewal=False, overrides=overrides)
+    assert (pair[1].capacity, pair[1].interval_us) == (9, 6_666_667)  # rounded up, never more generous
+    other = quota_policy.buckets_for(["www.small.example"], 1, renewal=False, overrides=overrides)[0]
+    assert other.capacity == 50
+
+
+def test_a_lost_registered_domain_bucket_is_rebuilt_from_issued_certificates_and_orders_in_flight():
+    now = timezone.now()
+    for hours in (1, 2, 200):  # the last one is older than the week: it does not count
+        Issuance.objects.create(
+            registered_domain="example.org",
+            names=["x.example.org"],
+            fingerprint_sha256=uuid.uuid4().hex,
+            issued_at=now - datetime.timedelta(hours=hours),
+        )
+    Issuance.objects.create(
+        registered_domain="example.org",
+        names=["r.example.org"],
+        renewal=True,
+        fingerprint_sha256=uuid.uuid4().hex,
+        issued_at=now,
+    )
+    domain = DomainFactory(name="flight.example.org")
+    Order.objects.create(
+        domain=domain, account=_account(), names=[domain.name], quota_reservation=uuid.uuid4()
+    )
+    bucket = quota_policy.registered_domain_bucket("example.org")
+    assert quota_policy.get_quota().peek(bucket).tokens_left == 47
+
+
+def test_the_waiting_message_says_which_limit_and_when_in_plain_words():
+    bucket = quota_policy.registered_domain_bucket("example.com")
+    at = datetime.datetime(2026, 12, 1, 9, 30, tzinfo=datetime.UTC)
+    assert quota_policy.waiting_message(bucket, at) == (
+        "weekly certificate limit for example.com reached; next attempt at 2026-12-01 09:30:00 UTC "
+        "(Let's Encrypt issues at most 50 certificates per registered domain per week)"
+    )
+
+
+def test_an_exhausted_registered_domain_makes_the_next_domain_wait_with_its_token_time():
+    QuotaOverride.objects.create(
+        kind=QuotaKind.REGISTERED_DOMAIN, subject="example.net", capacity=1, period_seconds=3600
+    )
+    a, b = DomainFactory(name="a.example.net"), DomainFactory(name="b.example.net")
+    account = _account()
+    first = quota_policy.reserve([quota_policy.Candidate(a.pk, a.name, None)], account.pk)
+    assert isinstance(first[a.pk], quota_policy.Granted)
+    before = timezone.now()
+    second = quota_policy.reserve([quota_policy.Candidate(b.pk, b.name, None)], account.pk)[b.pk]
+    assert isinstance(second, quota_policy.Waiting)
+    assert 3590 <= (second.until - before).total_seconds() <= 3601
+    assert second.message.startswith("certificate limit for example.net reached; next attempt at ")
+    # Asking again with its reservation keeps its place (the same time), and takes nothing more.
+    again = quota_policy.reserve([quota_policy.Candidate(b.pk, b.name, second.reservation)], account.pk)[b.pk]
+    assert abs((again.until - second.until).total_seconds()) < 1
+
+
+def test_with_the_quota_store_down_new_certificates_wait_and_renewals_go_ahead(settings):
+    settings.QUOTA_REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.QUOTA_UNAVAILABLE_RETRY_SECONDS = 30
+    new, renewing = DomainFactory(name="new.example.com"), DomainFactory(name="renew.example.com")
+    _certificate(renewing)
+    outcome = quota_policy.reserve(
+        [
+            quota_policy.Candidate(new.pk, new.name, None),
+            quota_policy.Candidate(renewing.pk, renewing.name, None),
+        ],
+        _account().pk,
+    )
+    assert isinstance(outcome[new.pk], quota_policy.Waiting)
+    assert "could not be checked" in outcome[new.pk].message
+    assert outcome[renewing.pk] == quota_policy.Granted(None, True)
+
+
+def test_quota_fail_open_orders_new_certificates_without_the_store(settings):
+    settings.QUOTA_REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.QUOTA_FAIL_OPEN = True
+    domain = DomainFactory(name="open.example.com")
+    outcome = quota_policy.reserve([quota_policy.Candidate(domain.pk, domain.name, None)], _account().pk)
+    assert outcome[domain.pk] == quota_policy.Granted(None, False)
+
+
+@pytest.mark.parametrize(
+    ("state", "refunded"),
+    [
+        (OrderState.PENDING, True),
+        (OrderState.VALIDATING, True),
+        (OrderState.FINALIZING, False),  # finalize was sent: the CA may have issued
+        (OrderState.DOWNLOADING, False),
+    ],
+)
+def test_a_failed_order_gives_its_tokens_back_only_when_the_ca_certainly_issued_nothing(state, refunded):
+    domain = DomainFactory(name="fail.example.com", status=DomainStatus.CREATING)
+    account = _account()
+    buckets = quota_policy.buckets_for([domain.name], account.pk, renewal=False, overrides={})
+    reservation = uuid.uuid4()
+    assert quota_policy.get_quota().spend(str(reservation), buckets).granted
+    held = uuid.uuid4()
+    order = Order.objects.create(
+        domain=domain,
+        account=account,
+        names=[domain.name],
+        state=state,
+        lease_token=held,
+        quota_reservation=reservation,
+    )
+    assert acme_steps.fail_order(order, held, "the CA said no")
+    left = quota_policy.get_quota().peek(buckets[0]).tokens_left
+    assert left == (50 if refunded else 49)
+
+
+def test_an_invalid_order_after_finalize_is_refunded_because_the_ca_said_so():
+    domain = DomainFactory(name="invalid.example.com", status=DomainStatus.CREATING)
+    account = _account()
+    buckets = quota_policy.buckets_for([domain.name], account.pk, renewal=False, overrides={})
+    reservation = uuid.uuid4()
+    quota_policy.get_quota().spend(str(reservation), buckets)
+    held = uuid.uuid4()
+    order = Order.objects.create(
+        domain=domain,
+        account=account,
+        names=[domain.name],
+        state=OrderState.FINALIZING,
+        lease_token=held,
+        quota_reservation=reservation,
+    )
+    acme_steps.fail_order(order, held, "invalid", issued_nothing=True)
+    assert quota_policy.get_quota().peek(buckets[0]).tokens_left == 50
+
+
+def test_the_registered_domain_limit_message_is_told_apart_from_the_others():
+    pattern = acme_steps.REGISTERED_DOMAIN_LIMIT
+    assert pattern.search('too many certificates (50) already issued for "example.com" in the last 168h0m0s')
+    assert pattern.search("Error creating new order :: too many certificates already issued for: example.com")
+    assert not pattern.search(
+        "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s"
+    )
+    assert not pattern.search("too many new orders (300) from this account in the last 3h0m0s")
+    assert not pattern.search('too many failed authorizations (5) for "example.com" in the last 1h0m0s')
+
+
+def test_the_sync_of_a_registered_domain_bucket_makes_it_empty_until_the_retry_time():
+    retry_at = timezone.now() + datetime.timedelta(hours=2)
+    assert quota_policy.sync_registered_domains(["www.synced.example"], retry_at) == ["synced.example"]
+    level = quota_policy.get_quota().peek(quota_policy.registered_domain_bucket("synced.example"))
+    assert level.tokens_left == 0
+    assert abs(level.next_token_in_us / 1e6 - 7200) < 5
+
+
+def _account():
+    from certificates.models import AcmeAccount
+    from certificates.sealing import seal
+
+    account, _ = AcmeAccount.objects.get_or_create(
+        directory_url="https://ca.invalid/dir",
+        defaults={"key": seal(b"{}"), "account_url": "https://ca.invalid/a/1"},
+    )
+    return account
+
+
+def _certificate(domain) -> Certificate:
+    from certificates.sealing import seal
+
+    now = timezone.now()
+    return Certificate.objects.create(
+        domain=domain,
+        source=CertificateSource.LETSENCRYPT,
+        fullchain_pem="-",
+        private_key=seal(b"-"),
+        not_before=now - datetime.timedelta(days=30),
+        not_after=now + datetime.timedelta(days=60),
+        sans=[domain.name],
+        issuer="Pebble",
+        serial="01",
+        fingerprint_sha256=uuid.uuid4().hex,
+    )

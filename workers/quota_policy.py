@@ -1,0 +1,300 @@
+"""Which of Let's Encrypt's limits an order spends, and what issuance does with the answers.
+
+A new certificate spends one token from each registered domain it covers, from its exact set of
+names, and from the ACME account's new-order bucket; a renewal (the same names as a certificate the
+domain already has) only from the exact set, as at Let's Encrypt. Tokens are spent before the order
+is placed, committed when the certificate is stored, and refunded only when the CA certainly issued
+nothing. A registered-domain bucket Redis lost is rebuilt from the `Issuance` ledger.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from certificates.models import (
+    ACTIVE_ORDER_STATES,
+    Certificate,
+    CertificateSource,
+    Issuance,
+    Order,
+    QuotaKind,
+    QuotaOverride,
+)
+from domains.names import registered_domain
+from workers.quota import Bucket, Level, Quota, QuotaUnavailable, replay
+
+logger = logging.getLogger(__name__)
+
+REGISTERED_DOMAIN_PREFIX = "quota:rd:"
+EXACT_SET_PREFIX = "quota:set:"
+ACCOUNT_PREFIX = "quota:account:"
+WEEK = 7 * 24 * 3600
+
+_quota: Quota | None = None
+
+
+def get_quota() -> Quota:
+    """This process' quota client (redis-py reconnects after a fork by itself)."""
+    global _quota
+    if _quota is None:
+        client = redis.Redis.from_url(
+            settings.QUOTA_REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+        )
+        _quota = Quota(client, rebuild=rebuild_from_postgres)
+    return _quota
+
+
+# --- the buckets ---------------------------------------------------------------------------------
+
+Overrides = dict[tuple[str, str], tuple[int, int]]
+
+
+def exact_set_subject(names: list[str]) -> str:
+    return ",".join(sorted(set(names)))
+
+
+def load_overrides(names_by_order: list[list[str]], account_ids: list[int]) -> Overrides:
+    """The database overrides that apply to these orders, in one query."""
+    subjects = Q(kind=QuotaKind.ACCOUNT, subject__in=[str(a) for a in account_ids])
+    domains = {registered_domain(n) or n for names in names_by_order for n in names}
+    subjects |= Q(kind=QuotaKind.REGISTERED_DOMAIN, subject__in=domains)
+    subjects |= Q(kind=QuotaKind.EXACT_SET, subject__in={exact_set_subject(n) for n in names_by_order})
+    found: Overrides = {}
+    for kind, subject, capacity, period in QuotaOverride.objects.filter(subjects).values_list(
+        "kind", "subject", "capacity", "period_seconds"
+    ):
+        if kind == QuotaKind.EXACT_SET:
+            subject = exact_set_subject(subject.split(","))
+        found[(kind, subject)] = (capacity, period)
+    return found
+
+
+def _bucket(kind: str, key: str, subject: str, overrides: Overrides, durable: bool = False) -> Bucket:
+    defaults = {
+        QuotaKind.REGISTERED_DOMAIN: (
+            settings.QUOTA_REGISTERED_DOMAIN_LIMIT,
+            settings.QUOTA_REGISTERED_DOMAIN_PERIOD_SECONDS,
+        ),
+        QuotaKind.EXACT_SET: (settings.QUOTA_EXACT_SET_LIMIT, settings.QUOTA_EXACT_SET_PERIOD_SECONDS),
+        QuotaKind.ACCOUNT: (settings.QUOTA_ACCOUNT_LIMIT, settings.QUOTA_ACCOUNT_PERIOD_SECONDS),
+    }
+    capacity, period = overrides.get((kind, subject), defaults[kind])
+    # Rounded up: a bucket is never more generous than its limit.
+    interval = -(-period * 1_000_000 // capacity)
+    return Bucket(key, capacity, interval, durable=durable, subject=subject)
+
+
+def registered_domain_bucket(domain: str, overrides: Overrides | None = None) -> Bucket:
+    overrides = overrides if overrides is not None else load_overrides([[domain]], [])
+    return _bucket(
+        QuotaKind.REGISTERED_DOMAIN, REGISTERED_DOMAIN_PREFIX + domain, domain, overrides, durable=True
+    )
+
+
+def buckets_for(names: list[str], account_id: int, *, renewal: bool, overrides: Overrides) -> list[Bucket]:
+    """The buckets one order spends from."""
+    subject = exact_set_subject(names)
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+    exact = _bucket(QuotaKind.EXACT_SET, EXACT_SET_PREFIX + digest, subject, overrides)
+    if renewal:
+        return [exact]
+    domains = sorted({registered_domain(name) or name for name in names})
+    return [
+        *(registered_domain_bucket(domain, overrides) for domain in domains),
+        exact,
+        _bucket(QuotaKind.ACCOUNT, f"{ACCOUNT_PREFIX}{account_id}", str(account_id), overrides),
+    ]
+
+
+def rebuild_from_postgres(bucket: Bucket) -> int:
+    """A lost registered-domain bucket's TAT, from the certificates issued for that registered domain
+    in its last period and the orders in flight that spent a token: never assumed full."""
+    now = timezone.now()
+    since = now - datetime.timedelta(microseconds=bucket.period_us)
+    issued = Issuance.objects.filter(
+        registered_domain=bucket.subject, renewal=False, issued_at__gt=since
+    ).values_list("issued_at", flat=True)
+    in_flight = Order.objects.filter(
+        domain__registered_domain=bucket.subject,
+        state__in=ACTIVE_ORDER_STATES,
+        is_renewal=False,
+        quota_reservation__isnull=False,
+    ).values_list("created", flat=True)
+    times = [int(at.timestamp() * 1_000_000) for at in [*issued, *in_flight]]
+    return replay(times, bucket)
+
+
+# --- deciding ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A domain whose check passed and that is about to get an order."""
+
+    domain_id: int
+    name: str
+    reservation: uuid.UUID | None  # the one it holds from an earlier wait, if any
+
+
+@dataclass(frozen=True)
+class Granted:
+    reservation: uuid.UUID | None  # None: nothing was spent (the quota store was down; see below)
+    renewal: bool
+
+
+@dataclass(frozen=True)
+class Waiting:
+    until: datetime.datetime
+    message: str
+    reservation: uuid.UUID | None
+
+
+def when(at: datetime.datetime) -> str:
+    return f"{at.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _period(seconds: int) -> str:
+    for unit, size in (("week", WEEK), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}s" if count != 1 else unit
+    return f"{seconds} seconds"
+
+
+def waiting_message(bucket: Bucket, until: datetime.datetime) -> str:
+    """Why a domain waits, in the customer's words."""
+    period = bucket.period_us // 1_000_000
+    at = when(until)
+    if bucket.key.startswith(REGISTERED_DOMAIN_PREFIX):
+        adjective = "weekly " if period == WEEK else ""
+        return (
+            f"{adjective}certificate limit for {bucket.subject} reached; next attempt at {at} "
+            f"(Let's Encrypt issues at most {bucket.capacity} certificates per registered domain "
+            f"per {_period(period)})"
+        )
+    if bucket.key.startswith(EXACT_SET_PREFIX):
+        return (
+            f"certificate limit for exactly {bucket.subject.replace(',', ', ')} reached; next attempt at "
+            f"{at} (Let's Encrypt issues at most {bucket.capacity} certificates for the same names "
+            f"per {_period(period)})"
+        )
+    return (
+        f"the platform's limit of new orders at Let's Encrypt is reached; next attempt at {at} "
+        f"(at most {bucket.capacity} per {_period(period)})"
+    )
+
+
+def renewals_among(candidates: list[Candidate]) -> set[int]:
+    """Domains that already have a Let's Encrypt certificate for exactly their name: a new order
+    for them is a renewal at Let's Encrypt."""
+    names = {c.domain_id: {c.name} for c in candidates}
+    found = Certificate.objects.filter(
+        domain_id__in=list(names), source=CertificateSource.LETSENCRYPT
+    ).values_list("domain_id", "sans")
+    return {domain_id for domain_id, sans in found if set(sans) == names[domain_id]}
+
+
+def reserve(
+    candidates: list[Candidate], account_id: int, now: datetime.datetime | None = None
+) -> dict[int, Granted | Waiting]:
+    """Spends each candidate's tokens (one script call each): Granted, or Waiting with the time its
+    booked tokens arrive. With the quota store down, new certificates wait (unless QUOTA_FAIL_OPEN)
+    and renewals go ahead without spending."""
+    now = now or timezone.now()
+    if not candidates:
+        return {}
+    renewals = renewals_among(candidates)
+    overrides = load_overrides([[c.name] for c in candidates], [account_id])
+    quota = get_quota()
+    outcome: dict[int, Granted | Waiting] = {}
+    for candidate in candidates:
+        renewal = candidate.domain_id in renewals
+        buckets = buckets_for([candidate.name], account_id, renewal=renewal, overrides=overrides)
+        reservation = candidate.reservation or uuid.uuid4()
+        try:
+            decision = quota.spend(str(reservation), buckets)
+        except QuotaUnavailable as exc:
+            if renewal or settings.QUOTA_FAIL_OPEN:
+                logger.warning("%s: ordering without a quota check: %s", candidate.name, exc)
+                outcome[candidate.domain_id] = Granted(None, renewal)
+                continue
+            retry = settings.QUOTA_UNAVAILABLE_RETRY_SECONDS
+            outcome[candidate.domain_id] = Waiting(
+                now + datetime.timedelta(seconds=retry),
+                "Let's Encrypt's limits could not be checked (the quota store is unreachable); "
+                f"next attempt at {when(now + datetime.timedelta(seconds=retry))}",
+                candidate.reservation,
+            )
+            continue
+        if decision.granted:
+            outcome[candidate.domain_id] = Granted(reservation, renewal)
+            continue
+        # From the clock after the spend, so the domain is never due before its token is there.
+        until = timezone.now() + datetime.timedelta(microseconds=decision.wait_us)
+        blocking = next((b for b in buckets if b.key == decision.waiting_for), buckets[0])
+        outcome[candidate.domain_id] = Waiting(until, waiting_message(blocking, until), reservation)
+    return outcome
+
+
+# --- after the order ---------------------------------------------------------------------------
+
+
+def refund(reservation: uuid.UUID | None, why: str) -> bool:
+    """The CA certainly issued nothing for this reservation: its tokens go back (once)."""
+    if reservation is None:
+        return False
+    try:
+        done = get_quota().refund(str(reservation))
+    except QuotaUnavailable as exc:
+        # The token stays spent until it refills: safe, only slower.
+        logger.warning("could not refund quota reservation %s (%s): %s", reservation, why, exc)
+        return False
+    if done:
+        logger.info("refunded quota reservation %s: %s", reservation, why)
+    return done
+
+
+def commit(reservation: uuid.UUID | None) -> None:
+    """The certificate is stored: its tokens stay spent."""
+    if reservation is None:
+        return
+    try:
+        get_quota().commit(str(reservation))
+    except QuotaUnavailable as exc:
+        # The reservation expires by itself; nothing can refund it meanwhile (its order is valid).
+        logger.warning("could not commit quota reservation %s: %s", reservation, exc)
+
+
+def sync_registered_domains(names: list[str], retry_at: datetime.datetime) -> list[str]:
+    """Let's Encrypt says a registered domain's certificates are used up until `retry_at` (another
+    ACME client spent them): our buckets agree from now on. Returns the domains changed."""
+    overrides = load_overrides([names], [])
+    changed = []
+    for domain in sorted({registered_domain(name) or name for name in names}):
+        bucket = registered_domain_bucket(domain, overrides)
+        try:
+            if get_quota().sync(bucket, int(retry_at.timestamp() * 1_000_000)):
+                changed.append(domain)
+        except QuotaUnavailable as exc:
+            logger.warning("could not sync the quota of %s with the CA: %s", domain, exc)
+    return changed
+
+
+def levels_of(domains: list[str]) -> dict[str, tuple[Bucket, Level | None]]:
+    """Each registered domain's bucket and level (None when the quota store is unreachable)."""
+    overrides = load_overrides([[d] for d in domains], [])
+    buckets = [registered_domain_bucket(domain, overrides) for domain in domains]
+    try:
+        levels = get_quota().peek_many(buckets)
+    except QuotaUnavailable:
+        return {b.subject: (b, None) for b in buckets}
+    return {b.subject: (b, level) for b, level in zip(buckets, levels, strict=True)}
