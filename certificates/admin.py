@@ -2,7 +2,16 @@
 
 from django.contrib import admin
 
-from certificates.models import AcmeAccount, Certificate, Challenge, Order
+from certificates.models import (
+    AcmeAccount,
+    Certificate,
+    Challenge,
+    Issuance,
+    Order,
+    QuotaOverride,
+    RegisteredDomain,
+)
+from workers.quota_policy import quota_of
 
 
 @admin.register(AcmeAccount)
@@ -75,6 +84,7 @@ class OrderAdmin(admin.ModelAdmin):
         "state",
         "names",
         "is_renewal",
+        "quota_reservation",
         "order_url",
         "finalize_url",
         "certificate_url",
@@ -89,4 +99,70 @@ class OrderAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         # Orders are started by the DNS check, never by hand.
+        return False
+
+
+@admin.register(QuotaOverride)
+class QuotaOverrideAdmin(admin.ModelAdmin):
+    list_display = ["subject", "kind", "capacity", "period_seconds", "reason", "updated"]
+    list_filter = ["kind"]
+    search_fields = ["subject", "reason"]
+    readonly_fields = ["created", "updated"]
+
+
+@admin.register(Issuance)
+class IssuanceAdmin(admin.ModelAdmin):
+    """The ledger of certificates issued, which rebuilds a lost registered-domain bucket."""
+
+    list_display = ["registered_domain", "names", "renewal", "issued_at", "fingerprint_sha256"]
+    list_filter = ["renewal"]
+    search_fields = ["registered_domain", "fingerprint_sha256"]
+    date_hierarchy = "issued_at"
+    readonly_fields = ["registered_domain", "names", "renewal", "fingerprint_sha256", "issued_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RegisteredDomain)
+class RegisteredDomainAdmin(admin.ModelAdmin):
+    """Each registered domain with custom domains, and its Let's Encrypt quota read from Redis (one
+    round trip per page)."""
+
+    list_display = ["name", "domain_count", "limit", "tokens_left", "next_token_at"]
+    search_fields = ["name"]
+    list_per_page = 100
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)
+        report = {entry.registered_domain: entry for entry in quota_of([row.name for row in rows])}
+        for row in rows:
+            row.quota = report[row.name]
+        changelist.result_list = rows
+        return changelist
+
+    @admin.display(description="limit")
+    def limit(self, obj) -> str:
+        return obj.quota.limit
+
+    @admin.display(description="tokens left")
+    def tokens_left(self, obj) -> str:
+        left = obj.quota.tokens_left
+        return "quota store unreachable" if left is None else f"{left} of {obj.quota.capacity}"
+
+    @admin.display(description="next token at")
+    def next_token_at(self, obj):
+        return obj.quota.next_token_at or "-"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

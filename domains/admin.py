@@ -78,11 +78,13 @@ class DomainAdmin(admin.ModelAdmin):
         "last_error",
     ]
     list_filter = ["status", "letsencrypt_enabled", "app__region"]
-    search_fields = ["name", "app__name"]
+    search_fields = ["name", "app__name", "registered_domain"]
     list_select_related = ["app"]
     raw_id_fields = ["app"]
     readonly_fields = [
         "status",
+        "registered_domain",
+        "quota",
         "dns_records",
         "consecutive_failures",
         "next_attempt_at",
@@ -121,6 +123,18 @@ class DomainAdmin(admin.ModelAdmin):
     def retry_now_action(self, request, queryset) -> None:
         for domain in queryset:
             self.message_user(request, retry_now(domain), messages.INFO)
+
+    @admin.display(description="Let's Encrypt quota of its registered domain")
+    def quota(self, obj: Domain) -> str:
+        from workers.quota_policy import quota_of
+
+        if not obj.registered_domain:
+            return ""
+        entry = quota_of([obj.registered_domain])[0]
+        if entry.tokens_left is None:
+            return "unknown: the quota store is unreachable"
+        next_at = f"; next token at {entry.next_token_at:%Y-%m-%d %H:%M:%S %Z}" if entry.next_token_at else ""
+        return f"{entry.tokens_left} of {entry.limit} left{next_at}"
 
     @admin.display(description="DNS records to add")
     def dns_records(self, obj: Domain) -> str:

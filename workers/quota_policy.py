@@ -289,12 +289,47 @@ def sync_registered_domains(names: list[str], retry_at: datetime.datetime) -> li
     return changed
 
 
-def levels_of(domains: list[str]) -> dict[str, tuple[Bucket, Level | None]]:
-    """Each registered domain's bucket and level (None when the quota store is unreachable)."""
+@dataclass(frozen=True)
+class RegisteredDomainQuota:
+    """What operators see of one registered domain's limit."""
+
+    registered_domain: str
+    capacity: int
+    period_seconds: int
+    overridden: bool
+    tokens_left: int | None  # None: the quota store is unreachable
+    next_token_at: datetime.datetime | None  # None: full (or unknown)
+
+    @property
+    def limit(self) -> str:
+        return f"{self.capacity} per {_period(self.period_seconds)}" + (
+            " (override)" if self.overridden else ""
+        )
+
+
+def quota_of(domains: list[str], now: datetime.datetime | None = None) -> list[RegisteredDomainQuota]:
+    """Tokens left and the next token's arrival for each registered domain: one query for the
+    overrides and one Redis round trip, whatever the number of domains."""
+    now = now or timezone.now()
     overrides = load_overrides([[d] for d in domains], [])
     buckets = [registered_domain_bucket(domain, overrides) for domain in domains]
     try:
-        levels = get_quota().peek_many(buckets)
+        levels: list[Level | None] = list(get_quota().peek_many(buckets))
     except QuotaUnavailable:
-        return {b.subject: (b, None) for b in buckets}
-    return {b.subject: (b, level) for b, level in zip(buckets, levels, strict=True)}
+        levels = [None] * len(buckets)
+    report = []
+    for bucket, level in zip(buckets, levels, strict=True):
+        next_at = None
+        if level is not None and level.tokens_left < bucket.capacity:
+            next_at = now + datetime.timedelta(microseconds=level.next_token_in_us)
+        report.append(
+            RegisteredDomainQuota(
+                bucket.subject,
+                bucket.capacity,
+                bucket.period_us // 1_000_000,
+                (QuotaKind.REGISTERED_DOMAIN, bucket.subject) in overrides,
+                None if level is None else level.tokens_left,
+                next_at,
+            )
+        )
+    return report
