@@ -26,13 +26,20 @@ def quota(quota_redis) -> Quota:
 
 class Model:
     """GCRA as the design states it: capacity tokens, one more per interval; a denied spend books
-    the next free token for its reservation, which it gets when it comes back at that time."""
+    the next free token for its reservation, which it gets when it comes back at that time. Once
+    the bucket is full again, every token has come back: earlier reservations are void (nothing
+    to refund; spending one again takes a new token), as when Redis expires the full bucket."""
 
     def __init__(self, capacity: int, interval: int) -> None:
         self.capacity, self.interval, self.tat = capacity, interval, 0
         self.ready: dict[str, int] = {}
 
+    def _full_again(self, now: int) -> None:
+        if self.tat <= now:
+            self.ready.clear()
+
     def spend(self, reservation: str, now: int) -> tuple[bool, int]:
+        self._full_again(now)
         if reservation in self.ready:
             wait = self.ready[reservation] - now
             return (wait <= 0, max(wait, 0))
@@ -43,6 +50,7 @@ class Model:
         return (allowed <= now, max(allowed - now, 0))
 
     def refund(self, reservation: str, now: int) -> bool:
+        self._full_again(now)
         if self.ready.pop(reservation, None) is None:
             return False
         if self.tat > now:
@@ -83,7 +91,7 @@ def test_script_agrees_with_the_model_and_stays_within_capacity(quota, capacity,
             assert (decision.granted, decision.wait_us) == model.spend(reservation, now)
         elif reservations:
             reservation = reservations.pop(amount % len(reservations))
-            assert quota.refund(reservation, now_us=now) == model.refund(reservation, now)
+            assert quota.refund(reservation, [bucket], now_us=now) == model.refund(reservation, now)
         level = quota.peek(bucket, now_us=now)
         assert 0 <= level.tokens_left <= capacity
         assert level.tokens_left == model.left(now)
@@ -143,8 +151,8 @@ def test_a_repeated_spend_of_one_reservation_takes_one_token(quota):
 def test_a_committed_reservation_cannot_be_refunded(quota):
     bucket = Bucket("quota:test:commit", 5, 1_000)
     quota.spend("issued", [bucket], now_us=T0)
-    assert quota.commit("issued")
-    assert not quota.refund("issued", now_us=T0)
+    assert quota.commit("issued", [bucket])
+    assert not quota.refund("issued", [bucket], now_us=T0)
     assert quota.peek(bucket, now_us=T0).tokens_left == 4
 
 
@@ -153,7 +161,7 @@ def test_refunding_a_booked_token_gives_its_slot_to_the_next_newcomer(quota):
     quota.spend("holder", [bucket], now_us=T0)
     assert quota.spend("w1", [bucket], now_us=T0).wait_us == 1_000
     assert quota.spend("w2", [bucket], now_us=T0).wait_us == 2_000
-    assert quota.refund("w1", now_us=T0)
+    assert quota.refund("w1", [bucket], now_us=T0)
     assert quota.spend("newcomer", [bucket], now_us=T0).wait_us == 2_000
     assert quota.spend("w2", [bucket], now_us=T0 + 2_000).granted
 
@@ -245,6 +253,6 @@ def test_50_duplicate_refunds_of_10_reservations_restore_exactly_10(quota):
     reservations = [f"res-{i}" for i in range(10)]
     for reservation in reservations:
         assert quota.spend(reservation, [bucket], now_us=T0).granted
-    applied = [quota.refund(reservations[i % 10], now_us=T0) for i in range(50)]
+    applied = [quota.refund(reservations[i % 10], [bucket], now_us=T0) for i in range(50)]
     assert sum(applied) == 10
     assert quota.peek(bucket, now_us=T0).tokens_left == 50

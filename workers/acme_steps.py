@@ -82,6 +82,7 @@ class Start:
     reason: str
     reservation: uuid.UUID | None = None
     renewal: bool = False
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def start_order(
     now: datetime.datetime | None = None,
     reservation: uuid.UUID | None = None,
     renewal: bool = False,
+    name: str = "",
 ) -> Order | None:
     """Creates the domain's order (status `creating`) and sends its first step; None if the domain
     is no longer claimed by `claim_token` or already has an order in flight (then the quota
@@ -114,7 +116,9 @@ def start_order(
     with transaction.atomic():
         domain = Domain.objects.select_for_update().filter(pk=domain_id, claim_token=claim_token).first()
         if domain is None:
-            transaction.on_commit(lambda: refund_quota(reservation, "the domain's check was taken over"))
+            transaction.on_commit(
+                lambda: refund_quota(reservation, [name], account.pk, "the domain's check was taken over")
+            )
             return None
         try:
             with transaction.atomic():
@@ -132,7 +136,11 @@ def start_order(
         except IntegrityError:
             # order_one_in_flight_per_domain: someone already started one; leave it be.
             Domain.objects.filter(pk=domain_id, claim_token=claim_token).update(claim_token=None)
-            transaction.on_commit(lambda: refund_quota(reservation, "the domain already had an order"))
+            transaction.on_commit(
+                lambda: refund_quota(
+                    reservation, [domain.name], account.pk, "the domain already had an order"
+                )
+            )
             return None
         changed = change_status(
             domain_id,
@@ -206,11 +214,15 @@ def start_orders(
         return sum(
             1
             for start in claimed
-            if start_order(start.domain_id, claim_token, start.reason, now, start.reservation, start.renewal)
+            if start_order(
+                start.domain_id, claim_token, start.reason, now, start.reservation, start.renewal, start.name
+            )
         )
     lost = set(starts) - {pk for pk, _, _ in held}
     for pk in lost:
-        refund_quota(starts[pk].reservation, "the domain's check was taken over")
+        refund_quota(
+            starts[pk].reservation, [starts[pk].name], account.pk, "the domain's check was taken over"
+        )
     return len(orders)
 
 
@@ -368,7 +380,7 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
             next_attempt_at=retry_at,
             last_error=message,
         )
-    refund_quota(order.quota_reservation, "the CA refused the new order (429)")
+    refund_quota(order.quota_reservation, order.names, order.account_id, "the CA refused the new order (429)")
     synced = []
     if REGISTERED_DOMAIN_LIMIT.search(problem.detail or ""):
         synced = sync_registered_domains(order.names, retry_at)
@@ -450,7 +462,12 @@ def fail_order(
             last_error=f"Let's Encrypt could not issue the certificate: {problem}",
         )
     if issued_nothing:
-        refund_quota(order.quota_reservation, f"order {order.pk} failed before any certificate: {problem}")
+        refund_quota(
+            order.quota_reservation,
+            order.names,
+            order.account_id,
+            f"order {order.pk} failed before any certificate: {problem}",
+        )
     logger.info("order %s for %s failed: %s", order.pk, order.names, problem)
     return True
 
@@ -651,7 +668,7 @@ def step_download(order: Order) -> Next:
             finished=now,
             updated=now,
         )
-        transaction.on_commit(lambda: commit_quota(order.quota_reservation))
+        transaction.on_commit(lambda: commit_quota(order.quota_reservation, order.names, order.account_id))
         change_status(
             order.domain_id,
             DomainStatus.IN_USE,
@@ -728,14 +745,19 @@ def cancel_orders_of(domain_id: int, now: datetime.datetime | None = None) -> No
         Order.objects.select_for_update().filter(domain_id=domain_id, state__in=ACTIVE_ORDER_STATES)
     )
     # A domain waiting for its quota token gives the booked token back.
-    waiting = Domain.objects.filter(pk=domain_id).values_list("quota_reservation", flat=True).first()
-    if waiting:
-        transaction.on_commit(lambda: refund_quota(waiting, "the domain no longer wants a certificate"))
+    waiting = Domain.objects.filter(pk=domain_id).values_list("quota_reservation", "name").first()
+    if waiting and waiting[0]:
+        transaction.on_commit(
+            lambda: refund_quota(waiting[0], [waiting[1]], None, "the domain no longer wants a certificate")
+        )
     for order in orders:
         if order.state in BEFORE_FINALIZE:
             # Its authorizations are deactivated below, so the CA can never issue for it.
-            reservation = order.quota_reservation
-            transaction.on_commit(lambda r=reservation: refund_quota(r, "the order was cancelled"))
+            transaction.on_commit(
+                lambda o=order: refund_quota(
+                    o.quota_reservation, o.names, o.account_id, "the order was cancelled"
+                )
+            )
         urls = list(
             Challenge.objects.filter(order=order)
             .exclude(authorization_status__in=["valid", "invalid", "deactivated"])

@@ -154,14 +154,14 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
                 write = _failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now)
         if reservation and write.consecutive_failures > failures:
             # A real failure (not the resolvers'): the booked token goes to the next in line.
-            released.append(reservation)
+            released.append((reservation, name))
             write = dataclasses.replace(write, quota_reservation=None)
         writes.append(write)
     counts["failed"] = len(writes) - counts["parked"]
     starts = []
     for pk, outcome in reserve(to_order, account.pk, now).items() if to_order else ():
         if isinstance(outcome, Granted):
-            starts.append(Start(pk, reasons[pk], outcome.reservation, outcome.renewal))
+            starts.append(Start(pk, reasons[pk], outcome.reservation, outcome.renewal, by_name_pk[pk][1]))
         else:
             # Not a failure: the backoff does not grow; the domain is checked again when its token arrives.
             failures = by_name_pk[pk][2]
@@ -178,8 +178,10 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             )
             counts["waiting"] += 1
     bulk_change_status(writes, holding=token, now=now)
-    for reservation in released:
-        refund(reservation, "the domain's DNS no longer points at the platform")
+    for reservation, name in released:
+        refund(
+            reservation, [name], account.pk if account else None, "its DNS no longer points at the platform"
+        )
     counts["ordered"] = start_orders(starts, token, now, account=account if starts else None)
     if len(rows) < len(domain_ids):
         # Claimed but turned off meanwhile: release without a check.

@@ -3,20 +3,23 @@
 One Lua script holds the whole protocol, so a decision over several buckets (the registered
 domains, the exact name set, the account) is all-or-nothing even with many workers:
 
-- spend: if every bucket has a token, take one from each and record a reservation. If one is
-  empty, book the next free token of each empty bucket for this reservation (the k-th waiter of a
-  bucket gets its k-th next token, so waiters are served in order) and say when to come back;
-  spending the same reservation again then takes the remaining buckets' tokens;
-- refund: give the tokens of a reservation back (granted or booked), exactly once;
+- spend: if every bucket has a token, take one from each for the reservation. If one is empty,
+  book the next free token of each empty bucket for the reservation (the k-th waiter of a bucket
+  gets its k-th next token, so waiters are served in order) and say when to come back; spending
+  the same reservation again then takes the remaining buckets' tokens;
+- refund: give the tokens of a reservation back (taken or booked), exactly once;
 - commit: forget a reservation (the certificate exists; nothing can be refunded any more);
 - peek: tokens left and when the next one arrives;
 - sync: the CA says a bucket is empty until a given time (a 429): make ours agree;
 - seed: a lost bucket, rebuilt by the caller from PostgreSQL, written only if still missing.
 
-A bucket is one key holding its theoretical arrival time (TAT) in microseconds of Redis' own clock
-(`TIME`), unless the caller passes `now_us` (tests only). A bucket of `capacity` tokens refilling
-one token per `interval` allows a spend at `now` when `TAT - now <= (capacity - 1) * interval`.
-Keys expire when the bucket is full again, so idle buckets cost nothing.
+A bucket is one hash: field `t` holds its theoretical arrival time (TAT) in microseconds of
+Redis' own clock (`TIME`), unless the caller passes `now_us` (tests only), and one field per
+reservation holding its tokens (so a spend costs one read and one write per bucket, and a
+reservation lives exactly as long as the bucket it could be refunded to). A bucket of `capacity`
+tokens refilling one token per `interval` allows a spend at `now` when
+`TAT - now <= (capacity - 1) * interval`. Keys expire when the bucket is full again, so idle
+buckets cost nothing.
 
 A missing key therefore means "full", unless Redis lost it. `quota:since` records when this
 Redis' quota state began; while it is younger than a durable bucket's period, a missing durable
@@ -25,16 +28,17 @@ bucket (a registered domain's) is not assumed full: the script asks the caller t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 
 logger = logging.getLogger(__name__)
 
 SINCE_KEY = "quota:since"
-RESERVATION_PREFIX = "quota:reservation:"
 
 SCRIPT = r"""
 local op = ARGV[1]
@@ -47,37 +51,23 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- KEYS[1] is always quota:since, the moment this Redis' quota state began.
-local since = tonumber(redis.call('GET', KEYS[1]) or '')
-if not since then
-  since = now
-  redis.call('SET', KEYS[1], string.format('%.0f', now))
-end
-
+-- Whether this Redis' quota state (KEYS[1], quota:since) is younger than a bucket's period, and
+-- since when. Read only when a durable bucket is missing: the hot path never touches it.
 local function young(interval, capacity)
-  return now - since < interval * capacity
-end
-
--- The bucket's TAT, never before now; nil if a durable bucket is missing while it may have been lost.
-local function tat_of(key, interval, capacity, durable)
-  local stored = redis.call('GET', key)
-  if stored then
-    local value = tonumber(stored)
-    if value > now then return value end
-    return now
+  local since = tonumber(redis.call('GET', KEYS[1]) or '')
+  if not since then
+    redis.call('SET', KEYS[1], string.format('%d', now))
+    return true, now
   end
-  if durable and young(interval, capacity) then return nil end
-  return now
+  return now - since < interval * capacity, since
 end
 
-local function store(key, tat, interval, capacity, durable)
-  -- Expire when the bucket would be full again: nothing is lost by forgetting it then.
+-- Writes a bucket's TAT (field t), and one reservation's field when given, expiring when the
+-- bucket is full again (nothing is lost by forgetting it then) or not before `floor_ms`. Redis
+-- writes a Lua number with 17 significant digits: microseconds survive exactly.
+local function store(key, tat, field, value, floor_ms)
   local ttl_ms = math.ceil((tat - now) / 1000)
-  if durable and young(interval, capacity) then
-    -- Until the state is a period old, a missing durable key means "lost": keep even a full one.
-    local until_old = math.ceil((since + interval * capacity - now) / 1000)
-    if until_old > ttl_ms then ttl_ms = until_old end
-  end
+  if floor_ms and floor_ms > ttl_ms then ttl_ms = floor_ms end
   if injected and ttl_ms > 0 and ttl_ms < 3600000 then
     -- A test's clock is not Redis' expiry clock: keep such keys an hour rather than let Redis
     -- expire them in real time between two steps of the test's own timeline.
@@ -85,110 +75,119 @@ local function store(key, tat, interval, capacity, durable)
   end
   if ttl_ms <= 0 then
     redis.call('DEL', key)
-  else
-    redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl_ms)
+    return
   end
+  if field then
+    redis.call('HSET', key, 't', tat, field, value)
+  else
+    redis.call('HSET', key, 't', tat)
+  end
+  redis.call('PEXPIRE', key, ttl_ms)
 end
 
 if op == 'spend' then
-  -- KEYS: since, bucket...; ARGV: op, now, reservation key, reservation ttl ms,
-  -- then interval, capacity, durable (0/1) per bucket.
+  -- KEYS: since, bucket...; ARGV: op, now, reservation, then interval, capacity, durable (0/1)
+  -- per bucket. A bucket's field named after the reservation holds when its token is there: 0
+  -- once taken, or the booked token's arrival.
   local reservation = ARGV[3]
-  local record = redis.call('GET', reservation)
-  local spent, taken = {}, {}
-  if record then
-    record = cjson.decode(record)
-    -- Times are kept as strings: cjson keeps only 14 significant digits of a number.
-    local ready = tonumber(record.ready)
-    if ready > now then
-      return {0, ready - now, record.why}
-    end
-    spent = record.spent
-    for _, entry in ipairs(spent) do taken[entry[1]] = true end
-  end
-  local todo, at, why = {}, now, ''
-
+  local n, at, why = 0, now, ''
+  local todo, tats, allowed = {}, {}, {}
   for i = 2, #KEYS do
     local key = KEYS[i]
-    if not taken[key] then
-      local base = 3 + 3 * (i - 1)
-      local interval, capacity = tonumber(ARGV[base - 1]), tonumber(ARGV[base])
-      local durable = ARGV[base + 1] == '1'
-      local tat = tat_of(key, interval, capacity, durable)
-      if tat == nil then return {-1, i - 1} end
-      local allowed = tat - (capacity - 1) * interval
-      if allowed > at then
-        at = allowed
+    local base = 3 * i - 2
+    local found = redis.call('HMGET', key, 't', reservation)
+    -- A bucket full again (TAT not after now) is as good as expired: its reservations are void.
+    local live = found[1] and tonumber(found[1]) > now
+    if live and found[2] then
+      local ready = tonumber(found[2])
+      if ready > now then return {0, ready - now, key} end
+    else
+      local interval, capacity = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
+      local tat = now
+      if live then
+        tat = tonumber(found[1])
+      elseif found[1] then
+        -- What Redis would have expired by now (within its millisecond, or on a test's clock).
+        redis.call('DEL', key)
+      elseif ARGV[base + 2] == '1' and young(interval, capacity) then
+        return {-1, i - 1}
+      end
+      n = n + 1
+      todo[n], tats[n] = i, tat
+      allowed[n] = tat - (capacity - 1) * interval
+      if allowed[n] > at then
+        at = allowed[n]
         why = key
       end
-      todo[#todo + 1] = {key, interval, capacity, durable, tat, allowed}
     end
   end
-  if #todo == 0 then
-    return {1, 0}
+  if n == 0 then
+    return 1
   end
   local waiting = at > now
-  for _, b in ipairs(todo) do
-    local key, interval, capacity, durable, tat, allowed = b[1], b[2], b[3], b[4], b[5], b[6]
+  for j = 1, n do
+    -- Granted: every bucket's token is taken now. Waiting: each empty bucket's next free token
+    -- (arriving at `at` or before) is booked, dated as if spent at `at`; buckets with room now
+    -- are spent when the waiter returns.
     if not waiting then
-      store(key, tat + interval, interval, capacity, durable)
-      spent[#spent + 1] = {key, string.format('%.0f', interval), capacity, durable}
-    elseif allowed > now then
-      -- Book this empty bucket's next free token (the token arriving at `at` or before),
-      -- dated as if spent at `at`; buckets with room now are spent when the waiter returns.
-      local from = tat
+      store(KEYS[todo[j]], tats[j] + tonumber(ARGV[3 * todo[j] - 2]), reservation, 0)
+    elseif allowed[j] > now then
+      local from = tats[j]
       if at > from then from = at end
-      store(key, from + interval, interval, capacity, durable)
-      spent[#spent + 1] = {key, string.format('%.0f', interval), capacity, durable}
+      store(KEYS[todo[j]], from + tonumber(ARGV[3 * todo[j] - 2]), reservation, at)
     end
   end
-  local ready = now
-  if waiting then ready = at end
-  local ttl = tonumber(ARGV[4]) + math.ceil((ready - now) / 1000)
-  local encoded = cjson.encode({ready = string.format('%.0f', ready), spent = spent, why = why})
-  redis.call('SET', reservation, encoded, 'PX', ttl)
   if waiting then return {0, at - now, why} end
-  return {1, 0}
-elseif op == 'refund' then
-  -- KEYS: since; ARGV: op, now, reservation key
-  local record = redis.call('GET', ARGV[3])
-  if not record then
-    return {0, 0}
-  end
-  redis.call('DEL', ARGV[3])
-  record = cjson.decode(record)
-  for _, entry in ipairs(record.spent) do
-    local key, interval, capacity, durable = entry[1], tonumber(entry[2]), entry[3], entry[4]
-    local stored = redis.call('GET', key)
-    if stored then
-      local tat = tonumber(stored) - interval
-      if tat < now then tat = now end
-      store(key, tat, interval, capacity, durable)
+  return 1
+elseif op == 'refund' or op == 'commit' then
+  -- KEYS: since, bucket...; ARGV: op, now, reservation, then the interval of each bucket.
+  -- Refund gives each bucket's token of the reservation back, commit forgets it; once each.
+  local reservation, done = ARGV[3], 0
+  for i = 2, #KEYS do
+    local found = redis.call('HMGET', KEYS[i], 't', reservation)
+    if found[2] and tonumber(found[1]) <= now then
+      -- Full again since: the token came back by itself, and the reservation is void.
+      redis.call('HDEL', KEYS[i], reservation)
+    elseif found[2] then
+      done = 1
+      redis.call('HDEL', KEYS[i], reservation)
+      if op == 'refund' then
+        local tat = tonumber(found[1]) - tonumber(ARGV[2 + i])
+        if tat < now then tat = now end
+        store(KEYS[i], tat)
+      end
     end
   end
-  return {1, 0}
-elseif op == 'commit' then
-  -- KEYS: since; ARGV: op, now, reservation key
-  return {redis.call('DEL', ARGV[3]), 0}
+  return done
 elseif op == 'peek' or op == 'seed' or op == 'sync' then
   -- KEYS: since, bucket; ARGV: op, now, interval, capacity, durable, [TAT or CA's retry time]
   local key, interval, capacity = KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-  local durable = ARGV[5] == '1'
+  local stored = redis.call('HGET', key, 't')
   if op == 'seed' then
-    if redis.call('EXISTS', key) == 0 then
+    if not stored then
       local tat = tonumber(ARGV[6])
       if tat < now then tat = now end
-      store(key, tat, interval, capacity, durable)
+      -- Kept, even full, until the state is a period old: a missing key would be rebuilt again.
+      local is_young, since = young(interval, capacity)
+      local floor = nil
+      if is_young then floor = math.ceil((since + interval * capacity - now) / 1000) end
+      store(key, tat, nil, nil, floor)
     end
     return {1, 0}
   end
-  local tat = tat_of(key, interval, capacity, durable)
-  if tat == nil then return {-1, 1} end
+  local tat = now
+  if stored then
+    tat = tonumber(stored)
+    if tat < now then tat = now end
+  elseif ARGV[5] == '1' and young(interval, capacity) then
+    return {-1, 1}
+  end
   if op == 'sync' then
     -- Empty until the CA's retry time: the next token arrives then, the others one interval apart.
     local synced = tonumber(ARGV[6]) + (capacity - 1) * interval
     if synced > tat then
-      store(key, synced, interval, capacity, durable)
+      if stored and tonumber(stored) <= now then redis.call('DEL', key) end
+      store(key, synced)
       return {1, synced - tat}
     end
     return {0, 0}
@@ -205,6 +204,8 @@ elseif op == 'peek' or op == 'seed' or op == 'sync' then
 end
 return redis.error_reply('unknown quota operation ' .. tostring(op))
 """
+# EVALSHA names a script by its SHA-1, as Redis computes it (an identifier, not a security measure).
+SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -228,8 +229,7 @@ class Bucket:
         return [self.interval_us, self.capacity, 1 if self.durable else 0]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     granted: bool
     # Microseconds until this reservation's tokens are all there, when not granted.
     wait_us: int = 0
@@ -237,10 +237,12 @@ class Decision:
     waiting_for: str = ""
 
 
-@dataclass(frozen=True)
-class Level:
+class Level(NamedTuple):
     tokens_left: int
     next_token_in_us: int
+
+
+GRANTED = Decision(True)
 
 
 # Rebuilds a lost durable bucket: its TAT in microseconds since the epoch, from what PostgreSQL knows.
@@ -262,21 +264,18 @@ class QuotaUnavailable(Exception):
 class Quota:
     """The quota script on one Redis; loaded once, run with EVALSHA, reloaded after NOSCRIPT."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        reservation_ttl_ms: int = 8 * 24 * 3600 * 1000,
-        rebuild: Rebuilder | None = None,
-    ) -> None:
+    def __init__(self, client: redis.Redis, rebuild: Rebuilder | None = None) -> None:
         self.client = client
-        self.script = client.register_script(SCRIPT)
-        self.reservation_ttl_ms = reservation_ttl_ms
         self.rebuild = rebuild
 
-    def _run(self, keys: list[str], args: list) -> list[int]:
-        # redis-py's Script runs EVALSHA and, on NOSCRIPT (a restarted or flushed Redis), loads it again.
+    def _run(self, keys: list[str], args: list) -> list:
+        """EVALSHA of the script; on NOSCRIPT (a restarted or flushed Redis) it is loaded again."""
         try:
-            return self.script(keys=[SINCE_KEY, *keys], args=args)
+            try:
+                return self.client.evalsha(SHA, len(keys) + 1, SINCE_KEY, *keys, *args)
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(SCRIPT)
+                return self.client.evalsha(SHA, len(keys) + 1, SINCE_KEY, *keys, *args)
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"the quota store did not answer ({type(exc).__name__}: {exc})") from exc
 
@@ -291,28 +290,31 @@ class Quota:
         """Takes one token from every bucket, or books the next ones and says how long to wait.
 
         Idempotent per reservation: spending it again after the wait takes what is left."""
-        args: list = ["spend", _now(now_us), RESERVATION_PREFIX + reservation, self.reservation_ttl_ms]
+        args: list = ["spend", _now(now_us), reservation]
         for bucket in buckets:
             args += bucket.args()
         keys = [bucket.key for bucket in buckets]
         for _ in range(len(buckets) + 1):
             answer = self._run(keys, args)
-            status, value = answer[0], answer[1]
-            if status >= 0:
-                why = answer[2] if len(answer) > 2 else b""
-                return Decision(bool(status), int(value), why.decode() if isinstance(why, bytes) else why)
-            self._seed(buckets[value - 1], now_us)
+            if answer == 1:
+                return GRANTED
+            status = answer[0]
+            if status == 0:
+                why = answer[2]
+                return Decision(False, answer[1], why.decode() if isinstance(why, bytes) else why)
+            self._seed(buckets[answer[1] - 1], now_us)
         raise QuotaUnavailable("the quota buckets kept disappearing while being rebuilt")
 
-    def refund(self, reservation: str, now_us: int | None = None) -> bool:
-        """Gives the reservation's tokens back (granted or booked); True only the first time."""
-        done, _ = self._run([], ["refund", _now(now_us), RESERVATION_PREFIX + reservation])
-        return bool(done)
+    def refund(self, reservation: str, buckets: list[Bucket], now_us: int | None = None) -> bool:
+        """Gives the reservation's tokens in these buckets back (taken or booked; buckets it spent
+        nothing from are left alone); True only the first time."""
+        args = ["refund", _now(now_us), reservation, *(bucket.interval_us for bucket in buckets)]
+        return bool(self._run([bucket.key for bucket in buckets], args))
 
-    def commit(self, reservation: str) -> bool:
-        """The certificate exists: its tokens are spent for good."""
-        done, _ = self._run([], ["commit", "", RESERVATION_PREFIX + reservation])
-        return bool(done)
+    def commit(self, reservation: str, buckets: list[Bucket]) -> bool:
+        """The certificate exists: its tokens are spent for good (nothing can refund them)."""
+        args = ["commit", "", reservation, *(bucket.interval_us for bucket in buckets)]
+        return bool(self._run([bucket.key for bucket in buckets], args))
 
     def peek(self, bucket: Bucket, now_us: int | None = None) -> Level:
         return self.peek_many([bucket], now_us)[0]
@@ -322,12 +324,17 @@ class Quota:
         if not buckets:
             return []
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for bucket in buckets:
-                self.script(
-                    keys=[SINCE_KEY, bucket.key], args=["peek", _now(now_us), *bucket.args()], client=pipe
-                )
-            answers = pipe.execute()
+            for attempt in range(2):
+                pipe = self.client.pipeline(transaction=False)
+                for bucket in buckets:
+                    pipe.evalsha(SHA, 2, SINCE_KEY, bucket.key, "peek", _now(now_us), *bucket.args())
+                try:
+                    answers = pipe.execute()
+                    break
+                except redis.exceptions.NoScriptError:
+                    if attempt:
+                        raise
+                    self.client.script_load(SCRIPT)
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"the quota store did not answer ({type(exc).__name__}: {exc})") from exc
         levels = []

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from certificates.models import (
     ACTIVE_ORDER_STATES,
+    AcmeAccount,
     Certificate,
     CertificateSource,
     Issuance,
@@ -248,12 +249,26 @@ def reserve(
 # --- after the order ---------------------------------------------------------------------------
 
 
-def refund(reservation: uuid.UUID | None, why: str) -> bool:
-    """The CA certainly issued nothing for this reservation: its tokens go back (once)."""
+def _all_buckets(names: list[str], account_id: int | None) -> list[Bucket]:
+    """Every bucket an order for `names` may have spent from (a renewal spent from fewer: the
+    others hold nothing of its reservation and are left alone)."""
+    if account_id is None:
+        account_id = (
+            AcmeAccount.objects.filter(directory_url=settings.ACME_DIRECTORY_URL)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    buckets = buckets_for(names, account_id or 0, renewal=False, overrides={})
+    return buckets if account_id else buckets[:-1]
+
+
+def refund(reservation: uuid.UUID | None, names: list[str], account_id: int | None, why: str) -> bool:
+    """The CA certainly issued nothing for this reservation (of an order for `names` by the ACME
+    account `account_id`, the current one if None): its tokens go back, once."""
     if reservation is None:
         return False
     try:
-        done = get_quota().refund(str(reservation))
+        done = get_quota().refund(str(reservation), _all_buckets(names, account_id))
     except QuotaUnavailable as exc:
         # The token stays spent until it refills: safe, only slower.
         logger.warning("could not refund quota reservation %s (%s): %s", reservation, why, exc)
@@ -263,14 +278,14 @@ def refund(reservation: uuid.UUID | None, why: str) -> bool:
     return done
 
 
-def commit(reservation: uuid.UUID | None) -> None:
+def commit(reservation: uuid.UUID | None, names: list[str], account_id: int | None) -> None:
     """The certificate is stored: its tokens stay spent."""
     if reservation is None:
         return
     try:
-        get_quota().commit(str(reservation))
+        get_quota().commit(str(reservation), _all_buckets(names, account_id))
     except QuotaUnavailable as exc:
-        # The reservation expires by itself; nothing can refund it meanwhile (its order is valid).
+        # The reservation goes with its buckets; nothing can refund it meanwhile (its order is valid).
         logger.warning("could not commit quota reservation %s: %s", reservation, exc)
 
 
