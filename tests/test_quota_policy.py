@@ -242,3 +242,28 @@ def _certificate(domain) -> Certificate:
         serial="01",
         fingerprint_sha256=uuid.uuid4().hex,
     )
+
+
+def test_deleting_a_waiting_domain_gives_its_booked_token_to_the_next_in_line(
+    django_capture_on_commit_callbacks,
+):
+    from domains.services import delete_domain
+
+    QuotaOverride.objects.create(
+        kind=QuotaKind.REGISTERED_DOMAIN, subject="line.example", capacity=1, period_seconds=3600
+    )
+    account = _account()
+    first, second, third = (DomainFactory(name=f"{n}.line.example") for n in ("a", "b", "c"))
+    quota_policy.reserve([quota_policy.Candidate(first.pk, first.name, None)], account.pk)
+    waiting = quota_policy.reserve([quota_policy.Candidate(second.pk, second.name, None)], account.pk)[
+        second.pk
+    ]
+    second.quota_reservation = waiting.reservation
+    second.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        delete_domain(second)
+    # The third domain now gets the second's slot (one interval away), not the one after it.
+    third_wait = quota_policy.reserve([quota_policy.Candidate(third.pk, third.name, None)], account.pk)[
+        third.pk
+    ]
+    assert abs((third_wait.until - waiting.until).total_seconds()) < 2

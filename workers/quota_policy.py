@@ -258,7 +258,9 @@ def _all_buckets(names: list[str], account_id: int | None) -> list[Bucket]:
             .values_list("pk", flat=True)
             .first()
         )
-    buckets = buckets_for(names, account_id or 0, renewal=False, overrides={})
+    # With the overrides: a refund gives back the interval the spend took.
+    overrides = load_overrides([names], [account_id] if account_id else [])
+    buckets = buckets_for(names, account_id or 0, renewal=False, overrides=overrides)
     return buckets if account_id else buckets[:-1]
 
 
