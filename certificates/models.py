@@ -204,6 +204,8 @@ class Issuance(models.Model):
         indexes = [
             # The rebuild: WHERE registered_domain = ? AND issued_at > now - period.
             models.Index(fields=["registered_domain", "issued_at"], name="issuance_window_idx"),
+            # The pruning: WHERE issued_at < now - the longest period.
+            models.Index(fields=["issued_at"], name="issuance_age_idx"),
         ]
 
     def __str__(self) -> str:

@@ -32,3 +32,9 @@ def test_celery_uses_json_only_and_routes_queues():
     assert conf.task_routes["workers.tasks.acme.*"] == {"queue": "acme"}
     assert conf.worker_send_task_events is True
     assert conf.task_time_limit and conf.task_soft_time_limit
+
+
+def test_migration_creates_the_hourly_ledger_pruning_on_the_default_queue():
+    task = PeriodicTask.objects.get(name="Prune the issuance ledger")
+    assert task.task == "workers.tasks.housekeeping.prune_issuances"
+    assert (task.interval.every, task.interval.period, task.queue) == (3600, "seconds", "default")

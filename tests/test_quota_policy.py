@@ -267,3 +267,24 @@ def test_deleting_a_waiting_domain_gives_its_booked_token_to_the_next_in_line(
         third.pk
     ]
     assert abs((third_wait.until - waiting.until).total_seconds()) < 2
+
+
+def test_the_ledger_keeps_what_a_rebuild_can_need_and_prunes_the_rest():
+    now = timezone.now()
+    QuotaOverride.objects.create(
+        kind=QuotaKind.REGISTERED_DOMAIN, subject="slow.example", capacity=10, period_seconds=14 * 86400
+    )
+    ages = {"fresh": 1, "within-override": 12, "old": 16}
+    for label, days in ages.items():
+        Issuance.objects.create(
+            registered_domain="example.org",
+            names=[f"{label}.example.org"],
+            fingerprint_sha256=uuid.uuid4().hex,
+            issued_at=now - datetime.timedelta(days=days),
+        )
+    # The longest registered-domain period is the override's 14 days: kept for 15.
+    assert quota_policy.prune_ledger(now, batch=1) == 1
+    assert sorted(n for (n,) in Issuance.objects.values_list("names")) == [
+        ["fresh.example.org"],
+        ["within-override.example.org"],
+    ]

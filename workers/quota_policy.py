@@ -135,6 +135,27 @@ def rebuild_from_postgres(bucket: Bucket) -> int:
     return replay(times, bucket)
 
 
+def prune_ledger(now: datetime.datetime | None = None, batch: int = 10_000) -> int:
+    """Deletes the ledger rows no rebuild can need any more (older than the longest registered-
+    domain period, default or override, plus a day), in batches; returns how many."""
+    now = now or timezone.now()
+    longest = max(
+        [
+            settings.QUOTA_REGISTERED_DOMAIN_PERIOD_SECONDS,
+            *QuotaOverride.objects.filter(kind=QuotaKind.REGISTERED_DOMAIN).values_list(
+                "period_seconds", flat=True
+            ),
+        ]
+    )
+    cutoff = now - datetime.timedelta(seconds=longest + 86400)
+    deleted = 0
+    while True:
+        ids = list(Issuance.objects.filter(issued_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += Issuance.objects.filter(pk__in=ids).delete()[0]
+
+
 # --- deciding ---------------------------------------------------------------------------------
 
 

@@ -4,9 +4,18 @@ from celery import shared_task
 
 from workers.heartbeat import record_heartbeat
 from workers.models import Heartbeat
+from workers.quota_policy import prune_ledger
 
 
 @shared_task(name="workers.tasks.housekeeping.heartbeat", acks_late=True, time_limit=30, soft_time_limit=20)
 def heartbeat() -> None:
     """Stamps the worker heartbeat; beat sends it every 30 s, /healthz reads its age."""
     record_heartbeat(Heartbeat.Source.WORKER)
+
+
+@shared_task(
+    name="workers.tasks.housekeeping.prune_issuances", acks_late=True, time_limit=600, soft_time_limit=540
+)
+def prune_issuances() -> int:
+    """Deletes issuance ledger rows older than any quota rebuild needs; beat sends it hourly."""
+    return prune_ledger()
