@@ -18,9 +18,11 @@ from acme import errors as acme_errors
 from acme import messages
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from certificates.acme_client import get_account
+from certificates.models import Certificate, CertificateSource
 from domains.backoff import retry_delay
 from domains.caa import evaluate as evaluate_caa
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus, Region
@@ -76,7 +78,7 @@ def _targets(rows: list[tuple]) -> dict[int, Target]:
     regions = {region.pk: region for region in Region.objects.all()}
     suffixes = tuple(region.domain_suffix for region in regions.values())
     return {
-        pk: target_in(regions[region_id], app_name, suffixes) for pk, _, _, app_name, region_id, _ in rows
+        pk: target_in(regions[region_id], app_name, suffixes) for pk, _, _, app_name, region_id, *_ in rows
     }
 
 
@@ -85,10 +87,28 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
     concurrently, runs the CAA pre-flight for those that point at the platform, then writes every
     outcome back in bulk and starts the orders, with a constant number of queries per chunk."""
     now = now or timezone.now()
+    # A renewal at Let's Encrypt: the domain holds a Let's Encrypt certificate for exactly its name.
+    renewal = Exists(
+        Certificate.objects.filter(
+            domain_id=OuterRef("pk"),
+            source=CertificateSource.LETSENCRYPT,
+            sans__len=1,
+            sans__0=OuterRef("name"),
+        )
+    )
     rows = list(
         Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=True)
+        .annotate(renewal=renewal)
         .order_by("pk")
-        .values_list("pk", "name", "consecutive_failures", "app__name", "app__region_id", "quota_reservation")
+        .values_list(
+            "pk",
+            "name",
+            "consecutive_failures",
+            "app__name",
+            "app__region_id",
+            "quota_reservation",
+            "renewal",
+        )
     )
     counts = {"checked": 0, "ordered": 0, "failed": 0, "parked": 0, "waiting": 0}
     writes: list[StatusWrite] = []
@@ -130,7 +150,7 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
     reasons: dict[int, str] = {}
     # Domains that held a booked quota token and no longer want it (their DNS went wrong).
     released: list = []
-    for name, (pk, _, failures, _, _, reservation) in by_name.items():
+    for name, (pk, _, failures, _, _, reservation, renewing) in by_name.items():
         counts["checked"] += 1
         diagnosis = diagnoses[name]
         if not diagnosis.ok:
@@ -148,7 +168,7 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
                     name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri
                 )
                 if decision.allowed:
-                    to_order.append(Candidate(pk, name, reservation))
+                    to_order.append(Candidate(pk, name, reservation, renewing))
                     reasons[pk] = f"DNS points at the platform ({diagnosis.message})"
                     continue
                 write = _failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now)

@@ -166,6 +166,7 @@ class Candidate:
     domain_id: int
     name: str
     reservation: uuid.UUID | None  # the one it holds from an earlier wait, if any
+    renewal: bool | None = None  # None: looked up here
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,9 @@ def reserve(
     now = now or timezone.now()
     if not candidates:
         return {}
-    renewals = renewals_among(candidates)
+    unknown = [c for c in candidates if c.renewal is None]
+    renewals = renewals_among(unknown) if unknown else set()
+    renewals |= {c.domain_id for c in candidates if c.renewal}
     overrides = load_overrides([[c.name] for c in candidates], [account_id])
     quota = get_quota()
     outcome: dict[int, Granted | Waiting] = {}

@@ -22,6 +22,7 @@ from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from tests.acme_proxy import AcmeProxy
 from tests.conftest import RUN_DIR, celery_subprocess_env, start_celery_worker
+from tests.factories import CertificateFactory, DomainFactory
 from tests.integration.polling import wait_for
 from workers import domain_checks, quota_policy
 
@@ -255,3 +256,31 @@ def test_a_429_from_the_ca_schedules_the_domain_by_retry_after_and_only_the_cert
             assert proxy.state.new_orders_passed == 1
         finally:
             worker.stop()
+
+
+def test_a_renewal_of_the_same_name_is_not_held_back_by_an_exhausted_registered_domain(
+    pebble_stack, without_session_worker, app
+):
+    registered = _registered_domain()
+    _limit(registered, capacity=1, period_seconds=3600)
+    renewing, new = f"renew.{registered}", f"new.{registered}"
+    _pointed(pebble_stack, [renewing, new])
+    holder = DomainFactory(
+        app=app, name=renewing, status=DomainStatus.FAILING, next_attempt_at=timezone.now()
+    )
+    CertificateFactory(domain=holder, sans=[renewing])
+    newcomer = DomainFactory(
+        app=app, name=new, status=DomainStatus.PENDING_DNS, next_attempt_at=timezone.now()
+    )
+    # The registered domain's only token is taken by someone else.
+    bucket = quota_policy.registered_domain_bucket(registered)
+    assert quota_policy.get_quota().spend("elsewhere", [bucket]).granted
+    ids, token = domain_checks.claim_due()
+    assert sorted(ids) == sorted([holder.pk, newcomer.pk])
+    counts = domain_checks.check_claimed(ids, str(token))
+    assert (counts["ordered"], counts["waiting"]) == (1, 1)
+    order = Order.objects.get(domain=holder)
+    assert order.is_renewal and order.quota_reservation is not None
+    newcomer.refresh_from_db()
+    assert newcomer.status == DomainStatus.CREATING
+    assert f"certificate limit for {registered} reached" in newcomer.last_error
