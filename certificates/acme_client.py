@@ -46,7 +46,6 @@ class _Network(client.ClientNetwork):
             return super()._check_response(response, content_type=content_type)
         except messages.Error as problem:
             problem.retry_after = response.headers.get("Retry-After")
-            problem.http_status = response.status_code
             raise
 
 

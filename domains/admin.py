@@ -17,6 +17,7 @@ from domains.services import (
     retry_now,
     set_letsencrypt,
 )
+from workers.quota_policy import quota_of
 
 
 @admin.register(Region)
@@ -126,8 +127,6 @@ class DomainAdmin(admin.ModelAdmin):
 
     @admin.display(description="Let's Encrypt quota of its registered domain")
     def quota(self, obj: Domain) -> str:
-        from workers.quota_policy import quota_of
-
         if not obj.registered_domain:
             return ""
         entry = quota_of([obj.registered_domain])[0]

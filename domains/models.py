@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from domains.names import registered_domain
+
 APP_NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$",
     "An app name is 1 to 48 lowercase letters, digits and hyphens, not starting or ending with a hyphen.",
@@ -150,8 +152,6 @@ class Domain(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         if self.name and not self.registered_domain:
-            from domains.names import registered_domain
-
             self.registered_domain = registered_domain(self.name) or ""
         super().save(*args, **kwargs)
 

@@ -45,7 +45,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args) -> None:
         pass
 
-    def _upstream(self, method: str, body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _upstream(
+        self, method: str, body: bytes | None, path: str | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         state = self.server.state
         connection = http.client.HTTPSConnection(
             state.upstream_host, state.upstream_port, context=state.context, timeout=30
@@ -53,7 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "content-length")}
         if body is not None:
             headers["Content-Length"] = str(len(body))
-        connection.request(method, self.path, body=body, headers=headers)
+        connection.request(method, path or self.path, body=body, headers=headers)
         response = connection.getresponse()
         payload = response.read()
         connection.close()
@@ -88,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             limit = self._limit_for_new_order()
             if limit is not None:
                 # A real 429 problem document, with a fresh nonce as Let's Encrypt sends one.
-                _, nonce_headers, _ = self._nonce()
+                _, nonce_headers, _ = self._upstream("HEAD", None, "/nonce-plz")
                 problem = json.dumps(
                     {"type": "urn:ietf:params:acme:error:rateLimited", "detail": limit.detail, "status": 429}
                 ).encode()
@@ -101,13 +103,6 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         status, headers, payload = self._upstream(method, body)
         self._reply(status, headers, payload)
-
-    def _nonce(self) -> tuple[int, list[tuple[str, str]], bytes]:
-        saved, self.path = self.path, "/nonce-plz"
-        try:
-            return self._upstream("HEAD", None)
-        finally:
-            self.path = saved
 
     def do_GET(self) -> None:
         self._handle("GET")

@@ -10,8 +10,6 @@ import pytest
 from django.utils import timezone
 
 from certificates.models import (
-    Certificate,
-    CertificateSource,
     Issuance,
     Order,
     OrderState,
@@ -19,7 +17,7 @@ from certificates.models import (
     QuotaOverride,
 )
 from domains.models import DomainStatus
-from tests.factories import DomainFactory
+from tests.factories import AcmeAccountFactory, DomainFactory
 from workers import acme_steps, quota_policy
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +88,7 @@ def test_a_lost_registered_domain_bucket_is_rebuilt_from_issued_certificates_and
     )
     domain = DomainFactory(name="flight.example.org")
     Order.objects.create(
-        domain=domain, account=_account(), names=[domain.name], quota_reservation=uuid.uuid4()
+        domain=domain, account=AcmeAccountFactory(), names=[domain.name], quota_reservation=uuid.uuid4()
     )
     bucket = quota_policy.registered_domain_bucket("example.org")
     assert quota_policy.get_quota().peek(bucket).tokens_left == 47
@@ -110,16 +108,15 @@ def test_an_exhausted_registered_domain_makes_the_next_domain_wait_with_its_toke
         kind=QuotaKind.REGISTERED_DOMAIN, subject="example.net", capacity=1, period_seconds=3600
     )
     a, b = DomainFactory(name="a.example.net"), DomainFactory(name="b.example.net")
-    account = _account()
-    first = quota_policy.reserve([quota_policy.Candidate(a.pk, a.name, None)], account.pk)
-    assert isinstance(first[a.pk], quota_policy.Granted)
+    account = AcmeAccountFactory()
+    assert isinstance(_reserve_one(a, account.pk), quota_policy.Granted)
     before = timezone.now()
-    second = quota_policy.reserve([quota_policy.Candidate(b.pk, b.name, None)], account.pk)[b.pk]
+    second = _reserve_one(b, account.pk)
     assert isinstance(second, quota_policy.Waiting)
     assert 3590 <= (second.until - before).total_seconds() <= 3601
     assert second.message.startswith("certificate limit for example.net reached; next attempt at ")
     # Asking again with its reservation keeps its place (the same time), and takes nothing more.
-    again = quota_policy.reserve([quota_policy.Candidate(b.pk, b.name, second.reservation)], account.pk)[b.pk]
+    again = _reserve_one(b, account.pk, second.reservation)
     assert abs((again.until - second.until).total_seconds()) < 1
 
 
@@ -127,13 +124,12 @@ def test_with_the_quota_store_down_new_certificates_wait_and_renewals_go_ahead(s
     settings.QUOTA_REDIS_URL = "redis://127.0.0.1:1/0"
     settings.QUOTA_UNAVAILABLE_RETRY_SECONDS = 30
     new, renewing = DomainFactory(name="new.example.com"), DomainFactory(name="renew.example.com")
-    _certificate(renewing)
     outcome = quota_policy.reserve(
         [
-            quota_policy.Candidate(new.pk, new.name, None),
-            quota_policy.Candidate(renewing.pk, renewing.name, None),
+            quota_policy.Candidate(new.pk, new.name, None, renewal=False),
+            quota_policy.Candidate(renewing.pk, renewing.name, None, renewal=True),
         ],
-        _account().pk,
+        AcmeAccountFactory().pk,
     )
     assert isinstance(outcome[new.pk], quota_policy.Waiting)
     assert "could not be checked" in outcome[new.pk].message
@@ -144,8 +140,7 @@ def test_quota_fail_open_orders_new_certificates_without_the_store(settings):
     settings.QUOTA_REDIS_URL = "redis://127.0.0.1:1/0"
     settings.QUOTA_FAIL_OPEN = True
     domain = DomainFactory(name="open.example.com")
-    outcome = quota_policy.reserve([quota_policy.Candidate(domain.pk, domain.name, None)], _account().pk)
-    assert outcome[domain.pk] == quota_policy.Granted(None, False)
+    assert _reserve_one(domain, AcmeAccountFactory().pk) == quota_policy.Granted(None, False)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +154,7 @@ def test_quota_fail_open_orders_new_certificates_without_the_store(settings):
 )
 def test_a_failed_order_gives_its_tokens_back_only_when_the_ca_certainly_issued_nothing(state, refunded):
     domain = DomainFactory(name="fail.example.com", status=DomainStatus.CREATING)
-    account = _account()
+    account = AcmeAccountFactory()
     buckets = quota_policy.buckets_for([domain.name], account.pk, renewal=False, overrides={})
     reservation = uuid.uuid4()
     assert quota_policy.get_quota().spend(str(reservation), buckets).granted
@@ -179,7 +174,7 @@ def test_a_failed_order_gives_its_tokens_back_only_when_the_ca_certainly_issued_
 
 def test_an_invalid_order_after_finalize_is_refunded_because_the_ca_said_so():
     domain = DomainFactory(name="invalid.example.com", status=DomainStatus.CREATING)
-    account = _account()
+    account = AcmeAccountFactory()
     buckets = quota_policy.buckets_for([domain.name], account.pk, renewal=False, overrides={})
     reservation = uuid.uuid4()
     quota_policy.get_quota().spend(str(reservation), buckets)
@@ -215,35 +210,6 @@ def test_the_sync_of_a_registered_domain_bucket_makes_it_empty_until_the_retry_t
     assert abs(level.next_token_in_us / 1e6 - 7200) < 5
 
 
-def _account():
-    from certificates.models import AcmeAccount
-    from certificates.sealing import seal
-
-    account, _ = AcmeAccount.objects.get_or_create(
-        directory_url="https://ca.invalid/dir",
-        defaults={"key": seal(b"{}"), "account_url": "https://ca.invalid/a/1"},
-    )
-    return account
-
-
-def _certificate(domain) -> Certificate:
-    from certificates.sealing import seal
-
-    now = timezone.now()
-    return Certificate.objects.create(
-        domain=domain,
-        source=CertificateSource.LETSENCRYPT,
-        fullchain_pem="-",
-        private_key=seal(b"-"),
-        not_before=now - datetime.timedelta(days=30),
-        not_after=now + datetime.timedelta(days=60),
-        sans=[domain.name],
-        issuer="Pebble",
-        serial="01",
-        fingerprint_sha256=uuid.uuid4().hex,
-    )
-
-
 def test_deleting_a_waiting_domain_gives_its_booked_token_to_the_next_in_line(
     django_capture_on_commit_callbacks,
 ):
@@ -252,20 +218,16 @@ def test_deleting_a_waiting_domain_gives_its_booked_token_to_the_next_in_line(
     QuotaOverride.objects.create(
         kind=QuotaKind.REGISTERED_DOMAIN, subject="line.example", capacity=1, period_seconds=3600
     )
-    account = _account()
+    account = AcmeAccountFactory()
     first, second, third = (DomainFactory(name=f"{n}.line.example") for n in ("a", "b", "c"))
-    quota_policy.reserve([quota_policy.Candidate(first.pk, first.name, None)], account.pk)
-    waiting = quota_policy.reserve([quota_policy.Candidate(second.pk, second.name, None)], account.pk)[
-        second.pk
-    ]
+    _reserve_one(first, account.pk)
+    waiting = _reserve_one(second, account.pk)
     second.quota_reservation = waiting.reservation
     second.save()
     with django_capture_on_commit_callbacks(execute=True):
         delete_domain(second)
     # The third domain now gets the second's slot (one interval away), not the one after it.
-    third_wait = quota_policy.reserve([quota_policy.Candidate(third.pk, third.name, None)], account.pk)[
-        third.pk
-    ]
+    third_wait = _reserve_one(third, account.pk)
     assert abs((third_wait.until - waiting.until).total_seconds()) < 2
 
 
@@ -288,3 +250,9 @@ def test_the_ledger_keeps_what_a_rebuild_can_need_and_prunes_the_rest():
         ["fresh.example.org"],
         ["within-override.example.org"],
     ]
+
+
+def _reserve_one(domain, account_id: int, reservation=None):
+    """What reserve() decides for one new (not renewing) domain."""
+    candidate = quota_policy.Candidate(domain.pk, domain.name, reservation, renewal=False)
+    return quota_policy.reserve([candidate], account_id)[domain.pk]

@@ -41,13 +41,12 @@ from certificates.sealing import seal
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.backoff import retry_delay
 from domains.models import Domain, DomainStatus
-from domains.names import registered_domain
 from domains.status import StatusWrite, bulk_change_status, change_status
 from workers.enqueue import advance_order_later, deactivate_authorizations_later
 from workers.failpoints import failpoint
 from workers.quota_policy import commit as commit_quota
 from workers.quota_policy import refund as refund_quota
-from workers.quota_policy import sync_registered_domains, when
+from workers.quota_policy import registered_domains, sync_registered_domains, when
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +228,15 @@ def start_orders(
 # --- the lease --------------------------------------------------------------------------------
 
 
+def _ended(state: str, now: datetime.datetime, problem: str | None = None) -> dict:
+    """The fields of an order that ends in `state`: no lease, and its key purged."""
+    fields = {"state": state, "lease_token": None, "lease_until": None, "private_key": None}
+    fields.update(finished=now, updated=now)
+    if problem is not None:
+        fields["problem"] = problem
+    return fields
+
+
 def _lease_until(now: datetime.datetime, delay: float = 0) -> datetime.datetime:
     return now + datetime.timedelta(seconds=delay + settings.ACME_ORDER_LEASE_SECONDS)
 
@@ -360,13 +368,7 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
     text = describe_problem(problem)
     with transaction.atomic():
         ended = Order.objects.filter(pk=order.pk, lease_token=held, state=OrderState.PENDING).update(
-            state=OrderState.INVALID,
-            problem=f"rate limited by the CA: {text}",
-            lease_token=None,
-            lease_until=None,
-            private_key=None,
-            finished=now,
-            updated=now,
+            **_ended(OrderState.INVALID, now, f"rate limited by the CA: {text}")
         )
         if ended != 1:
             return "skipped: lost the lease"
@@ -439,13 +441,7 @@ def fail_order(
         issued_nothing = order.state in BEFORE_FINALIZE
     with transaction.atomic():
         ended = Order.objects.filter(pk=order.pk, lease_token=held, state__in=ACTIVE_ORDER_STATES).update(
-            state=OrderState.INVALID,
-            problem=problem,
-            lease_token=None,
-            lease_until=None,
-            private_key=None,
-            finished=now,
-            updated=now,
+            **_ended(OrderState.INVALID, now, problem)
         )
         if ended != 1:
             return False
@@ -656,18 +652,11 @@ def step_download(order: Order) -> Next:
                     fingerprint_sha256=facts.fingerprint_sha256,
                     issued_at=now,
                 )
-                for domain in sorted({registered_domain(name) or name for name in order.names})
+                for domain in registered_domains(order.names)
             ],
             ignore_conflicts=True,
         )
-        Order.objects.filter(pk=order.pk).update(
-            state=OrderState.VALID,
-            lease_token=None,
-            lease_until=None,
-            private_key=None,
-            finished=now,
-            updated=now,
-        )
+        Order.objects.filter(pk=order.pk).update(**_ended(OrderState.VALID, now))
         transaction.on_commit(lambda: commit_quota(order.quota_reservation, order.names, order.account_id))
         change_status(
             order.domain_id,
@@ -763,9 +752,7 @@ def cancel_orders_of(domain_id: int, now: datetime.datetime | None = None) -> No
             .exclude(authorization_status__in=["valid", "invalid", "deactivated"])
             .values_list("authorization_url", flat=True)
         )
-        Order.objects.filter(pk=order.pk).update(
-            state=OrderState.CANCELLED, lease_token=None, lease_until=None, private_key=None, finished=now
-        )
+        Order.objects.filter(pk=order.pk).update(**_ended(OrderState.CANCELLED, now))
         if urls:
             deactivate_authorizations_later(order.account_id, urls)
 

@@ -126,7 +126,6 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             checkable.append(row)
     targets = _targets(checkable)
     by_name = {row[1]: row for row in checkable}
-    by_name_pk = {row[0]: row for row in checkable}
     accepted = {
         row[1]: frozenset({targets[row[0]].app_hostname, targets[row[0]].cname_target}) for row in checkable
     }
@@ -146,8 +145,8 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             # Without the account there is no CAA accounturi check and no order: try again soon.
             problem = f"the CA could not be reached to register the platform's account ({type(exc).__name__})"
             caa = {name: CaaLookupFailed(problem) for name in caa}
-    to_order: list[Candidate] = []
-    reasons: dict[int, str] = {}
+    # Domains to order for: what the quota needs of each, the reason, and its failures so far.
+    to_order: dict[int, tuple[Candidate, str, int]] = {}
     # Domains that held a booked quota token and no longer want it (their DNS went wrong).
     released: list = []
     for name, (pk, _, failures, _, _, reservation, renewing) in by_name.items():
@@ -168,8 +167,8 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
                     name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri
                 )
                 if decision.allowed:
-                    to_order.append(Candidate(pk, name, reservation, renewing))
-                    reasons[pk] = f"DNS points at the platform ({diagnosis.message})"
+                    reason = f"DNS points at the platform ({diagnosis.message})"
+                    to_order[pk] = (Candidate(pk, name, reservation, renewing), reason, failures)
                     continue
                 write = _failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now)
         if reservation and write.consecutive_failures > failures:
@@ -179,12 +178,13 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
         writes.append(write)
     counts["failed"] = len(writes) - counts["parked"]
     starts = []
-    for pk, outcome in reserve(to_order, account.pk, now).items() if to_order else ():
+    outcomes = reserve([c for c, _, _ in to_order.values()], account.pk, now) if to_order else {}
+    for pk, outcome in outcomes.items():
+        candidate, reason, failures = to_order[pk]
         if isinstance(outcome, Granted):
-            starts.append(Start(pk, reasons[pk], outcome.reservation, outcome.renewal, by_name_pk[pk][1]))
+            starts.append(Start(pk, reason, outcome.reservation, outcome.renewal, candidate.name))
         else:
             # Not a failure: the backoff does not grow; the domain is checked again when its token arrives.
-            failures = by_name_pk[pk][2]
             writes.append(
                 StatusWrite(
                     pk,

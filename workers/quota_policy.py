@@ -23,8 +23,6 @@ from django.utils import timezone
 from certificates.models import (
     ACTIVE_ORDER_STATES,
     AcmeAccount,
-    Certificate,
-    CertificateSource,
     Issuance,
     Order,
     QuotaKind,
@@ -56,6 +54,12 @@ def get_quota() -> Quota:
 
 # --- the buckets ---------------------------------------------------------------------------------
 
+
+def registered_domains(names: list[str]) -> list[str]:
+    """The registered domains these names are under, as Let's Encrypt counts them."""
+    return sorted({registered_domain(name) or name for name in names})
+
+
 Overrides = dict[tuple[str, str], tuple[int, int]]
 
 
@@ -66,7 +70,7 @@ def exact_set_subject(names: list[str]) -> str:
 def load_overrides(names_by_order: list[list[str]], account_ids: list[int]) -> Overrides:
     """The database overrides that apply to these orders, in one query."""
     subjects = Q(kind=QuotaKind.ACCOUNT, subject__in=[str(a) for a in account_ids])
-    domains = {registered_domain(n) or n for names in names_by_order for n in names}
+    domains = registered_domains([name for names in names_by_order for name in names])
     subjects |= Q(kind=QuotaKind.REGISTERED_DOMAIN, subject__in=domains)
     subjects |= Q(kind=QuotaKind.EXACT_SET, subject__in={exact_set_subject(n) for n in names_by_order})
     found: Overrides = {}
@@ -108,7 +112,7 @@ def buckets_for(names: list[str], account_id: int, *, renewal: bool, overrides: 
     exact = _bucket(QuotaKind.EXACT_SET, EXACT_SET_PREFIX + digest, subject, overrides)
     if renewal:
         return [exact]
-    domains = sorted({registered_domain(name) or name for name in names})
+    domains = registered_domains(names)
     return [
         *(registered_domain_bucket(domain, overrides) for domain in domains),
         exact,
@@ -166,7 +170,8 @@ class Candidate:
     domain_id: int
     name: str
     reservation: uuid.UUID | None  # the one it holds from an earlier wait, if any
-    renewal: bool | None = None  # None: looked up here
+    # A renewal at Let's Encrypt: the domain holds a Let's Encrypt certificate for exactly its name.
+    renewal: bool
 
 
 @dataclass(frozen=True)
@@ -217,16 +222,6 @@ def waiting_message(bucket: Bucket, until: datetime.datetime) -> str:
     )
 
 
-def renewals_among(candidates: list[Candidate]) -> set[int]:
-    """Domains that already have a Let's Encrypt certificate for exactly their name: a new order
-    for them is a renewal at Let's Encrypt."""
-    names = {c.domain_id: {c.name} for c in candidates}
-    found = Certificate.objects.filter(
-        domain_id__in=list(names), source=CertificateSource.LETSENCRYPT
-    ).values_list("domain_id", "sans")
-    return {domain_id for domain_id, sans in found if set(sans) == names[domain_id]}
-
-
 def reserve(
     candidates: list[Candidate], account_id: int, now: datetime.datetime | None = None
 ) -> dict[int, Granted | Waiting]:
@@ -236,14 +231,11 @@ def reserve(
     now = now or timezone.now()
     if not candidates:
         return {}
-    unknown = [c for c in candidates if c.renewal is None]
-    renewals = renewals_among(unknown) if unknown else set()
-    renewals |= {c.domain_id for c in candidates if c.renewal}
     overrides = load_overrides([[c.name] for c in candidates], [account_id])
     quota = get_quota()
     outcome: dict[int, Granted | Waiting] = {}
     for candidate in candidates:
-        renewal = candidate.domain_id in renewals
+        renewal = candidate.renewal
         buckets = buckets_for([candidate.name], account_id, renewal=renewal, overrides=overrides)
         reservation = candidate.reservation or uuid.uuid4()
         try:
@@ -322,7 +314,7 @@ def sync_registered_domains(names: list[str], retry_at: datetime.datetime) -> li
     ACME client spent them): our buckets agree from now on. Returns the domains changed."""
     overrides = load_overrides([names], [])
     changed = []
-    for domain in sorted({registered_domain(name) or name for name in names}):
+    for domain in registered_domains(names):
         bucket = registered_domain_bucket(domain, overrides)
         try:
             if get_quota().sync(bucket, int(retry_at.timestamp() * 1_000_000)):

@@ -13,8 +13,10 @@ def fill_registered_domains(apps, schema_editor):
         batch = list(Domain.objects.filter(pk__gt=last).order_by("pk").values_list("pk", "name")[:5000])
         if not batch:
             return
-        for pk, name in batch:
-            Domain.objects.filter(pk=pk).update(registered_domain=registered_domain(name) or "")
+        Domain.objects.bulk_update(
+            [Domain(pk=pk, registered_domain=registered_domain(name) or "") for pk, name in batch],
+            ["registered_domain"],
+        )
         last = batch[-1][0]
 
 

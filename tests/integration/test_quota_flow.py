@@ -5,24 +5,22 @@ with Let's Encrypt's 429s."""
 from __future__ import annotations
 
 import datetime
-import importlib
 import itertools
+import os
 import time
 import uuid
 
 import pytest
-from django.apps import apps
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from certificates.models import Order, QuotaKind, QuotaOverride
-from devstack.commands import beat_command
 from devstack.processes import ManagedProcess, tcp_open
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from tests.acme_proxy import AcmeProxy
-from tests.conftest import RUN_DIR, celery_subprocess_env, start_celery_worker
+from tests.conftest import start_celery_worker
 from tests.factories import CertificateFactory, DomainFactory
+from tests.integration.beat import restore_schedule, start_beat
 from tests.integration.polling import wait_for
 from workers import domain_checks, quota_policy
 
@@ -32,6 +30,7 @@ SWEEP_EVERY = 1.0
 # What one sweep needs after its tick, besides the interval: the task's trip through the broker,
 # the DNS check and the spend (measured well under this here).
 SWEEP_SLACK = 1.5
+QUOTA_PORT = int(os.environ["CERTWRIGHT_TEST_QUOTA_PORT"])
 
 
 def _registered_domain() -> str:
@@ -49,20 +48,8 @@ def _limit(registered_domain: str, capacity: int, period_seconds: int) -> None:
 
 
 def _start_beat_sweeping_every_second() -> ManagedProcess:
-    # Transactional tests flush tables: put back the migrated schedule, then set the sweep to 1 s as
-    # an operator would in the admin.
-    for module in ("workers.migrations.0002_periodic_tasks", "workers.migrations.0003_sweep_and_redrive"):
-        importlib.import_module(module).create(apps, None)
-    every, _ = IntervalSchedule.objects.get_or_create(every=SWEEP_EVERY, period=IntervalSchedule.SECONDS)
-    PeriodicTask.objects.filter(task="workers.tasks.dns.sweep_due_domains").update(interval=every)
-    beat = ManagedProcess(
-        "beat-quota",
-        beat_command(str(RUN_DIR / "celerybeat-quota-schedule")),
-        RUN_DIR / "logs",
-        env=celery_subprocess_env(),
-    ).start()
-    beat.wait_until(lambda: "beat: Starting" in beat.log_since_start(), timeout=30, what="started")
-    return beat
+    restore_schedule({"workers.tasks.dns.sweep_due_domains": SWEEP_EVERY})
+    return start_beat("beat-quota")
 
 
 def _pointed(pebble_stack, names: list[str]) -> None:
@@ -157,7 +144,7 @@ def test_with_the_quota_redis_down_nothing_is_ordered_and_issuance_resumes_from_
             (DomainStatus.CREATING, 0)
         }
         quota_server.start()
-        quota_server.wait_until(lambda: tcp_open("127.0.0.1", quota_server_port()), what="listening again")
+        quota_server.wait_until(lambda: tcp_open("127.0.0.1", QUOTA_PORT), what="listening again")
 
         def settled():
             rows = dict(Domain.objects.filter(pk__in=ids).values_list("pk", "status"))
@@ -173,14 +160,8 @@ def test_with_the_quota_redis_down_nothing_is_ordered_and_issuance_resumes_from_
     finally:
         beat.stop()
         worker.stop()
-        if not tcp_open("127.0.0.1", quota_server_port()):
+        if not tcp_open("127.0.0.1", QUOTA_PORT):
             quota_server.start()
-
-
-def quota_server_port() -> int:
-    from django.conf import settings
-
-    return int(settings.QUOTA_REDIS_URL.rsplit(":", 1)[1].split("/")[0])
 
 
 @pytest.mark.parametrize(
