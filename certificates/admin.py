@@ -28,7 +28,17 @@ class AcmeAccountAdmin(admin.ModelAdmin):
 
 @admin.register(Certificate)
 class CertificateAdmin(admin.ModelAdmin):
-    list_display = ["domain", "source", "not_before", "not_after", "issuer", "fingerprint_sha256", "created"]
+    list_display = [
+        "domain",
+        "source",
+        "not_before",
+        "not_after",
+        "renew_at",
+        "renewal_failures",
+        "issuer",
+        "fingerprint_sha256",
+        "created",
+    ]
     list_filter = ["source", "issuer"]
     search_fields = ["domain__name", "fingerprint_sha256", "serial", "sans"]
     list_select_related = ["domain"]
@@ -43,6 +53,9 @@ class CertificateAdmin(admin.ModelAdmin):
         "issuer",
         "serial",
         "fingerprint_sha256",
+        "renew_at",
+        "renewal_failures",
+        "renewal_error",
         "created",
     ]
 

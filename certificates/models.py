@@ -37,7 +37,11 @@ class CertificateSource(models.TextChoices):
 class Certificate(models.Model):
     """A certificate chain and its sealed private key, for one domain."""
 
-    domain = models.ForeignKey("domains.Domain", on_delete=models.CASCADE, related_name="certificates")
+    # No index of its own: certificate_served_idx and certificate_unique_per_domain start with it,
+    # and every index here costs the renewal claim a write per claimed row.
+    domain = models.ForeignKey(
+        "domains.Domain", on_delete=models.CASCADE, related_name="certificates", db_index=False
+    )
     source = models.CharField(max_length=20, choices=CertificateSource.choices)
     fullchain_pem = models.TextField(help_text="Leaf first, then the intermediates.")
     private_key = SealedSecretField()
@@ -47,6 +51,15 @@ class Certificate(models.Model):
     issuer = models.CharField(max_length=500)
     serial = models.CharField(max_length=64, help_text="Hexadecimal.")
     fingerprint_sha256 = models.CharField(max_length=64, help_text="Hexadecimal SHA-256 of the leaf's DER.")
+    # Let's Encrypt certificates only: when the renewal sweep next takes it (two thirds of its
+    # lifetime, then the backoff after a failed renewal, or a lease while a renewal runs). Null for
+    # custom certificates and for certificates a newer one replaced.
+    renew_at = models.DateTimeField(null=True, blank=True)
+    renewal_claim = models.UUIDField(null=True, blank=True, editable=False)
+    renewal_failures = models.PositiveIntegerField(default=0)
+    renewal_error = models.TextField(blank=True, default="")
+    # The quota reservation a renewal holds while it waits for its token (workers/quota.py).
+    renewal_reservation = models.UUIDField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -61,6 +74,12 @@ class Certificate(models.Model):
             models.CheckConstraint(
                 condition=models.Q(source__in=CertificateSource.values), name="certificate_source_valid"
             ),
+            # A domain has at most one custom certificate: an upload replaces the previous one.
+            models.UniqueConstraint(
+                fields=["domain"],
+                condition=models.Q(source=CertificateSource.CUSTOM),
+                name="certificate_one_custom_per_domain",
+            ),
         ]
         indexes = [
             # The served certificate: WHERE domain_id = ? AND source = ? AND not_after > now
@@ -68,6 +87,14 @@ class Certificate(models.Model):
             models.Index(fields=["domain", "source", "-not_after"], name="certificate_served_idx"),
             # Lookups by fingerprint (admin search, routers asking whether they hold the latest).
             models.Index(fields=["fingerprint_sha256"], name="certificate_fingerprint_idx"),
+            # The renewal sweep: WHERE renew_at <= now ORDER BY renew_at LIMIT n FOR UPDATE SKIP LOCKED.
+            models.Index(
+                fields=["renew_at"],
+                name="certificate_renewal_due_idx",
+                condition=models.Q(renew_at__isnull=False),
+            ),
+            # The expiry tick: WHERE source = ? AND not_after > now - window AND not_after <= now.
+            models.Index(fields=["source", "not_after"], name="certificate_expiry_idx"),
         ]
 
     def __str__(self) -> str:
@@ -78,6 +105,16 @@ class Certificate(models.Model):
     def is_valid_at(self, now=None) -> bool:
         now = now or timezone.now()
         return self.not_before <= now < self.not_after
+
+    @property
+    def renewal_due(self):
+        """Two thirds into the certificate's own lifetime: day 60 of 90, day 30 of 45, day 4 of 6."""
+        return renewal_due(self.not_before, self.not_after)
+
+
+def renewal_due(not_before, not_after):
+    """When a certificate valid from `not_before` to `not_after` is due for renewal."""
+    return not_before + (not_after - not_before) * 2 / 3
 
 
 class OrderState(models.TextChoices):
@@ -114,6 +151,11 @@ class Order(models.Model):
     state = models.CharField(max_length=20, choices=OrderState.choices, default=OrderState.PENDING)
     names = ArrayField(models.CharField(max_length=253))
     is_renewal = models.BooleanField(default=False)
+    # The certificate this order renews (the renewal sweep's orders): while it runs, and if it
+    # fails, that certificate stays served and the domain keeps its status.
+    renews = models.ForeignKey(
+        "Certificate", on_delete=models.SET_NULL, null=True, blank=True, related_name="renewal_orders"
+    )
     # The new certificate's key, fresh for every order, sealed; emptied once the order ends.
     private_key = SealedSecretField(null=True)
     order_url = models.URLField(max_length=500, blank=True, default="")

@@ -73,6 +73,11 @@ DOMAIN_CHECK_LEASE_SECONDS = env.int("DOMAIN_CHECK_LEASE_SECONDS", 300, minimum=
 DOMAIN_SWEEP_BATCH = env.int("DOMAIN_SWEEP_BATCH", 5000, minimum=1)
 DOMAIN_SWEEP_MAX = env.int("DOMAIN_SWEEP_MAX", 200000, minimum=1)
 DOMAIN_CHECK_CHUNK = env.int("DOMAIN_CHECK_CHUNK", 1000, minimum=1)
+# Certificates one renewal claim statement takes, and at most one renewal sweep tick.
+RENEWAL_SWEEP_BATCH = env.int("RENEWAL_SWEEP_BATCH", 1000, minimum=1)
+RENEWAL_SWEEP_MAX = env.int("RENEWAL_SWEEP_MAX", 50000, minimum=1)
+# The admin flags a domain `expiring` when its served certificate has fewer days than this left.
+CERTIFICATE_EXPIRING_DAYS = env.int("CERTIFICATE_EXPIRING_DAYS", 10, minimum=1)
 # Names one check task resolves at once.
 DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
 # The CA identity CAA records must authorize (RFC 8659 issuer domain name).

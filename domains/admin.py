@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import Case, IntegerField, OuterRef, Q, Subquery, Value, When
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
+from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
+from certificates.models import Certificate, CertificateSource
+from certificates.services import install_custom_certificate, remove_custom_certificate
+from certificates.serving import served_certificate_of
 from domains.models import App, Domain, DomainEvent, Region
 from domains.names import to_unicode
 from domains.services import (
@@ -49,6 +63,69 @@ class DomainForm(forms.ModelForm):
             raise ValidationError(str(exc), code=exc.rule) from None
 
 
+class CustomCertificateForm(forms.Form):
+    """The upload: formats are told apart by their bytes, never by the file name."""
+
+    certificate = forms.FileField(
+        help_text="PEM bundle (leaf and intermediates, any order), DER, PKCS#7 (.p7b) or PKCS#12 (.pfx)."
+    )
+    private_key = forms.FileField(
+        required=False, help_text="PEM or DER (PKCS#1, PKCS#8 or SEC1); not needed with a PKCS#12 file."
+    )
+    intermediates = forms.FileField(
+        required=False, help_text="Intermediates, if the certificate file does not carry them (PEM or DER)."
+    )
+    passphrase = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput,
+        help_text="For an encrypted key or a PKCS#12 file.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        for field in ("certificate", "private_key", "intermediates"):
+            upload = data.get(field)
+            # Refused before anything is read into memory or parsed.
+            if upload is not None and upload.size > MAX_UPLOAD_BYTES:
+                self.add_error(
+                    field, f"{upload.size:,} bytes; at most {MAX_UPLOAD_BYTES:,} bytes (64 KiB) are accepted"
+                )
+        return data
+
+
+class ExpiringFilter(admin.SimpleListFilter):
+    title = "served certificate"
+    parameter_name = "served"
+
+    def lookups(self, request, model_admin):
+        days = settings.CERTIFICATE_EXPIRING_DAYS
+        return [("expiring", f"Expiring (under {days} days left)"), ("none", "Nothing served")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "expiring":
+            soon = now + datetime.timedelta(days=settings.CERTIFICATE_EXPIRING_DAYS)
+            return queryset.filter(served_not_after__lte=soon)
+        if self.value() == "none":
+            return queryset.filter(served_not_after__isnull=True)
+        return queryset
+
+
+def _served_subquery(field: str, now: datetime.datetime) -> Subquery:
+    """One field of the certificate served now (custom first, then the newest Let's Encrypt)."""
+    custom_first = Case(
+        When(source=CertificateSource.CUSTOM, then=Value(0)), default=Value(1), output_field=IntegerField()
+    )
+    servable = Certificate.objects.filter(
+        Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True),
+        domain_id=OuterRef("pk"),
+        not_before__lte=now,
+        not_after__gt=now,
+    )
+    return Subquery(servable.order_by(custom_first, "-not_after").values(field)[:1])
+
+
 class DomainEventInline(admin.TabularInline):
     model = DomainEvent
     extra = 0
@@ -66,24 +143,28 @@ class DomainEventInline(admin.TabularInline):
 class DomainAdmin(admin.ModelAdmin):
     form = DomainForm
     inlines = [DomainEventInline]
-    actions = ["retry_now_action"]
+    actions = ["retry_now_action", "remove_custom_certificate_action"]
     list_display = [
         "name",
         "unicode_name",
         "app",
         "status",
+        "served",
+        "expiring",
         "letsencrypt_enabled",
         "consecutive_failures",
         "next_attempt_at",
         "last_checked_at",
         "last_error",
     ]
-    list_filter = ["status", "letsencrypt_enabled", "app__region"]
+    list_filter = ["status", ExpiringFilter, "letsencrypt_enabled", "app__region"]
     search_fields = ["name", "app__name", "registered_domain"]
     list_select_related = ["app"]
     raw_id_fields = ["app"]
     readonly_fields = [
         "status",
+        "served_certificate",
+        "renewal",
         "registered_domain",
         "quota",
         "dns_records",
@@ -94,6 +175,63 @@ class DomainAdmin(admin.ModelAdmin):
         "created",
         "updated",
     ]
+
+    def get_queryset(self, request):
+        now = timezone.now()
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                served_source=_served_subquery("source", now),
+                served_not_after=_served_subquery("not_after", now),
+            )
+        )
+
+    def get_urls(self):
+        upload = self.admin_site.admin_view(self.upload_certificate_view)
+        return [
+            path("<int:pk>/certificate/", upload, name="domains_domain_upload_certificate"),
+            *super().get_urls(),
+        ]
+
+    def upload_certificate_view(self, request: HttpRequest, pk: int):
+        """Uploads a custom certificate through install_custom_certificate, as the command and API do."""
+        domain = get_object_or_404(Domain, pk=pk)
+        if not self.has_change_permission(request, domain):
+            return HttpResponseRedirect(reverse("admin:domains_domain_changelist"))
+        form = CustomCertificateForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                stored = install_custom_certificate(
+                    domain,
+                    data["certificate"].read(),
+                    key=data["private_key"].read() if data.get("private_key") else None,
+                    chain=data["intermediates"].read() if data.get("intermediates") else None,
+                    passphrase=data.get("passphrase") or None,
+                )
+            except UploadRejected as exc:
+                field = {"cert": "certificate", "key": "private_key", "chain": "intermediates"}.get(
+                    exc.field or "", exc.field
+                )
+                form.add_error(field if field in form.fields else None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    f"{domain.name}: custom certificate stored and served, "
+                    f"until {stored.not_after:%Y-%m-%d}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:domains_domain_change", args=[domain.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Upload a custom certificate for {domain.name}",
+            "form": form,
+            "domain": domain,
+            "opts": self.model._meta,
+            "original": domain,
+        }
+        return TemplateResponse(request, "admin/domains/domain/upload_certificate.html", context)
 
     def get_inlines(self, request, obj=None):
         # A domain being added has no history yet.
@@ -119,6 +257,68 @@ class DomainAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for domain in queryset:
             delete_domain(domain)
+
+    @admin.action(description="Remove the custom certificate (the Let's Encrypt one is served at once)")
+    def remove_custom_certificate_action(self, request, queryset) -> None:
+        removed = [domain.name for domain in queryset if remove_custom_certificate(domain)]
+        if removed:
+            self.message_user(request, f"Custom certificate removed: {', '.join(removed)}", messages.SUCCESS)
+        else:
+            self.message_user(request, "None of these domains had a custom certificate.", messages.WARNING)
+
+    @admin.display(description="Served", ordering="served_not_after")
+    def served(self, obj: Domain) -> str:
+        if obj.served_source is None:
+            return "nothing"
+        return f"{CertificateSource(obj.served_source).label}, until {obj.served_not_after:%Y-%m-%d}"
+
+    @admin.display(description="Expiring", boolean=True)
+    def expiring(self, obj: Domain) -> bool | None:
+        if obj.served_not_after is None:
+            return None
+        return obj.served_not_after - timezone.now() < datetime.timedelta(
+            days=settings.CERTIFICATE_EXPIRING_DAYS
+        )
+
+    @admin.display(description="Served certificate")
+    def served_certificate(self, obj: Domain) -> str:
+        if obj.pk is None:
+            return ""
+        upload = reverse("admin:domains_domain_upload_certificate", args=[obj.pk])
+        cert = served_certificate_of(obj.pk)
+        if cert is None:
+            return format_html('Nothing is served. <a href="{}">Upload a custom certificate</a>', upload)
+        return format_html(
+            "{} certificate for {}<br>issuer {}<br>valid {} to {} UTC<br>SHA-256 {}<br>"
+            '<a href="{}">Upload a custom certificate</a>',
+            cert.get_source_display(),
+            ", ".join(cert.sans),
+            cert.issuer,
+            f"{cert.not_before:%Y-%m-%d %H:%M}",
+            f"{cert.not_after:%Y-%m-%d %H:%M}",
+            cert.fingerprint_sha256,
+            upload,
+        )
+
+    @admin.display(description="Renewal")
+    def renewal(self, obj: Domain) -> str:
+        if obj.pk is None:
+            return ""
+        cert = (
+            Certificate.objects.filter(domain_id=obj.pk, source=CertificateSource.LETSENCRYPT)
+            .order_by("-not_after")
+            .first()
+        )
+        if cert is None:
+            return "no Let's Encrypt certificate yet"
+        if cert.renew_at is None:
+            return (
+                "not scheduled (Let's Encrypt disabled)" if not obj.letsencrypt_enabled else "not scheduled"
+            )
+        text = f"next attempt at {cert.renew_at:%Y-%m-%d %H:%M} UTC"
+        if cert.renewal_error:
+            text += f"; {cert.renewal_failures} failed: {cert.renewal_error}"
+        return text
 
     @admin.action(description="Retry now (check DNS, or continue the order, with the backoff reset)")
     def retry_now_action(self, request, queryset) -> None:

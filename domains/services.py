@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from certificates.serving import NOTHING_SERVED, settle_status
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.status import change_status
@@ -92,7 +93,7 @@ def create_domain(
     name = clean_domain_name(raw_name)
     token = uuid.uuid4() if letsencrypt and not is_wildcard(name) else None
     if not letsencrypt:
-        status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", ""
+        status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED
     elif token is None:
         status, reason, error = DomainStatus.ACTION_REQUIRED, WILDCARD_MESSAGE, WILDCARD_MESSAGE
     else:
@@ -174,7 +175,10 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
                 next_attempt_at=None,
                 claim_token=None,
                 quota_reservation=None,
+                last_error="",
             )
+            # Its Let's Encrypt certificates are served no more: say whether anything still is.
+            settle_status(domain.pk, "Let's Encrypt turned off", now)
         elif is_wildcard(locked.name):
             change_status(
                 domain.pk,

@@ -36,11 +36,13 @@ from certificates.models import (
     Issuance,
     Order,
     OrderState,
+    renewal_due,
 )
 from certificates.sealing import seal
+from certificates.serving import has_valid_custom_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.backoff import retry_delay
-from domains.models import Domain, DomainStatus
+from domains.models import Domain, DomainEvent, DomainStatus
 from domains.status import StatusWrite, bulk_change_status, change_status
 from workers.enqueue import advance_order_later, deactivate_authorizations_later
 from workers.failpoints import failpoint
@@ -373,15 +375,13 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
         if ended != 1:
             return "skipped: lost the lease"
         message = f"Let's Encrypt's rate limit: {problem.detail or text}; next attempt at {when(retry_at)}"
-        change_status(
-            order.domain_id,
-            DomainStatus.CREATING,
-            message,
-            allowed_from=[DomainStatus.CREATING],
-            now=now,
-            next_attempt_at=retry_at,
-            last_error=message,
-        )
+        if order.renews_id:
+            # The certificate stays served; it is renewed after Retry-After, no failure counted.
+            Certificate.objects.filter(pk=order.renews_id).update(
+                renew_at=retry_at, renewal_error=f"Renewal: {message}", renewal_claim=None
+            )
+        else:
+            _wait_for_rate_limit(order, message, retry_at, now)
     refund_quota(order.quota_reservation, order.names, order.account_id, "the CA refused the new order (429)")
     synced = []
     if REGISTERED_DOMAIN_LIMIT.search(problem.detail or ""):
@@ -395,6 +395,21 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
         synced,
     )
     return f"rate limited until {retry_at.isoformat()}"
+
+
+def _wait_for_rate_limit(
+    order: Order, message: str, retry_at: datetime.datetime, now: datetime.datetime
+) -> None:
+    """The domain waits in `creating` until the CA's Retry-After, without counting a failure."""
+    change_status(
+        order.domain_id,
+        DomainStatus.CREATING,
+        message,
+        allowed_from=[DomainStatus.CREATING],
+        now=now,
+        next_attempt_at=retry_at,
+        last_error=message,
+    )
 
 
 def _retry(order: Order, held: uuid.UUID, reason: str, delay: float) -> str:
@@ -432,7 +447,8 @@ def fail_order(
     now: datetime.datetime | None = None,
     issued_nothing: bool | None = None,
 ) -> bool:
-    """Ends the order as invalid and puts the domain in `failing` with backoff; False if not held.
+    """Ends the order as invalid and puts the domain in `failing` with backoff (a renewal's domain
+    keeps its status and its certificate: renewal_failed); False if not held.
 
     Its quota tokens are refunded only when the CA certainly issued nothing: before finalize, or
     when the CA said so (`issued_nothing`). Otherwise they stay spent: a certificate may exist."""
@@ -445,18 +461,10 @@ def fail_order(
         )
         if ended != 1:
             return False
-        domain = Domain.objects.select_for_update().get(pk=order.domain_id)
-        failures = domain.consecutive_failures + 1
-        change_status(
-            domain.pk,
-            DomainStatus.FAILING,
-            f"certificate order failed: {problem}",
-            allowed_from=[DomainStatus.CREATING],
-            now=now,
-            consecutive_failures=failures,
-            next_attempt_at=now + retry_delay(failures),
-            last_error=f"Let's Encrypt could not issue the certificate: {problem}",
-        )
+        if order.renews_id:
+            renewal_failed(order, problem, now)
+        else:
+            _domain_failed(order, problem, now)
     if issued_nothing:
         refund_quota(
             order.quota_reservation,
@@ -466,6 +474,37 @@ def fail_order(
         )
     logger.info("order %s for %s failed: %s", order.pk, order.names, problem)
     return True
+
+
+def _domain_failed(order: Order, problem: str, now: datetime.datetime) -> None:
+    """An order for a domain without a certificate failed: the domain is `failing` and backs off."""
+    failures = Domain.objects.select_for_update().get(pk=order.domain_id).consecutive_failures + 1
+    change_status(
+        order.domain_id,
+        DomainStatus.FAILING,
+        f"certificate order failed: {problem}",
+        allowed_from=[DomainStatus.CREATING],
+        now=now,
+        consecutive_failures=failures,
+        next_attempt_at=now + retry_delay(failures),
+        last_error=f"Let's Encrypt could not issue the certificate: {problem}",
+    )
+
+
+def renewal_failed(order: Order, problem: str, now: datetime.datetime) -> None:
+    """A renewal order failed: the certificate it renews stays served, the domain keeps its
+    status (and says why in `last_error`), and the next renewal attempt backs off. Call inside
+    the transaction that ends the order."""
+    cert = Certificate.objects.select_for_update().filter(pk=order.renews_id).first()
+    if cert is None:
+        return
+    failures = cert.renewal_failures + 1
+    retry_at = now + retry_delay(failures)
+    message = f"Renewal failed: {problem}. Next renewal attempt at {when(retry_at)}."
+    Certificate.objects.filter(pk=cert.pk).update(
+        renewal_failures=failures, renew_at=retry_at, renewal_error=message, renewal_claim=None
+    )
+    Domain.objects.filter(pk=order.domain_id).update(last_error=message, updated=now)
 
 
 # --- the steps ---------------------------------------------------------------------------------
@@ -636,11 +675,16 @@ def step_download(order: Order) -> Next:
                     sans=facts.sans,
                     issuer=facts.issuer,
                     serial=facts.serial,
+                    renew_at=renewal_due(facts.not_before, facts.not_after),
                     created=now,
                 )
             ],
             ignore_conflicts=True,
         )
+        # The certificates this one replaces are served no more (the newest is) and not renewed.
+        Certificate.objects.filter(domain_id=order.domain_id, source=CertificateSource.LETSENCRYPT).exclude(
+            fingerprint_sha256=facts.fingerprint_sha256
+        ).update(renew_at=None, renewal_claim=None, renewal_reservation=None)
         # The ledger Let's Encrypt's per-registered-domain count is rebuilt from (one row per
         # registered domain the certificate covers).
         Issuance.objects.bulk_create(
@@ -658,15 +702,22 @@ def step_download(order: Order) -> Next:
         )
         Order.objects.filter(pk=order.pk).update(**_ended(OrderState.VALID, now))
         transaction.on_commit(lambda: commit_quota(order.quota_reservation, order.names, order.account_id))
-        change_status(
-            order.domain_id,
-            DomainStatus.IN_USE,
-            f"certificate issued by {facts.issuer}, valid until {facts.not_after:%Y-%m-%d}",
-            now=now,
-            consecutive_failures=0,
-            next_attempt_at=None,
-            last_error="",
+        # A valid custom certificate keeps precedence: this one is then the ready fallback.
+        custom = has_valid_custom_certificate(order.domain_id, now)
+        to = DomainStatus.NOT_USED if custom else DomainStatus.IN_USE
+        verb = "renewed" if order.renews_id else "issued"
+        reason = f"certificate {verb} by {facts.issuer}, valid until {facts.not_after:%Y-%m-%d}" + (
+            "; the custom certificate stays served" if custom else ""
         )
+        before = Domain.objects.filter(pk=order.domain_id).values_list("status", flat=True).first()
+        change_status(
+            order.domain_id, to, reason, now=now, consecutive_failures=0, next_attempt_at=None, last_error=""
+        )
+        if before == to:
+            # A renewal changes no status, but the customer's history shows it.
+            DomainEvent.objects.create(
+                domain_id=order.domain_id, created=now, from_status=before, to_status=to, reason=reason
+            )
     logger.info("order %s: stored certificate %s for %s", order.pk, facts.fingerprint_sha256, order.names)
     return Next(OrderState.VALID)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid
+from dataclasses import dataclass
 
 import requests
 from acme import errors as acme_errors
@@ -22,7 +23,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from certificates.acme_client import get_account
-from certificates.models import Certificate, CertificateSource
+from certificates.models import AcmeAccount, Certificate, CertificateSource
 from domains.backoff import retry_delay
 from domains.caa import evaluate as evaluate_caa
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus, Region
@@ -74,12 +75,76 @@ def sweep(now: datetime.datetime | None = None) -> int:
     return claimed
 
 
-def _targets(rows: list[tuple]) -> dict[int, Target]:
+def _targets(rows: list[PreflightRow]) -> dict[int, Target]:
     regions = {region.pk: region for region in Region.objects.all()}
     suffixes = tuple(region.domain_suffix for region in regions.values())
-    return {
-        pk: target_in(regions[region_id], app_name, suffixes) for pk, _, _, app_name, region_id, *_ in rows
+    return {row.pk: target_in(regions[row.region_id], row.app_name, suffixes) for row in rows}
+
+
+@dataclass(frozen=True)
+class PreflightRow:
+    """What the pre-flight needs of one domain."""
+
+    pk: int
+    name: str
+    app_name: str
+    region_id: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The pre-flight's answer for one domain: go ahead (`ok`, `message` says why), or the status
+    it stays in and why; `transient` failures are the resolvers', not the customer's."""
+
+    ok: bool
+    message: str
+    status: str = DomainStatus.PENDING_DNS
+    transient: bool = False
+
+
+def preflight(rows: list[PreflightRow]) -> tuple[dict[int, Verdict], AcmeAccount | None]:
+    """DNS and CAA for many domains at once: resolves all of them concurrently, then checks CAA
+    (with the platform's ACME account URI) for those that point at the platform. Returns a verdict
+    per domain and the account, when it was needed and reachable."""
+    if not rows:
+        return {}, None
+    targets = _targets(rows)
+    by_name = {row.name: row for row in rows}
+    accepted = {
+        row.name: frozenset({targets[row.pk].app_hostname, targets[row.pk].cname_target}) for row in rows
     }
+    diagnoses = {}
+
+    def points_at_platform(lookup) -> bool:
+        diagnoses[lookup.name] = diagnose(lookup, targets[by_name[lookup.name].pk])
+        return diagnoses[lookup.name].ok
+
+    _, caa = resolve_for_check(list(by_name), accepted, points_at_platform)
+    account = account_uri = None
+    if caa:
+        try:
+            account = get_account()
+            account_uri = account.account_url
+        except (messages.Error, requests.RequestException, acme_errors.Error) as exc:
+            # Without the account there is no CAA accounturi check and no order: try again soon.
+            problem = f"the CA could not be reached to register the platform's account ({type(exc).__name__})"
+            caa = {name: CaaLookupFailed(problem) for name in caa}
+    verdicts = {}
+    for name, row in by_name.items():
+        diagnosis = diagnoses[name]
+        if not diagnosis.ok:
+            verdicts[row.pk] = Verdict(False, diagnosis.message, transient=diagnosis.transient)
+            continue
+        found = caa[name]
+        if isinstance(found, CaaLookupFailed):
+            verdicts[row.pk] = Verdict(False, f"{found}; retried in a minute.", transient=True)
+            continue
+        decision = evaluate_caa(name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri)
+        if decision.allowed:
+            verdicts[row.pk] = Verdict(True, f"DNS points at the platform ({diagnosis.message})")
+        else:
+            verdicts[row.pk] = Verdict(False, decision.message, DomainStatus.ACTION_REQUIRED)
+    return verdicts, account
 
 
 def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | None = None) -> dict[str, int]:
@@ -124,53 +189,18 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             counts["parked"] += 1
         else:
             checkable.append(row)
-    targets = _targets(checkable)
-    by_name = {row[1]: row for row in checkable}
-    accepted = {
-        row[1]: frozenset({targets[row[0]].app_hostname, targets[row[0]].cname_target}) for row in checkable
-    }
-    diagnoses = {}
-
-    def points_at_platform(lookup) -> bool:
-        diagnoses[lookup.name] = diagnose(lookup, targets[by_name[lookup.name][0]])
-        return diagnoses[lookup.name].ok
-
-    _, caa = resolve_for_check(list(by_name), accepted, points_at_platform) if checkable else ({}, {})
-    account = account_uri = None
-    if caa:
-        try:
-            account = get_account()
-            account_uri = account.account_url
-        except (messages.Error, requests.RequestException, acme_errors.Error) as exc:
-            # Without the account there is no CAA accounturi check and no order: try again soon.
-            problem = f"the CA could not be reached to register the platform's account ({type(exc).__name__})"
-            caa = {name: CaaLookupFailed(problem) for name in caa}
+    verdicts, account = preflight([PreflightRow(row[0], row[1], row[3], row[4]) for row in checkable])
     # Domains to order for: what the quota needs of each, the reason, and its failures so far.
     to_order: dict[int, tuple[Candidate, str, int]] = {}
     # Domains that held a booked quota token and no longer want it (their DNS went wrong).
     released: list = []
-    for name, (pk, _, failures, _, _, reservation, renewing) in by_name.items():
+    for pk, name, failures, _, _, reservation, renewing in checkable:
         counts["checked"] += 1
-        diagnosis = diagnoses[name]
-        if not diagnosis.ok:
-            write = _failure(
-                pk, DomainStatus.PENDING_DNS, diagnosis.message, failures, diagnosis.transient, now
-            )
-        else:
-            found = caa[name]
-            if isinstance(found, CaaLookupFailed):
-                write = _failure(
-                    pk, DomainStatus.PENDING_DNS, f"{found}; retried in a minute.", failures, True, now
-                )
-            else:
-                decision = evaluate_caa(
-                    name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri
-                )
-                if decision.allowed:
-                    reason = f"DNS points at the platform ({diagnosis.message})"
-                    to_order[pk] = (Candidate(pk, name, reservation, renewing), reason, failures)
-                    continue
-                write = _failure(pk, DomainStatus.ACTION_REQUIRED, decision.message, failures, False, now)
+        verdict = verdicts[pk]
+        if verdict.ok:
+            to_order[pk] = (Candidate(pk, name, reservation, renewing), verdict.message, failures)
+            continue
+        write = _failure(pk, verdict.status, verdict.message, failures, verdict.transient, now)
         if reservation and write.consecutive_failures > failures:
             # A real failure (not the resolvers'): the booked token goes to the next in line.
             released.append((reservation, name))

@@ -13,6 +13,7 @@ from django.db import transaction
 from config.celery import app
 
 CHECK_DOMAINS = "workers.tasks.dns.check_domains"
+RENEW_CERTIFICATES = "workers.tasks.dns.renew_certificates"
 ADVANCE_ORDER = "workers.tasks.acme.advance_order"
 DEACTIVATE_AUTHORIZATIONS = "workers.tasks.acme.deactivate_authorizations"
 
@@ -24,6 +25,11 @@ def _send(name: str, args: list, countdown: float = 0) -> None:
 def check_domains_later(domain_ids: list[int], token: str) -> None:
     """Checks these claimed domains (DNS, then an order) once the claim is committed."""
     _send(CHECK_DOMAINS, [domain_ids, token])
+
+
+def renew_certificates_later(certificate_ids: list[int], token: str) -> None:
+    """Renews these claimed certificates (pre-flight, then orders) once the claim is committed."""
+    _send(RENEW_CERTIFICATES, [certificate_ids, token])
 
 
 def advance_order_later(order_id: int, token: str, step: str, delay: float = 0) -> None:

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from workers.expiry import catch_up
 from workers.heartbeat import record_heartbeat
 from workers.models import Heartbeat
 from workers.quota_policy import prune_ledger
@@ -19,3 +20,11 @@ def heartbeat() -> None:
 def prune_issuances() -> int:
     """Deletes issuance ledger rows older than any quota rebuild needs; beat sends it hourly."""
     return prune_ledger()
+
+
+@shared_task(
+    name="workers.tasks.housekeeping.catch_up_expiries", acks_late=True, time_limit=120, soft_time_limit=100
+)
+def catch_up_expiries() -> int:
+    """Beat's tick (every 60 s): domains whose served certificate expired say what is served now."""
+    return catch_up()

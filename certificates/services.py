@@ -1,0 +1,64 @@
+"""Custom certificates: the one way to upload and remove them (the admin, the management
+commands and the REST API all call these)."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from certificates.custom import CheckedUpload, UploadRejected, check_upload
+from certificates.models import Certificate, CertificateSource
+from certificates.sealing import seal
+from certificates.serving import settle_status
+from domains.models import Domain
+
+
+def install_custom_certificate(
+    domain: Domain,
+    cert: bytes,
+    key: bytes | None = None,
+    chain: bytes | None = None,
+    passphrase: str | bytes | None = None,
+    now: datetime.datetime | None = None,
+) -> Certificate:
+    """Checks the upload for `domain` (certificates/custom.py) and makes it the domain's custom
+    certificate, replacing any earlier one; it is served at once. Raises UploadRejected naming
+    the problem, and then stores nothing."""
+    now = now or timezone.now()
+    checked = check_upload(domain.name, cert, key=key, chain=chain, passphrase=passphrase, now=now)
+    with transaction.atomic():
+        if not Domain.objects.select_for_update().filter(pk=domain.pk).exists():
+            raise UploadRejected(f"{domain.name} no longer exists")
+        Certificate.objects.filter(domain_id=domain.pk, source=CertificateSource.CUSTOM).delete()
+        stored = Certificate.objects.create(
+            domain_id=domain.pk,
+            source=CertificateSource.CUSTOM,
+            fullchain_pem=checked.fullchain_pem,
+            private_key=seal(checked.private_key_pem),
+            not_before=checked.not_before,
+            not_after=checked.not_after,
+            sans=checked.sans,
+            issuer=checked.issuer,
+            serial=checked.serial,
+            fingerprint_sha256=checked.fingerprint_sha256,
+            created=now,
+        )
+        settle_status(domain.pk, f"custom certificate uploaded ({_describe(checked)})", now)
+    return stored
+
+
+def remove_custom_certificate(domain: Domain, now: datetime.datetime | None = None) -> bool:
+    """Deletes the domain's custom certificate; its Let's Encrypt certificate (if any, and if
+    Let's Encrypt is enabled) is served at once. Returns whether there was one."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        deleted, _ = Certificate.objects.filter(domain_id=domain.pk, source=CertificateSource.CUSTOM).delete()
+        if deleted:
+            settle_status(domain.pk, "custom certificate removed", now)
+    return bool(deleted)
+
+
+def _describe(checked: CheckedUpload) -> str:
+    return f"{', '.join(checked.sans[:3])}, valid until {checked.not_after:%Y-%m-%d}"

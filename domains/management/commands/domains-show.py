@@ -1,0 +1,42 @@
+"""`manage.py domains-show NAME`: the domain's status and the certificate served for it now."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from certificates.serving import served_certificate_of
+from domains.management.commands._cli import add_app_argument, find_domain
+
+
+class Command(BaseCommand):
+    help = "Shows a domain's Let's Encrypt status and the certificate served for it right now."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("name", help="The domain.")
+        add_app_argument(parser, required=False)
+
+    def handle(self, *args, **options) -> None:
+        domain = find_domain(options["name"], options["app"], options["region"])
+        lines = [
+            ("name", domain.name),
+            ("app", domain.app.name),
+            ("letsencrypt", "enabled" if domain.letsencrypt_enabled else "disabled"),
+            ("status", domain.get_status_display()),
+        ]
+        if domain.last_error:
+            lines.append(("last error", domain.last_error))
+        if domain.next_attempt_at:
+            lines.append(("next attempt", f"{domain.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"))
+        cert = served_certificate_of(domain.pk)
+        if cert is None:
+            lines.append(("served", "nothing"))
+        else:
+            lines += [
+                ("served", cert.get_source_display()),
+                ("names", ", ".join(cert.sans)),
+                ("issuer", cert.issuer),
+                ("not after", f"{cert.not_after:%Y-%m-%d %H:%M:%S} UTC"),
+                ("sha-256", cert.fingerprint_sha256),
+            ]
+        for label, value in lines:
+            self.stdout.write(f"{label:13} {value}")

@@ -1,0 +1,110 @@
+"""The renewal sweep's claim and the cases it settles without DNS or the CA."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from certificates.models import Order, OrderState, renewal_due
+from domains.models import DomainStatus
+from tests.factories import AcmeAccountFactory, CertificateFactory, DomainFactory
+from workers import renewals
+
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.mark.parametrize(("lifetime_days", "due_day"), [(90, 60), (45, 30), (6, 4)])
+def test_a_certificate_is_due_two_thirds_into_its_own_lifetime(lifetime_days, due_day):
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    assert renewal_due(start, start + lifetime_days * DAY) == start + due_day * DAY
+
+
+def _cert(renew_at, **kwargs):
+    return CertificateFactory(renew_at=renew_at, **kwargs)
+
+
+@pytest.mark.django_db
+def test_the_claim_takes_due_certificates_oldest_first_and_leases_them():
+    now = timezone.now()
+    oldest, older, old = (_cert(now - days * DAY) for days in (3, 2, 1))
+    _cert(now + DAY)
+    _cert(None)
+
+    first, token = renewals.claim_due_renewals(now, limit=2)
+    assert set(first) == {oldest.pk, older.pk}
+    oldest.refresh_from_db()
+    assert oldest.renewal_claim == token
+    assert oldest.renew_at > now
+    assert renewals.claim_due_renewals(now, limit=2)[0] == [old.pk]
+    # Leased: nothing is due again until the lease ends.
+    assert renewals.claim_due_renewals(now, limit=2)[0] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_skips_a_certificate_another_transaction_holds():
+    now = timezone.now()
+    held, free = _cert(now - 2 * DAY), _cert(now - DAY)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with transaction.atomic():
+            list(type(held).objects.select_for_update().filter(pk=held.pk))
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        assert renewals.claim_due_renewals(now)[0] == [free.pk]
+    finally:
+        release.set()
+        thread.join()
+    assert renewals.claim_due_renewals(now)[0] == [held.pk]
+
+
+@pytest.mark.django_db
+def test_a_domain_with_lets_encrypt_disabled_is_no_longer_renewed():
+    now = timezone.now()
+    domain = DomainFactory(letsencrypt_enabled=False, status=DomainStatus.DISABLED)
+    cert = _cert(now - DAY, domain=domain)
+    ids, token = renewals.claim_due_renewals(now)
+    counts = renewals.renew_claimed(ids, str(token), now)
+    cert.refresh_from_db()
+    assert counts["skipped"] == 1 and counts["ordered"] == 0
+    assert (cert.renew_at, cert.renewal_claim) == (None, None)
+    assert not Order.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_domain_with_an_order_in_flight_is_looked_at_again_after_the_orders_time():
+    now = timezone.now()
+    cert = _cert(now - DAY)
+    Order.objects.create(
+        domain=cert.domain,
+        account=AcmeAccountFactory(),
+        names=[cert.domain.name],
+        state=OrderState.VALIDATING,
+    )
+    ids, token = renewals.claim_due_renewals(now)
+    counts = renewals.renew_claimed(ids, str(token), now)
+    cert.refresh_from_db()
+    assert counts["skipped"] == 1
+    assert cert.renew_at == renewals._order_lease(now)
+    assert Order.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_claim_no_longer_held_renews_nothing():
+    now = timezone.now()
+    cert = _cert(now - DAY)
+    ids, _ = renewals.claim_due_renewals(now)
+    counts = renewals.renew_claimed(ids, "00000000-0000-0000-0000-000000000000", now)
+    assert counts == {"claimed": 0, "ordered": 0, "failed": 0, "waiting": 0, "skipped": 0}
+    cert.refresh_from_db()
+    assert cert.renewal_claim is not None
