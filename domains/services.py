@@ -138,12 +138,20 @@ def delete_domain(domain: Domain, now: datetime | None = None) -> None:
 
 
 def retry_now(domain: Domain, now: datetime | None = None) -> str:
-    """Checks the domain (or continues its order) at once, with the backoff reset; says what it did."""
+    """Continues the domain's order, or checks it, or renews its certificate, at once, with the
+    backoff reset; says what it did."""
     from workers.acme_steps import redrive_order_of
+    from workers.renewals import renew_now
 
     now = now or timezone.now()
-    if domain.status == DomainStatus.CREATING and redrive_order_of(domain.pk, now):
+    if redrive_order_of(domain.pk, now):
         return f"{domain.name}: continuing its order now"
+    if domain.status in (DomainStatus.IN_USE, DomainStatus.NOT_USED) or (
+        domain.status == DomainStatus.FAILING and domain.next_attempt_at is None
+    ):
+        # Served (or its certificate expired): "retry" means renew now, backoff reset.
+        if renew_now(domain.pk, now):
+            return f"{domain.name}: renewing its certificate now"
     if domain.status in SWEPT_STATUSES:
         # A domain waiting for its quota token is checked again, but keeps its place in line: it
         # cannot jump ahead of the domains booked before it.

@@ -185,7 +185,7 @@ def test_retry_now_resets_the_backoff_and_checks_at_once(django_capture_on_commi
     assert len(callbacks) == 1
 
 
-def test_retry_now_on_a_domain_in_use_does_nothing():
+def test_retry_now_on_a_domain_in_use_without_a_certificate_does_nothing():
     domain = DomainFactory(status=DomainStatus.IN_USE)
     assert retry_now(domain) == f"{domain.name}: nothing to retry (In use)"
 

@@ -108,3 +108,24 @@ def test_a_claim_no_longer_held_renews_nothing():
     assert counts == {"claimed": 0, "ordered": 0, "failed": 0, "waiting": 0, "skipped": 0}
     cert.refresh_from_db()
     assert cert.renewal_claim is not None
+
+
+@pytest.mark.django_db
+def test_retry_now_on_a_served_domain_renews_its_certificate_at_once_with_the_backoff_reset(
+    django_capture_on_commit_callbacks,
+):
+    from domains.services import retry_now
+
+    now = timezone.now()
+    domain = DomainFactory(status=DomainStatus.IN_USE)
+    cert = _cert(now + 5 * DAY, domain=domain, renewal_failures=4, renewal_error="Renewal failed: x")
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert retry_now(domain, now) == f"{domain.name}: renewing its certificate now"
+    cert.refresh_from_db()
+    assert cert.renewal_claim is not None and cert.renewal_failures == 0
+    assert len(callbacks) == 1
+    # The claim is the renewal task's: a second retry while it runs finds nothing to claim again.
+    Order.objects.create(
+        domain=domain, account=AcmeAccountFactory(), names=[domain.name], is_renewal=True, renews=cert
+    )
+    assert retry_now(domain, now) == f"{domain.name}: continuing its order now"

@@ -22,7 +22,14 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from certificates.keys import generate_private_key_pem
-from certificates.models import ACTIVE_ORDER_STATES, AcmeAccount, Certificate, Order, OrderState
+from certificates.models import (
+    ACTIVE_ORDER_STATES,
+    AcmeAccount,
+    Certificate,
+    CertificateSource,
+    Order,
+    OrderState,
+)
 from certificates.sealing import seal
 from domains.backoff import retry_delay
 from domains.models import Domain
@@ -76,6 +83,30 @@ def sweep_renewals(now: datetime.datetime | None = None) -> int:
         if len(ids) < batch:
             break
     return claimed
+
+
+def renew_now(domain_id: int, now: datetime.datetime | None = None) -> bool:
+    """Claims the domain's current Let's Encrypt certificate for renewal at once, whatever its
+    renew_at and backoff ("retry now"), and sends the renewal after commit; False when it has no
+    certificate to renew (none yet, Let's Encrypt off, or a renewal order already running)."""
+    now = now or timezone.now()
+    token = uuid.uuid4()
+    lease_end = now + datetime.timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS)
+    with transaction.atomic():
+        busy = Order.objects.filter(domain_id=domain_id, state__in=ACTIVE_ORDER_STATES).exists()
+        current = (
+            Certificate.objects.select_for_update()
+            .filter(domain_id=domain_id, source=CertificateSource.LETSENCRYPT, renew_at__isnull=False)
+            .order_by("-not_after")
+            .first()
+        )
+        if busy or current is None:
+            return False
+        Certificate.objects.filter(pk=current.pk).update(
+            renewal_claim=token, renew_at=lease_end, renewal_failures=0
+        )
+        renew_certificates_later([current.pk], str(token))
+    return True
 
 
 def _order_lease(now: datetime.datetime) -> datetime.datetime:

@@ -246,3 +246,33 @@ def test_a_domain_with_lets_encrypt_disabled_never_reaches_the_ca_nor_spends_a_t
     wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what="in use once enabled")
     assert Order.objects.filter(domain=domain, state=OrderState.VALID).count() == 1
     assert _tokens_left(name) == 49
+
+
+@pytest.mark.parametrize(
+    "pebble_env",
+    [
+        pytest.param({"PEBBLE_VA_NOSLEEP": "0", "PEBBLE_VA_SLEEPTIME": "5"}, id="random-validation-sleeps"),
+        pytest.param({"PEBBLE_WFE_NONCEREJECT": "30"}, id="30-percent-bad-nonces"),
+    ],
+)
+def test_a_batch_of_due_certificates_is_renewed_by_one_sweep_under_pebble_variant(
+    pebble_variant, web_server, celery_worker, app, pebble_env
+):
+    stack = pebble_variant(pebble_env)
+    names = [_name(f"batch{i}") for i in range(8)]
+    domains = []
+    for name in names:
+        stack.challtestsrv.add_a(name, ["127.0.0.1"])
+        domains.append(create_domain(app, name))
+    for domain in domains:
+        wait_for(lambda d=domain: status_of(d) == DomainStatus.IN_USE, timeout=90, what=f"{domain} in use")
+    olds = [_at_day(Certificate.objects.get(domain=domain), 61) for domain in domains]
+
+    assert renewals.sweep_renewals() == len(olds)
+    for domain, old in zip(domains, olds, strict=True):
+        new = wait_for(lambda d=domain, o=old: _renewed(d, o), timeout=90, what=f"{domain} renewed")
+        assert new.serial != old.serial and _public_key(new) != _public_key(old)
+        assert served_certificate(domain.name).pk == new.pk
+        assert status_of(domain) == DomainStatus.IN_USE
+    # Bad nonces and slow validations are retried inside the orders: none failed.
+    assert not Order.objects.filter(domain__in=domains, state=OrderState.INVALID).exists()
