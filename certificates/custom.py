@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 
@@ -20,7 +21,9 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from certificates.verify import trusted_roots
+from certificates.verify import ChainRejected, trusted_roots
+
+logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 64 * 1024
 # Most certificates stored, leaf included. Real chains have 2 to 4; the bound keeps a crafted upload's walk
@@ -108,6 +111,24 @@ def check_upload(
     now: datetime.datetime | None = None,
 ) -> CheckedUpload:
     """Parses and checks an upload for `domain_name`; raises UploadRejected naming the problem."""
+    try:
+        return _check_upload(domain_name, cert, key, chain, passphrase, now)
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        # cryptography reads a certificate's fields lazily: a damaged field (an issuer, a public
+        # key) that parsed as a whole only fails when it is read.
+        raise UploadRejected(
+            f"a certificate or key in the upload is damaged: one of its fields cannot be read ({exc})"
+        ) from None
+
+
+def _check_upload(
+    domain_name: str,
+    cert: bytes,
+    key: bytes | None,
+    chain: bytes | None,
+    passphrase: str | bytes | None,
+    now: datetime.datetime | None,
+) -> CheckedUpload:
     now = _aware(now or datetime.datetime.now(datetime.UTC))
     domain_name = domain_name.strip().lower().rstrip(".")
     password = _password(passphrase)
@@ -140,7 +161,12 @@ def check_upload(
     _check_coverage(domain_name, sans)
     _check_validity(leaf, now, what="the certificate", field="cert")
 
-    roots = trusted_roots()
+    try:
+        roots = trusted_roots()
+    except ChainRejected as exc:
+        # The operator's configuration, not the customer's upload: say so, and log it loudly.
+        logger.error("custom certificate upload: the trust store cannot be read: %s", exc)
+        raise UploadRejected(f"the platform cannot check certificate chains at the moment ({exc})") from None
     path = _build_path(leaf, uploaded, roots, now)
     _verify_with_policy(domain_name, path, roots, now)
 

@@ -560,3 +560,55 @@ def test_chain_refused_by_the_web_pki_policy_is_rejected(trusted):
 )
 def test_covers_follows_rfc_6125(pattern, name, expected):
     assert covers(pattern, name) is expected
+
+
+def test_a_certificate_whose_public_key_is_damaged_is_rejected_naming_the_damage(trusted):
+    leaf, key = trusted.leaf(["www.example.com"])
+    data = bytearray(der(leaf))
+    point = leaf.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    at = bytes(data).index(point)
+    data[at] = 0x07  # not a valid EC point encoding; the certificate still parses as a whole
+    exc = rejection("www.example.com", bytes(data), key=key_pem(key))
+    assert str(exc).startswith(
+        "a certificate or key in the upload is damaged: one of its fields cannot be read"
+    )
+
+
+def test_damaged_uploads_are_always_rejected_with_a_message_never_an_unexpected_error(trusted):
+    import random
+
+    leaf, key = trusted.leaf(["www.example.com"])
+    samples = [
+        trusted.chain_pem(leaf),
+        der(leaf),
+        p7b([leaf, trusted.intermediate]),
+        pfx(key, leaf, [trusted.intermediate], b"pw"),
+        key_pem(key),
+        key_der(key),
+    ]
+    rng = random.Random(20261127)
+    for _ in range(400):
+        data = bytearray(rng.choice(samples))
+        if rng.random() < 0.5:
+            data = data[: rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            check_upload(
+                "www.example.com",
+                bytes(data),
+                key=rng.choice([None, key_pem(key), bytes(data)]),
+                passphrase=rng.choice([None, "pw"]),
+            )
+        except UploadRejected as exc:
+            assert str(exc)
+
+
+def test_a_trust_store_file_that_is_missing_is_reported_as_the_platforms_problem(pki, settings, tmp_path):
+    settings.EXTRA_TRUSTED_ROOTS = str(tmp_path / "missing.pem")
+    leaf, key = pki.leaf(["www.example.com"])
+    exc = rejection("www.example.com", pki.chain_pem(leaf), key=key_pem(key))
+    assert str(exc).startswith("the platform cannot check certificate chains at the moment")
