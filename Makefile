@@ -3,13 +3,17 @@ PYTHON := .venv/bin/python
 # Files starting with an underscore are shared code, not benchmarks.
 BENCHES := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 
-.PHONY: run test bench lint format bootstrap
+.PHONY: run test bench lint format bootstrap manage
 
 bootstrap:
 	@bash devstack/bootstrap.sh
 
 run: bootstrap
 	$(PYTHON) -m devstack
+
+# manage.py with `make run`'s environment: make manage ARGS="domains-show www.example.com"
+manage:
+	$(PYTHON) -m devstack manage $(ARGS)
 
 test: bootstrap
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -347,6 +347,13 @@ def _find_leaf(certs: list[x509.Certificate]) -> x509.Certificate:
             "upload one certificate with its intermediates",
             "cert",
         )
+    if not leaves and len(certs) == 1 and _is_self_signed(certs[0]):
+        # `openssl req -x509` makes CA certificates: the usual self-made certificate lands here.
+        raise UploadRejected(
+            f"the certificate {_describe(certs[0])} is self-signed: browsers trust only certificates "
+            "issued by a public certificate authority (upload that one, with its intermediates)",
+            "cert",
+        )
     if not leaves:
         raise UploadRejected(
             "the upload has no leaf certificate: every certificate in it is a CA certificate", "cert"

@@ -224,5 +224,16 @@ def main() -> int:
                 stop_all()
 
 
+def manage_command(args: list[str]) -> int:
+    """`python -m devstack manage ARGS...`: manage.py with `make run`'s environment (its database,
+    Redis, Pebble and secrets from `.env`), for the operator commands while the stack runs."""
+    os.environ.update(development_environment())
+    return subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=dict(os.environ), check=False
+    ).returncode
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["manage"]:
+        sys.exit(manage_command(sys.argv[2:]))
     sys.exit(main())

@@ -612,3 +612,18 @@ def test_a_trust_store_file_that_is_missing_is_reported_as_the_platforms_problem
     leaf, key = pki.leaf(["www.example.com"])
     exc = rejection("www.example.com", pki.chain_pem(leaf), key=key_pem(key))
     assert str(exc).startswith("the platform cannot check certificate chains at the moment")
+
+
+def test_a_self_made_certificate_from_openssl_req_x509_is_rejected_as_self_signed(trusted, tmp_path):
+    import subprocess
+
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30"]
+    subject = ["-subj", "/CN=www.example.com", "-addext", "subjectAltName=DNS:www.example.com"]
+    subprocess.run(
+        [*request, *subject, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    exc = rejection("www.example.com", cert.read_bytes(), key=key.read_bytes())
+    assert str(exc).startswith("the certificate CN=www.example.com is self-signed: browsers trust only")
