@@ -76,6 +76,8 @@ DOMAIN_CHECK_CHUNK = env.int("DOMAIN_CHECK_CHUNK", 1000, minimum=1)
 # Certificates one renewal claim statement takes, and at most one renewal sweep tick.
 RENEWAL_SWEEP_BATCH = env.int("RENEWAL_SWEEP_BATCH", 1000, minimum=1)
 RENEWAL_SWEEP_MAX = env.int("RENEWAL_SWEEP_MAX", 50000, minimum=1)
+# Domains one app may have (the API answers 409 beyond it; the admin and commands refuse too).
+APP_DOMAIN_LIMIT = env.int("APP_DOMAIN_LIMIT", 100, minimum=1)
 # The admin flags a domain `expiring` when its served certificate has fewer days than this left.
 CERTIFICATE_EXPIRING_DAYS = env.int("CERTIFICATE_EXPIRING_DAYS", 10, minimum=1)
 # Names one check task resolves at once.
@@ -127,6 +129,7 @@ INSTALLED_APPS = [
     "domains",
     "certificates",
     "workers",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -185,8 +188,35 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# Django's cache (the API's write throttle counts here): the broker's Redis, under its own prefix,
+# so that every web process shares the counts.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CELERY_BROKER_URL,
+        "KEY_PREFIX": "certwright-cache",
+    }
+}
+
+# The REST API: bearer tokens (and the admin session, for the browsable API), JSON bodies capped
+# at API_MAX_BODY_BYTES, writes throttled per token at API_WRITE_RATE.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", 262144, minimum=1024)
+API_WRITE_RATE = env.str("API_WRITE_RATE", "120/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"write": API_WRITE_RATE},
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Certwright API",

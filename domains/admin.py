@@ -62,6 +62,15 @@ class DomainForm(forms.ModelForm):
         except InvalidDomainName as exc:
             raise ValidationError(str(exc), code=exc.rule) from None
 
+    def clean_app(self):
+        app = self.cleaned_data["app"]
+        limit = settings.APP_DOMAIN_LIMIT
+        if self.instance.pk is None and app is not None and app.domains.count() >= limit:
+            raise ValidationError(
+                f"{app.name} already has {limit} domains, the most an app may have (APP_DOMAIN_LIMIT)"
+            )
+        return app
+
 
 class CustomCertificateForm(forms.Form):
     """The upload: formats are told apart by their bytes, never by the file name."""

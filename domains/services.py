@@ -26,6 +26,10 @@ class DomainNameTaken(Exception):
     """The name is already attached to an app (first come, first served across the platform)."""
 
 
+class DomainLimitReached(Exception):
+    """The app has as many domains as APP_DOMAIN_LIMIT allows."""
+
+
 def platform_suffixes() -> list[str]:
     """Names that belong to the platform itself: every region's app suffix and CNAME target."""
     suffixes: set[str] = set()
@@ -86,12 +90,14 @@ def create_domain(
 ) -> Domain:
     """Attaches a custom domain to `app`; its first check is sent as soon as the row is committed.
 
-    Raises InvalidDomainName for a bad name and DomainNameTaken when another domain row has it.
+    Raises InvalidDomainName for a bad name, DomainNameTaken when another domain row has it, and
+    DomainLimitReached when the app has APP_DOMAIN_LIMIT domains already.
     Wildcards wait in `action_required`: they need DNS-01, which is not available yet.
     """
     now = now or timezone.now()
     name = clean_domain_name(raw_name)
     token = uuid.uuid4() if letsencrypt and not is_wildcard(name) else None
+    limit = settings.APP_DOMAIN_LIMIT
     if not letsencrypt:
         status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED
     elif token is None:
@@ -111,6 +117,12 @@ def create_domain(
     )
     try:
         with transaction.atomic():
+            # The app's row is the lock that keeps two concurrent additions under the limit.
+            App.objects.select_for_update().filter(pk=app.pk).first()
+            if Domain.objects.filter(app_id=app.pk).count() >= limit:
+                raise DomainLimitReached(
+                    f"{app.name} already has {limit} domains, the most an app may have (APP_DOMAIN_LIMIT)"
+                )
             domain.save(force_insert=True)
             DomainEvent.objects.create(
                 domain=domain, created=now, from_status="", to_status=status, reason=reason
@@ -119,9 +131,60 @@ def create_domain(
                 check_domains_later([domain.pk], str(token))
     except IntegrityError as exc:
         if "domain_name_unique" in str(exc):
+            owner = Domain.objects.filter(name=name).values_list("app_id", flat=True).first()
+            if owner == app.pk:
+                raise DomainNameTaken(f"{name} is already a domain of {app.name}") from None
             raise DomainNameTaken(f"{name} is already in use by another app") from None
         raise
     return domain
+
+
+def add_domain(
+    app: App,
+    raw_name: str,
+    *,
+    letsencrypt: bool = True,
+    cert: bytes | None = None,
+    key: bytes | None = None,
+    chain: bytes | None = None,
+    passphrase: str | bytes | None = None,
+    now: datetime | None = None,
+) -> Domain:
+    """create_domain, with a custom certificate installed in the same transaction when `cert` is
+    given: a rejected certificate (UploadRejected) adds no domain."""
+    from certificates.services import install_custom_certificate
+
+    with transaction.atomic():
+        domain = create_domain(app, raw_name, letsencrypt=letsencrypt, now=now)
+        if cert is not None:
+            install_custom_certificate(domain, cert, key=key, chain=chain, passphrase=passphrase, now=now)
+    domain.refresh_from_db()
+    return domain
+
+
+def move_domain(domain: Domain, app: App, now: datetime | None = None) -> bool:
+    """Moves the domain to another app (staff only, in the API); its DNS must now point at that
+    app, so a domain waiting for its check is checked again at once. Raises DomainLimitReached."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        App.objects.select_for_update().filter(pk=app.pk).first()
+        if Domain.objects.filter(app_id=app.pk).count() >= settings.APP_DOMAIN_LIMIT:
+            raise DomainLimitReached(
+                f"{app.name} already has {settings.APP_DOMAIN_LIMIT} domains, the most an app may have "
+                "(APP_DOMAIN_LIMIT)"
+            )
+        moved = Domain.objects.filter(pk=domain.pk).exclude(app_id=app.pk).update(app=app, updated=now)
+        if moved:
+            DomainEvent.objects.create(
+                domain_id=domain.pk,
+                created=now,
+                from_status=domain.status,
+                to_status=domain.status,
+                reason=f"moved from app {domain.app.name} to app {app.name}",
+            )
+            claim_check_now(domain.pk, reset_backoff=True, now=now)
+    domain.refresh_from_db()
+    return bool(moved)
 
 
 def delete_domain(domain: Domain, now: datetime | None = None) -> None:
@@ -217,11 +280,14 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
 
 __all__ = [
     "WILDCARD_MESSAGE",
+    "DomainLimitReached",
     "DomainNameTaken",
     "InvalidDomainName",
+    "add_domain",
     "clean_domain_name",
     "create_domain",
     "delete_domain",
+    "move_domain",
     "platform_suffixes",
     "retry_now",
     "set_letsencrypt",

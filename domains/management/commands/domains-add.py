@@ -11,7 +11,7 @@ from domains.management.commands._cli import (
     find_app,
     install_from_files,
 )
-from domains.services import DomainNameTaken, InvalidDomainName, create_domain
+from domains.services import DomainLimitReached, DomainNameTaken, InvalidDomainName, create_domain
 
 
 class Command(BaseCommand):
@@ -41,7 +41,7 @@ class Command(BaseCommand):
                 domain = create_domain(app, options["name"], letsencrypt=not options["no_letsencrypt"])
                 if options["cert"]:
                     install_from_files(domain, options)
-        except (InvalidDomainName, DomainNameTaken) as exc:
+        except (InvalidDomainName, DomainNameTaken, DomainLimitReached) as exc:
             raise CommandError(str(exc)) from None
         domain.refresh_from_db()
         self.stdout.write(f"{domain.name} added to {app.name}: {domain.get_status_display()}")

@@ -1,0 +1,126 @@
+"""What the API reads and writes. Output serializers describe the presenters' dicts (for the
+schema); input serializers check shapes and sizes, and the services check everything else."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from certificates.custom import MAX_UPLOAD_BYTES
+from domains.models import APP_NAME_VALIDATOR, DomainStatus
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class RegionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    domain_suffix = serializers.CharField()
+    cname_target = serializers.CharField()
+    ingress_ipv4 = serializers.ListField(child=serializers.CharField())
+    ingress_ipv6 = serializers.ListField(child=serializers.CharField())
+
+
+class AppSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=48, validators=[APP_NAME_VALIDATOR])
+    region = serializers.CharField(max_length=32)
+    owner = serializers.CharField(read_only=True)
+    hostname = serializers.CharField(read_only=True)
+    domain_count = serializers.IntegerField(read_only=True)
+    created = serializers.DateTimeField(read_only=True)
+
+
+class CertificateSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=["letsencrypt", "custom"])
+    sans = serializers.ListField(child=serializers.CharField())
+    issuer = serializers.CharField()
+    not_before = serializers.DateTimeField()
+    not_after = serializers.DateTimeField()
+    fingerprint_sha256 = serializers.CharField()
+
+
+class DnsSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(
+        allow_null=True, help_text="null: not checked (Let's Encrypt off, or parked)."
+    )
+    message = serializers.CharField(help_text="The diagnosis in plain words.")
+    records = serializers.ListField(
+        child=serializers.CharField(), help_text="The records that point it here."
+    )
+
+
+class QuotaSerializer(serializers.Serializer):
+    registered_domain = serializers.CharField()
+    limit = serializers.IntegerField()
+    period_seconds = serializers.IntegerField()
+    tokens_left = serializers.IntegerField(allow_null=True, help_text="null: the quota store is unreachable.")
+    next_token_at = serializers.DateTimeField(allow_null=True)
+
+
+class DomainSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    unicode_name = serializers.CharField()
+    app = serializers.CharField()
+    status = serializers.ChoiceField(choices=DomainStatus.choices)
+    status_label = serializers.CharField()
+    letsencrypt = serializers.BooleanField()
+    custom_certificate = serializers.BooleanField(help_text="Whether a custom certificate is uploaded.")
+    certificate = CertificateSerializer(allow_null=True, help_text="The certificate served now, if any.")
+    dns = DnsSerializer()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+    quota = QuotaSerializer(allow_null=True, help_text="Let's Encrypt's limit of its registered domain.")
+    created = serializers.DateTimeField()
+
+
+def _pem_field(help_text: str) -> serializers.CharField:
+    # Capped before anything parses it; the certificate checks say the rest.
+    return serializers.CharField(
+        required=False,
+        allow_blank=False,
+        trim_whitespace=False,
+        max_length=MAX_UPLOAD_BYTES,
+        help_text=help_text,
+    )
+
+
+class DomainCertificateInput(serializers.Serializer):
+    tlscert = _pem_field("The certificate, PEM: the leaf and its intermediates, in any order.")
+    tlskey = _pem_field("Its private key, PEM (PKCS#1, PKCS#8 or SEC1), maybe encrypted.")
+    tlskey_passphrase = serializers.CharField(
+        required=False,
+        trim_whitespace=False,
+        max_length=1024,
+        write_only=True,
+        help_text="For an encrypted key.",
+    )
+
+    def validate(self, data):
+        if ("tlskey" in data or "tlskey_passphrase" in data) and "tlscert" not in data:
+            raise serializers.ValidationError({"tlscert": ["a key or passphrase was given without tlscert"]})
+        if "tlscert" in data and "tlskey" not in data:
+            raise serializers.ValidationError({"tlskey": ["tlscert needs its private key (tlskey)"]})
+        return data
+
+
+class DomainCreateSerializer(DomainCertificateInput):
+    name = serializers.CharField(
+        max_length=300, help_text="The domain, such as www.example.com (Unicode accepted)."
+    )
+    letsencrypt = serializers.BooleanField(default=True)
+
+
+class DomainUpdateSerializer(DomainCertificateInput):
+    letsencrypt = serializers.BooleanField(required=False)
+    app = serializers.CharField(required=False, max_length=48, help_text="Staff only: move it to this app.")
+
+
+class EventSerializer(serializers.Serializer):
+    created = serializers.DateTimeField()
+    from_status = serializers.CharField(allow_blank=True)
+    to_status = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class MessageSerializer(serializers.Serializer):
+    detail = serializers.CharField()

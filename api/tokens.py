@@ -1,0 +1,60 @@
+"""Creating, checking and revoking API tokens."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import secrets
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from api.models import ApiToken
+
+# `cwt_` tells a Certwright token apart in a leak scanner or a log; the 12 characters after it
+# find the row, the whole string is checked against the stored digest.
+TOKEN_PREFIX = "cwt_"  # noqa: S105 (a marker, not a secret)
+LOOKUP_LENGTH = 12
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Creates a token for `user`; returns the row and the token, which is shown once and never
+    stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken.objects.create(
+        user=user,
+        name=name.strip() or "unnamed",
+        prefix=token[: len(TOKEN_PREFIX) + LOOKUP_LENGTH],
+        digest=_digest(token),
+    )
+    return row, token
+
+
+def check_token(token: str, now: datetime.datetime | None = None) -> ApiToken | None:
+    """The active token row matching `token`, or None; records when it was last used (at most once
+    a minute, so that reads do not all write)."""
+    token = token.strip()
+    if not token.startswith(TOKEN_PREFIX) or len(token) < len(TOKEN_PREFIX) + LOOKUP_LENGTH + 8:
+        return None
+    now = now or timezone.now()
+    digest = _digest(token)
+    for row in ApiToken.objects.select_related("user").filter(
+        prefix=token[: len(TOKEN_PREFIX) + LOOKUP_LENGTH], revoked__isnull=True
+    ):
+        if hmac.compare_digest(row.digest, digest):
+            if row.last_used is None or now - row.last_used > datetime.timedelta(minutes=1):
+                ApiToken.objects.filter(pk=row.pk).update(last_used=now)
+            return row
+    return None
+
+
+def revoke_token(row: ApiToken, now: datetime.datetime | None = None) -> bool:
+    """Revokes the token at once; returns whether it was active."""
+    return bool(
+        ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=now or timezone.now())
+    )
