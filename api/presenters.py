@@ -12,6 +12,7 @@ from django.utils import timezone
 from certificates.models import Certificate, CertificateSource
 from domains.models import Domain, DomainStatus, Region
 from domains.names import to_unicode
+from domains.ownership import ownership_record
 from domains.services import target_in
 from domains.targeting import records_to_add
 from workers.quota_policy import quota_of
@@ -96,6 +97,13 @@ def present_domains(domains: list[Domain], now: datetime.datetime | None = None)
                 "custom_certificate": domain.pk in custom,
                 "certificate": _certificate(served.get(domain.pk)),
                 "dns": _dns(domain, records_to_add(domain.name.removeprefix("*."), target)),
+                "ownership": {
+                    "verified": domain.ownership_verified_at is not None,
+                    "verified_at": domain.ownership_verified_at,
+                    "record": ownership_record(domain.name, domain.ownership_token),
+                    "help": "Needed unless the domain is a CNAME to "
+                    f"{target.app_hostname}: the record proves the domain is this app's.",
+                },
                 "next_attempt_at": domain.next_attempt_at,
                 "last_error": domain.last_error,
                 "quota": None

@@ -57,6 +57,13 @@ class QuotaSerializer(serializers.Serializer):
     next_token_at = serializers.DateTimeField(allow_null=True)
 
 
+class OwnershipSerializer(serializers.Serializer):
+    verified = serializers.BooleanField(help_text="Whether the domain was proven to be this app's.")
+    verified_at = serializers.DateTimeField(allow_null=True)
+    record = serializers.CharField(help_text="The TXT record that proves it (zone-file form).")
+    help = serializers.CharField()
+
+
 class DomainSerializer(serializers.Serializer):
     name = serializers.CharField()
     unicode_name = serializers.CharField()
@@ -67,6 +74,7 @@ class DomainSerializer(serializers.Serializer):
     custom_certificate = serializers.BooleanField(help_text="Whether a custom certificate is uploaded.")
     certificate = CertificateSerializer(allow_null=True, help_text="The certificate served now, if any.")
     dns = DnsSerializer()
+    ownership = OwnershipSerializer()
     next_attempt_at = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField(allow_blank=True)
     quota = QuotaSerializer(allow_null=True, help_text="Let's Encrypt's limit of its registered domain.")

@@ -6,8 +6,8 @@ no record at all, 20% each.
 
 (a) the ceiling: one process, a bare dnspython async loop (dns.asyncquery.udp) sending, for the
     same names and with the same concurrency, the queries Certwright's check sends (A and AAAA for
-    every name; CAA at each level of the climb for the valid ones, without Certwright's per-batch
-    cache of parents).
+    every name; CAA at each level of the climb and the ownership TXT record for the valid ones,
+    without Certwright's per-batch cache of parents).
 (b) Certwright: the 100,000 domains due in PostgreSQL; beat's sweep task sent to a real worker
     (`celery worker -Q dns --concurrency 2`: two worker processes), which claims, resolves,
     diagnoses, writes back and starts the orders of the valid ones; timed until every domain is
@@ -73,6 +73,7 @@ def run_bare(stack: BenchStack, domains: list[tuple[str, str]], concurrency: int
     import dns.message
 
     from domains.caa import climb
+    from domains.ownership import challenge_name
 
     port = stack.ports["dns"]
     sent = 0
@@ -82,6 +83,7 @@ def run_bare(stack: BenchStack, domains: list[tuple[str, str]], concurrency: int
         queries = [(name, "A"), (name, "AAAA")]
         if kind == "valid":
             queries += [(owner, "CAA") for owner in climb(name)]
+            queries.append((challenge_name(name), "TXT"))
         for qname, rdtype in queries:
             await dns.asyncquery.udp(
                 dns.message.make_query(qname, rdtype), "127.0.0.1", timeout=2.0, port=port
@@ -126,6 +128,7 @@ def run_certwright(stack: BenchStack, domains: list[tuple[str, str]]) -> tuple[f
 
     from config.celery import app as celery_app
     from domains.models import App, Domain, DomainStatus, Region
+    from domains.ownership import challenge_name, ownership_token
 
     region = Region.objects.create(
         name="bench", domain_suffix=SUFFIX, cname_target=f"ingress.{SUFFIX}", ingress_ipv4=["127.0.0.1"]
@@ -133,10 +136,25 @@ def run_certwright(stack: BenchStack, domains: list[tuple[str, str]]) -> tuple[f
     app = App.objects.create(
         owner=get_user_model().objects.create(username="bench"), region=region, name="app"
     )
+    # The valid names point at the shared ingress, so they publish their ownership record too.
+    dns = stack.pebble.challtestsrv
+    with ThreadPoolExecutor(32) as pool:
+        list(
+            pool.map(
+                lambda name: dns.set_txt(challenge_name(name), ownership_token(app.pk, name)),
+                [name for name, kind in domains if kind == "valid"],
+            )
+        )
     past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
     Domain.objects.bulk_create(
         [
-            Domain(app=app, name=name, status=DomainStatus.PENDING_DNS, next_attempt_at=past)
+            Domain(
+                app=app,
+                name=name,
+                status=DomainStatus.PENDING_DNS,
+                next_attempt_at=past,
+                ownership_token=ownership_token(app.pk, name),
+            )
             for name, _ in domains
         ],
         batch_size=5000,

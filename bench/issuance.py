@@ -51,9 +51,15 @@ def names(prefix: str, count: int) -> list[str]:
     return [f"www.{prefix}-{i}-bench.com" for i in range(count)]
 
 
-def point_at_this_machine(stack: BenchStack, hosts: list[str]) -> None:
+def point_at_this_machine(stack: BenchStack, hosts: list[str], app_id: int | None = None) -> None:
+    """A records to this machine; with `app_id`, also each name's ownership TXT record for that app
+    (an A record to the shared ingress does not prove which app a name is for)."""
+    from domains.ownership import challenge_name, ownership_token
+
     for host in hosts:
         stack.pebble.challtestsrv.add_a(host, ["127.0.0.1"])
+        if app_id is not None:
+            stack.pebble.challtestsrv.set_txt(challenge_name(host), ownership_token(app_id, host))
 
 
 # --- (a) certbot ---------------------------------------------------------------------------------
@@ -207,7 +213,7 @@ def run_certwright(stack: BenchStack, count: int, latency_samples: int) -> tuple
     app = App.objects.create(owner=owner, region=region, name="bench-app")
     hosts = names("certwright", count)
     timed_hosts = names("latency", latency_samples)
-    point_at_this_machine(stack, hosts + timed_hosts)
+    point_at_this_machine(stack, hosts + timed_hosts, app.pk)
     redis_pid = stack.processes[0].pid
     meter = CpuMeter(
         {

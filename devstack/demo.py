@@ -12,6 +12,7 @@ from django.db import transaction
 from certificates.models import Certificate
 from devstack.pebble import ChallTestSrv
 from domains.models import App, Domain, DomainStatus, Region
+from domains.ownership import challenge_name, ownership_record, ownership_token
 from domains.services import create_domain, retry_now
 
 DEMO_DOMAIN = "www.example.com"
@@ -32,9 +33,14 @@ def run_demo(challtestsrv: ChallTestSrv, admin_username: str, say, timeout: floa
         owner = get_user_model().objects.get(username=admin_username)
         app, _ = App.objects.get_or_create(region=region, name="demo", defaults={"owner": owner})
     challtestsrv.add_a(DEMO_DOMAIN, ["127.0.0.1"])
+    # The shared ingress address alone does not say the name is demo's: publish its ownership record.
+    challtestsrv.set_txt(challenge_name(DEMO_DOMAIN), ownership_token(app.pk, DEMO_DOMAIN))
     domain = Domain.objects.filter(name=DEMO_DOMAIN).first()
     if domain is None:
-        say(f"demo: adding {DEMO_DOMAIN} to app demo (its A record points at 127.0.0.1 in the mock DNS)")
+        say(
+            f"demo: adding {DEMO_DOMAIN} to app demo (A 127.0.0.1 in the mock DNS, and its ownership record "
+            f"{ownership_record(DEMO_DOMAIN, ownership_token(app.pk, DEMO_DOMAIN))})"
+        )
         domain = create_domain(app, DEMO_DOMAIN)
     elif domain.status != DomainStatus.IN_USE:
         say(f"demo: {DEMO_DOMAIN} exists ({domain.get_status_display()}); retrying it now")

@@ -22,6 +22,7 @@ from certificates.services import install_custom_certificate, remove_custom_cert
 from certificates.serving import served_certificate_of
 from domains.models import App, Domain, DomainEvent, Region
 from domains.names import to_unicode
+from domains.ownership import ownership_record
 from domains.services import (
     InvalidDomainName,
     clean_domain_name,
@@ -174,6 +175,7 @@ class DomainAdmin(admin.ModelAdmin):
         "status",
         "served_certificate",
         "renewal",
+        "ownership",
         "registered_domain",
         "quota",
         "dns_records",
@@ -343,6 +345,17 @@ class DomainAdmin(admin.ModelAdmin):
             return "unknown: the quota store is unreachable"
         next_at = f"; next token at {entry.next_token_at:%Y-%m-%d %H:%M:%S %Z}" if entry.next_token_at else ""
         return f"{entry.tokens_left} of {entry.limit} left{next_at}"
+
+    @admin.display(description="Ownership")
+    def ownership(self, obj: Domain) -> str:
+        if obj.pk is None:
+            return ""
+        if obj.ownership_verified_at:
+            return f"proven {obj.ownership_verified_at:%Y-%m-%d %H:%M} UTC"
+        return (
+            f"not proven yet: {ownership_record(obj.name, obj.ownership_token)} "
+            f"(or a CNAME to {obj.app.default_hostname})"
+        )
 
     @admin.display(description="DNS records to add")
     def dns_records(self, obj: Domain) -> str:

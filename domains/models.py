@@ -10,6 +10,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from domains.names import registered_domain
+from domains.ownership import ownership_token
 
 APP_NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$",
@@ -124,6 +125,10 @@ class Domain(models.Model):
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     # The quota reservation a domain holds while it waits for its token; it moves to the order.
     quota_reservation = models.UUIDField(null=True, blank=True, editable=False)
+    # Takeover protection (domains/ownership.py): the TXT value that proves the domain is this app's,
+    # and when that was proven (by the record, or by a CNAME to the app's own hostname).
+    ownership_token = models.CharField(max_length=64, blank=True, default="", editable=False)
+    ownership_verified_at = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -153,6 +158,8 @@ class Domain(models.Model):
     def save(self, *args, **kwargs) -> None:
         if self.name and not self.registered_domain:
             self.registered_domain = registered_domain(self.name) or ""
+        if self.name and self.app_id and not self.ownership_token:
+            self.ownership_token = ownership_token(self.app_id, self.name)
         super().save(*args, **kwargs)
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from certificates.serving import NOTHING_SERVED, settle_status
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
+from domains.ownership import ownership_token
 from domains.status import change_status
 from domains.targeting import Target, records_to_add
 from workers.enqueue import check_domains_later
@@ -173,7 +174,17 @@ def move_domain(domain: Domain, app: App, now: datetime | None = None) -> bool:
                 f"{app.name} already has {settings.APP_DOMAIN_LIMIT} domains, the most an app may have "
                 "(APP_DOMAIN_LIMIT)"
             )
-        moved = Domain.objects.filter(pk=domain.pk).exclude(app_id=app.pk).update(app=app, updated=now)
+        # The new app proves ownership afresh, with its own token.
+        moved = (
+            Domain.objects.filter(pk=domain.pk)
+            .exclude(app_id=app.pk)
+            .update(
+                app=app,
+                updated=now,
+                ownership_token=ownership_token(app.pk, domain.name),
+                ownership_verified_at=None,
+            )
+        )
         if moved:
             DomainEvent.objects.create(
                 domain_id=domain.pk,

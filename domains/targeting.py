@@ -87,7 +87,9 @@ def diagnose(lookup: Lookup, target: Target) -> Diagnosis:
     ours = {target.app_hostname, target.cname_target}
     reached = [cname for cname in lookup.cnames if cname in ours]
     if reached:
-        return Diagnosis(True, "ok_cname", f"{name} is a CNAME to {reached[0]}.")
+        # Only the app's own hostname says which app the name is meant for (domains/ownership.py).
+        code = "ok_app_cname" if reached[0] == target.app_hostname else "ok_cname"
+        return Diagnosis(True, code, f"{name} is a CNAME to {reached[0]}.")
     for cname in lookup.cnames:
         if cname not in ours and any(_under(cname, suffix) for suffix in target.platform_suffixes):
             return Diagnosis(

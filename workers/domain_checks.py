@@ -28,13 +28,14 @@ from domains.backoff import retry_delay
 from domains.caa import evaluate as evaluate_caa
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus, Region
 from domains.names import is_wildcard
+from domains.ownership import challenge_name, ownership_message
 from domains.services import WILDCARD_MESSAGE, target_in
 from domains.status import StatusWrite, bulk_change_status
 from domains.targeting import Target, diagnose
 from workers.acme_steps import Start, start_orders
 from workers.enqueue import check_domains_later
 from workers.quota_policy import Candidate, Granted, refund, reserve
-from workers.resolver import CaaLookupFailed, resolve_for_check
+from workers.resolver import CaaLookupFailed, TxtLookupFailed, resolve_for_check
 
 # A resolver problem is not the customer's: try again soon, without growing the backoff.
 TRANSIENT_RETRY = datetime.timedelta(seconds=60)
@@ -89,6 +90,8 @@ class PreflightRow:
     name: str
     app_name: str
     region_id: int
+    # The token its ownership TXT record must hold; empty once ownership is proven (or for a renewal).
+    ownership_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,16 @@ def preflight(rows: list[PreflightRow]) -> tuple[dict[int, Verdict], AcmeAccount
         diagnoses[lookup.name] = diagnose(lookup, targets[by_name[lookup.name].pk])
         return diagnoses[lookup.name].ok
 
-    _, caa = resolve_for_check(list(by_name), accepted, points_at_platform)
+    def ownership_txt(name: str) -> str | None:
+        """The TXT record that must prove `name` is this app's, if anything must."""
+        row = by_name[name]
+        if not row.ownership_token or diagnoses[name].code == "ok_app_cname":
+            return None
+        return challenge_name(name)
+
+    _, caa, txt = resolve_for_check(
+        list(by_name), accepted, points_at_platform, lambda lookup: ownership_txt(lookup.name)
+    )
     account = account_uri = None
     if caa:
         try:
@@ -134,6 +146,14 @@ def preflight(rows: list[PreflightRow]) -> tuple[dict[int, Verdict], AcmeAccount
         diagnosis = diagnoses[name]
         if not diagnosis.ok:
             verdicts[row.pk] = Verdict(False, diagnosis.message, transient=diagnosis.transient)
+            continue
+        published = txt.get(challenge_name(name)) if ownership_txt(name) else None
+        if isinstance(published, TxtLookupFailed):
+            verdicts[row.pk] = Verdict(False, f"{published}; retried in a minute.", transient=True)
+            continue
+        if published is not None and row.ownership_token not in published:
+            message = ownership_message(name, row.ownership_token, targets[row.pk].app_hostname)
+            verdicts[row.pk] = Verdict(False, message, DomainStatus.ACTION_REQUIRED)
             continue
         found = caa[name]
         if isinstance(found, CaaLookupFailed):
@@ -173,6 +193,8 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             "app__region_id",
             "quota_reservation",
             "renewal",
+            "ownership_token",
+            "ownership_verified_at",
         )
     )
     counts = {"checked": 0, "ordered": 0, "failed": 0, "parked": 0, "waiting": 0}
@@ -189,12 +211,18 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             counts["parked"] += 1
         else:
             checkable.append(row)
-    verdicts, account = preflight([PreflightRow(row[0], row[1], row[3], row[4]) for row in checkable])
+    verdicts, account = preflight(
+        [PreflightRow(row[0], row[1], row[3], row[4], "" if row[8] else row[7]) for row in checkable]
+    )
+    # Ownership is proven once: by the TXT record, or by a CNAME to the app's own hostname.
+    proven = [row[0] for row in checkable if row[8] is None and verdicts[row[0]].ok]
+    if proven:
+        Domain.objects.filter(pk__in=proven, claim_token=token).update(ownership_verified_at=now)
     # Domains to order for: what the quota needs of each, the reason, and its failures so far.
     to_order: dict[int, tuple[Candidate, str, int]] = {}
     # Domains that held a booked quota token and no longer want it (their DNS went wrong).
     released: list = []
-    for pk, name, failures, _, _, reservation, renewing in checkable:
+    for pk, name, failures, _, _, reservation, renewing, *_ in checkable:
         counts["checked"] += 1
         verdict = verdicts[pk]
         if verdict.ok:

@@ -72,7 +72,7 @@ async def _query(resolvers: Resolvers, name: str, rdtype: str) -> _Outcome:
         outcome.nxdomain = True
         return outcome
     outcome.cnames = answer.cnames
-    outcome.records = answer.caa if rdtype == "CAA" else answer.addresses
+    outcome.records = {"CAA": answer.caa, "TXT": answer.txt}.get(rdtype, answer.addresses)
     return outcome
 
 
@@ -150,16 +150,42 @@ async def find_caa_many(
     return dict(zip(names, results, strict=True))
 
 
-def resolve_for_check(
-    names: list[str], accepted_cnames: Mapping[str, frozenset[str]], needs_caa: Callable[[Lookup], bool]
-) -> tuple[dict[str, Lookup], dict]:
-    """One event loop for a check chunk: every name's lookup, then the CAA search for the names
-    whose lookup `needs_caa` (those that point at the platform)."""
+class TxtLookupFailed(Exception):
+    """The resolvers could not say which TXT records a name has."""
 
-    async def run() -> tuple[dict[str, Lookup], dict]:
+
+async def find_txt_many(resolver: Resolvers, names: Iterable[str]) -> dict[str, list[str] | TxtLookupFailed]:
+    """Each name's TXT records (an empty list for none or NXDOMAIN), or why they are unknown."""
+
+    async def one(name: str):
+        outcome = await _query(resolver, name, "TXT")
+        if outcome.error:
+            return TxtLookupFailed(f"the TXT lookup of {name} failed ({outcome.error})")
+        return list(outcome.records)
+
+    names = list(names)
+    results = await asyncio.gather(*(one(name) for name in names))
+    return dict(zip(names, results, strict=True))
+
+
+def resolve_for_check(
+    names: list[str],
+    accepted_cnames: Mapping[str, frozenset[str]],
+    needs_caa: Callable[[Lookup], bool],
+    txt_for: Callable[[Lookup], str | None] | None = None,
+) -> tuple[dict[str, Lookup], dict, dict]:
+    """One event loop for a check chunk: every name's lookup, then the CAA search for the names
+    whose lookup `needs_caa` (those that point at the platform), and the TXT records of the names
+    `txt_for` asks about (ownership records), both at once."""
+
+    async def run() -> tuple[dict[str, Lookup], dict, dict]:
         async with Resolvers() as resolver:
             lookups = await lookup_many(resolver, names, accepted_cnames, settings.DNS_CONCURRENCY)
             wanted = [name for name in names if needs_caa(lookups[name])]
-            return lookups, await find_caa_many(resolver, wanted)
+            asked = [txt_for(lookups[name]) for name in wanted] if txt_for else []
+            caa, txt = await asyncio.gather(
+                find_caa_many(resolver, wanted), find_txt_many(resolver, [a for a in asked if a])
+            )
+            return lookups, caa, txt
 
     return asyncio.run(run())

@@ -17,6 +17,7 @@ from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from tests.dns_stub import DnsStub
 from tests.factories import DomainFactory
+from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, unique_name, wait_for
 from workers import domain_checks
 
@@ -122,7 +123,7 @@ def test_caa_for_another_ca_blocks_without_contacting_the_ca_until_the_right_rec
 ):
     parent = f"caa-{uuid.uuid4().hex[:8]}.example.com"
     name = f"www.{parent}"
-    challtestsrv.add_a(name, ["127.0.0.1"])
+    point_at_platform(challtestsrv, app, name)
     challtestsrv.add_caa(parent, [{"tag": "issue", "value": "otherca.example"}])
     orders_before = _orders_placed_at_pebble(issuance_stack)
     domain = create_domain(app, name)
@@ -144,7 +145,7 @@ def test_caa_for_another_ca_blocks_without_contacting_the_ca_until_the_right_rec
 
 def test_caa_accounturi_naming_another_account_blocks(pebble_stack, challtestsrv, app):
     name = unique_name()
-    challtestsrv.add_a(name, ["127.0.0.1"])
+    point_at_platform(challtestsrv, app, name)
     challtestsrv.add_caa(
         name, [{"tag": "issue", "value": "letsencrypt.org; accounturi=https://127.0.0.1/my-account/999"}]
     )

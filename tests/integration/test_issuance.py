@@ -13,6 +13,7 @@ from certificates.models import Certificate, Challenge, Order, OrderState
 from domains.backoff import retry_delay
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain, delete_domain
+from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, unique_name, wait_for
 from workers import domain_checks
 
@@ -36,7 +37,7 @@ def test_domain_goes_from_pending_dns_to_in_use_once_its_record_points_at_the_pl
     assert f"{name} has no A, AAAA or CNAME record" in domain.last_error
     assert domain.consecutive_failures == 1
 
-    challtestsrv.add_a(name, ["127.0.0.1"])
+    point_at_platform(challtestsrv, app, name)
     make_due_and_sweep(domain)
     wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what="in_use")
 
@@ -94,7 +95,7 @@ def test_deleting_a_domain_mid_order_stores_nothing_deactivates_at_the_ca_and_it
 
     for _ in range(5):
         name = unique_name()
-        challtestsrv.add_a(name, ["127.0.0.1"])
+        point_at_platform(challtestsrv, app, name)
         domain = create_domain(app, name)
         challenge = wait_for(
             lambda domain_id=domain.pk: (

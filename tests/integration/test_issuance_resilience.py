@@ -10,6 +10,7 @@ from certificates.models import Certificate, Order, OrderState
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from tests.conftest import RUN_DIR, start_celery_worker
+from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, unique_name, wait_for
 from workers import acme_steps
 
@@ -29,7 +30,7 @@ def test_issuance_reaches_in_use_under_pebble_variant(
 ):
     stack = pebble_variant(pebble_env)
     name = unique_name()
-    stack.challtestsrv.add_a(name, ["127.0.0.1"])
+    point_at_platform(stack.challtestsrv, app, name)
     domain = create_domain(app, name)
     wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, timeout=90, what="in_use")
     assert Certificate.objects.filter(domain=domain).count() == 1
@@ -50,7 +51,7 @@ def test_worker_killed_mid_order_is_continued_by_the_redrive_alone(
     without_session_worker, pebble_stack, web_server, app, failpoint
 ):
     name = unique_name()
-    pebble_stack.challtestsrv.add_a(name, ["127.0.0.1"])
+    point_at_platform(pebble_stack.challtestsrv, app, name)
     log_offset = _pebble_log_size()
     doomed = start_celery_worker(f"worker-crash-{failpoint}", extra_env={"CERTWRIGHT_FAILPOINTS": failpoint})
     domain = create_domain(app, name)

@@ -21,6 +21,7 @@ from tests.acme_proxy import AcmeProxy
 from tests.conftest import start_celery_worker
 from tests.factories import CertificateFactory, DomainFactory
 from tests.integration.beat import restore_schedule, start_beat
+from tests.integration.pointing import point_at_platform
 from tests.integration.polling import wait_for
 from workers import domain_checks, quota_policy
 
@@ -52,9 +53,9 @@ def _start_beat_sweeping_every_second() -> ManagedProcess:
     return start_beat("beat-quota")
 
 
-def _pointed(pebble_stack, names: list[str]) -> None:
+def _pointed(pebble_stack, names: list[str], app) -> None:
     for name in names:
-        pebble_stack.challtestsrv.add_a(name, ["127.0.0.1"])
+        point_at_platform(pebble_stack.challtestsrv, app, name)
 
 
 def test_six_domains_under_a_limit_of_three_get_three_now_and_each_other_one_when_its_token_arrives(
@@ -63,7 +64,7 @@ def test_six_domains_under_a_limit_of_three_get_three_now_and_each_other_one_whe
     registered = _registered_domain()
     _limit(registered, capacity=3, period_seconds=12)  # one token every 4 s
     names = [f"site{i}.{registered}" for i in range(6)]
-    _pointed(issuance_stack, names)
+    _pointed(issuance_stack, names, app)
     beat = _start_beat_sweeping_every_second()
     try:
         domains = [create_domain(app, name) for name in names]
@@ -117,7 +118,7 @@ def test_with_the_quota_redis_down_nothing_is_ordered_and_issuance_resumes_from_
     _limit(registered, capacity=3, period_seconds=3600)
     first = [f"early{i}.{registered}" for i in range(2)]
     later = [f"late{i}.{registered}" for i in range(3)]
-    _pointed(pebble_stack, first + later)
+    _pointed(pebble_stack, first + later, app)
     worker = start_celery_worker("worker-quota-down", extra_env={"QUOTA_UNAVAILABLE_RETRY_SECONDS": "1"})
     beat = _start_beat_sweeping_every_second()
     quota_server = redis_servers["quota"]
@@ -185,7 +186,7 @@ def test_a_429_from_the_ca_schedules_the_domain_by_retry_after_and_only_the_cert
 ):
     registered = _registered_domain()
     name = f"www.{registered}"
-    _pointed(pebble_stack, [name])
+    _pointed(pebble_stack, [name], app)
     with AcmeProxy(
         "127.0.0.1",
         pebble_stack.acme_port,
@@ -245,7 +246,7 @@ def test_a_renewal_of_the_same_name_is_not_held_back_by_an_exhausted_registered_
     registered = _registered_domain()
     _limit(registered, capacity=1, period_seconds=3600)
     renewing, new = f"renew.{registered}", f"new.{registered}"
-    _pointed(pebble_stack, [renewing, new])
+    _pointed(pebble_stack, [renewing, new], app)
     holder = DomainFactory(
         app=app, name=renewing, status=DomainStatus.FAILING, next_attempt_at=timezone.now()
     )

@@ -19,6 +19,7 @@ from domains.backoff import retry_delay
 from domains.models import Domain, DomainEvent, DomainStatus, Region
 from domains.services import create_domain, set_letsencrypt
 from tests.factories import CertificateFactory
+from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, wait_for
 from workers import quota_policy, renewals
 
@@ -31,7 +32,7 @@ def _name(prefix: str = "www") -> str:
 
 
 def _issued(app, challtestsrv, name: str) -> tuple[Domain, Certificate]:
-    challtestsrv.add_a(name, ["127.0.0.1"])
+    point_at_platform(challtestsrv, app, name)
     domain = create_domain(app, name)
     wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what=f"{name} in use")
     return domain, Certificate.objects.get(domain=domain, source=CertificateSource.LETSENCRYPT)
@@ -228,7 +229,7 @@ def test_a_domain_with_lets_encrypt_disabled_never_reaches_the_ca_nor_spends_a_t
     issuance_stack, challtestsrv, app
 ):
     name = _name()
-    challtestsrv.add_a(name, ["127.0.0.1"])
+    point_at_platform(challtestsrv, app, name)
     challtestsrv.clear_request_history(name)
     tokens_before = _tokens_left(name)
     domain = create_domain(app, name, letsencrypt=False)
@@ -262,7 +263,7 @@ def test_a_batch_of_due_certificates_is_renewed_by_one_sweep_under_pebble_varian
     names = [_name(f"batch{i}") for i in range(8)]
     domains = []
     for name in names:
-        stack.challtestsrv.add_a(name, ["127.0.0.1"])
+        point_at_platform(stack.challtestsrv, app, name)
         domains.append(create_domain(app, name))
     for domain in domains:
         wait_for(lambda d=domain: status_of(d) == DomainStatus.IN_USE, timeout=90, what=f"{domain} in use")

@@ -99,3 +99,21 @@ def test_a_compression_loop_is_refused():
     looping_rr = b"\xc0\x0c" + b"\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x02" + b"\xc0\x0c"
     with pytest.raises(MalformedMessage, match="compression loop"):
         decode_response(header + looping_rr, 1)
+
+
+def test_txt_records_join_their_character_strings_and_keep_each_record_apart():
+    wire = response(
+        "_certwright-challenge.www.example.com",
+        "TXT",
+        ("_certwright-challenge.www.example.com.", "TXT", '"cw-abc" "def"'),
+        ("_certwright-challenge.www.example.com.", "TXT", '"v=spf1 -all"'),
+    )
+    assert sorted(decode_response(wire, TYPES["TXT"]).txt) == ["cw-abcdef", "v=spf1 -all"]
+
+
+def test_a_txt_string_running_past_its_record_is_malformed():
+    wire = bytearray(response("t.example.com", "TXT", ("t.example.com.", "TXT", '"abc"'), authority=False))
+    # The string's length byte (just before "abc") claims more than the record holds.
+    wire[wire.index(b"abc") - 1] = 9
+    with pytest.raises(MalformedMessage):
+        decode_response(bytes(wire), TYPES["TXT"])

@@ -77,3 +77,20 @@ def test_records_to_add_are_a_cname_for_a_subdomain_and_addresses_for_an_apex():
         "example.co.uk. A 192.0.2.11",
         "example.co.uk. AAAA 2001:db8::10",
     ]
+
+
+def test_only_a_cname_to_the_apps_own_hostname_says_which_app_the_name_is_for():
+    from domains.targeting import Lookup, Target, diagnose
+
+    target = Target(
+        app_hostname="my-app.osc-fr1.example-paas.io",
+        cname_target="ingress.osc-fr1.example-paas.io",
+        ingress_ipv4=frozenset({"192.0.2.10"}),
+        ingress_ipv6=frozenset(),
+    )
+    own = diagnose(Lookup("www.example.com", cnames=("my-app.osc-fr1.example-paas.io",)), target)
+    shared = diagnose(Lookup("www.example.com", cnames=("ingress.osc-fr1.example-paas.io",)), target)
+    address = diagnose(Lookup("www.example.com", a=("192.0.2.10",)), target)
+    assert (own.ok, own.code) == (True, "ok_app_cname")
+    assert (shared.ok, shared.code) == (True, "ok_cname")
+    assert (address.ok, address.code) == (True, "ok_addresses")

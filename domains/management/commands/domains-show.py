@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 
 from certificates.serving import served_certificate_of
 from domains.management.commands._cli import add_app_argument, find_domain
+from domains.ownership import ownership_record
 
 
 class Command(BaseCommand):
@@ -25,6 +26,12 @@ class Command(BaseCommand):
         ]
         if domain.last_error:
             lines.append(("last error", domain.last_error))
+        if domain.ownership_verified_at:
+            lines.append(("ownership", f"proven {domain.ownership_verified_at:%Y-%m-%d %H:%M:%S} UTC"))
+        else:
+            lines.append(
+                ("ownership", f"not proven yet: {ownership_record(domain.name, domain.ownership_token)}")
+            )
         if domain.next_attempt_at:
             lines.append(("next attempt", f"{domain.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"))
         cert = served_certificate_of(domain.pk)
