@@ -145,6 +145,7 @@ def main() -> int:
     manage("migrate", "--noinput", "-v", "0")
     manage("collectstatic", "--noinput", "-v", "0")
     manage("ensure_superuser")
+    api_token = ensure_api_token(env["DJANGO_SUPERUSER_USERNAME"])
     from devstack.demo import run_demo
 
     processes: list[ManagedProcess] = []
@@ -205,7 +206,9 @@ def main() -> int:
     lines = [
         f"  Admin     http://localhost:{WEB_PORT}/admin/  user {admin_user}  password {admin_password}",
         f"  Health    http://localhost:{WEB_PORT}/healthz",
+        f"  API       http://localhost:{WEB_PORT}/api/v1/  (token {api_token[:16]}..., whole in .env)",
         f"  API docs  http://localhost:{WEB_PORT}/api/docs/",
+        "  CLI       ./certwright --app demo domains  (reads CERTWRIGHT_API_URL and _TOKEN from .env)",
         f"  Flower    http://localhost:{FLOWER_PORT}/  user {user}  password {password}",
         f"  Pebble    {pebble.directory_url}  (its listener's CA: {env['ACME_CA_BUNDLE']})",
         f"  Mock DNS  DNS 127.0.0.1:{PEBBLE_PORTS['dns']}, management http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}",
@@ -222,6 +225,30 @@ def main() -> int:
             if not process.alive():
                 say(f"{process.name} exited:\n{process.log_tail()}")
                 stop_all()
+
+
+def ensure_api_token(username: str) -> str:
+    """An API token of the admin user for the CLI, kept in `.env` with the API's URL; a new one
+    when the saved one no longer works (a fresh database, or revoked)."""
+    from django.contrib.auth import get_user_model
+
+    from api.tokens import check_token, create_token
+
+    saved = read_env_file(ENV_FILE)
+    url = f"http://localhost:{WEB_PORT}"
+    token = saved.get("CERTWRIGHT_API_TOKEN", "")
+    if token and check_token(token) and saved.get("CERTWRIGHT_API_URL") == url:
+        return token
+    if not (token and check_token(token)):
+        _, token = create_token(get_user_model().objects.get(username=username), "make run (CLI)")
+    kept = [
+        line
+        for line in ENV_FILE.read_text().splitlines()
+        if not line.startswith(("CERTWRIGHT_API_TOKEN=", "CERTWRIGHT_API_URL="))
+    ]
+    kept += [f"CERTWRIGHT_API_URL={url}", f"CERTWRIGHT_API_TOKEN={token}"]
+    ENV_FILE.write_text("\n".join(kept) + "\n")
+    return token
 
 
 def manage_command(args: list[str]) -> int:
