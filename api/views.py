@@ -253,24 +253,24 @@ class DomainDetail(GenericAPIView):
             target = App.objects.filter(name=values["app"]).first()
             if target is None:
                 raise ValidationError({"app": [f"no app named {values['app']}"]})
-        with transaction.atomic():
-            if "tlscert" in values:
-                try:
+        try:
+            # All or nothing: a refused part (a certificate, a full app) undoes the others.
+            with transaction.atomic():
+                if "tlscert" in values:
                     install_custom_certificate(
                         domain,
                         values["tlscert"].encode(),
                         key=values["tlskey"].encode(),
                         passphrase=values.get("tlskey_passphrase"),
                     )
-                except UploadRejected as exc:
-                    raise _upload_error(exc) from None
-            if "letsencrypt" in values:
-                set_letsencrypt(domain, values["letsencrypt"])
-            if target is not None:
-                try:
+                if "letsencrypt" in values:
+                    set_letsencrypt(domain, values["letsencrypt"])
+                if target is not None:
                     move_domain(domain, target)
-                except DomainLimitReached as exc:
-                    return _conflict(str(exc))
+        except UploadRejected as exc:
+            raise _upload_error(exc) from None
+        except DomainLimitReached as exc:
+            return _conflict(str(exc))
         return Response(_present(domain))
 
     @extend_schema(responses={204: None, **_errors(401, 404, 429)})
