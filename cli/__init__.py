@@ -1,0 +1,1 @@
+"""`certwright`: a command-line client of Certwright's REST API (/api/v1/)."""

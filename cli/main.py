@@ -1,0 +1,487 @@
+"""`certwright --app APP COMMAND`: the commands, their arguments, and how their results are printed."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cli.client import ApiClient, segment
+from cli.errors import SERVER_ERROR, AuthError, CliError, UsageError, UserError
+from cli.files import Passphrase, build_upload
+
+ROOT = Path(__file__).resolve().parent.parent
+# `make run` writes the API's URL and a token here, so that the CLI works with no set-up.
+DOTENV = ROOT / ".env"
+DEFAULT_API_URL = "http://localhost:8000"
+EVENTS_SHOWN = 5
+ERROR_WIDTH = 60
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  user error: invalid input (400), no such app or domain (404), conflict (409), body too large
+     (413), too many requests (429), or a local file that cannot be used
+  2  usage error: bad arguments
+  3  authentication: no API token, or the API refused it (401, 403)
+  4  server error (5xx), an answer that is not the API's, or the server cannot be reached
+
+configuration (a flag wins over the environment, which wins over .env):
+  CERTWRIGHT_API_URL    the API's base URL (--api-url; default http://localhost:8000)
+  CERTWRIGHT_API_TOKEN  an API token, cwt_... (--token)
+  CERTWRIGHT_APP        the default app (--app)
+  When unset, CERTWRIGHT_API_URL and CERTWRIGHT_API_TOKEN are read from the .env file at the
+  repository's root, which `make run` writes.
+
+examples:
+  certwright --app demo domains
+  certwright -a demo domains-add www.example.com
+  certwright -a demo domains-ssl --cert site.pfx --passphrase-file pass.txt www.example.com
+  certwright -a demo --json domains-show www.example.com
+"""
+
+
+@dataclass(frozen=True)
+class Config:
+    api_url: str
+    token: str
+    app: str
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (`#` comments, optional `export ` and quotes); {} if it is absent."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return values
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def resolve_config(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Path) -> Config:
+    """The API URL, token and app: flags, then the environment, then `dotenv` (URL and token only)."""
+    app = args.app or environ.get("CERTWRIGHT_APP")
+    if not app:
+        raise UsageError("no app: give --app APP or set CERTWRIGHT_APP")
+    saved = read_dotenv(dotenv)
+    api_url = (
+        args.api_url
+        or environ.get("CERTWRIGHT_API_URL")
+        or saved.get("CERTWRIGHT_API_URL")
+        or DEFAULT_API_URL
+    )
+    if not api_url.startswith(("http://", "https://")):
+        raise UserError(f"the API URL must start with http:// or https://, not {api_url!r}")
+    token = args.token or environ.get("CERTWRIGHT_API_TOKEN") or saved.get("CERTWRIGHT_API_TOKEN")
+    if not token:
+        raise AuthError(
+            "no API token: set CERTWRIGHT_API_TOKEN, give --token, "
+            f"or run `make run` (it writes one to {dotenv})"
+        )
+    return Config(api_url=api_url, token=token, app=app)
+
+
+# Output.
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def when(value: str | None) -> str:
+    """An API timestamp as `2025-04-01 12:00 UTC` (as given if it does not parse)."""
+    if not value:
+        return "-"
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def day(value: str | None) -> str:
+    return when(value)[:10] if value else "-"
+
+
+def truncate(text: str, width: int = ERROR_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def duration(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} s"
+
+
+def on_off(value: Any) -> str:
+    return "on" if value else "off"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    return [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
+
+
+def served(certificate: dict | None) -> str:
+    if not certificate:
+        return "-"
+    return f"{certificate.get('source', '?')} until {day(certificate.get('not_after'))}"
+
+
+def _value(value: Any) -> str:
+    if value is None or value == "" or value == [] or value == {}:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_value(item) for item in value)
+    return str(value)
+
+
+def generic_rows(key: str, value: Any, indent: str = "") -> list[tuple[str, str]]:
+    """`key  value` rows for a field this CLI has no layout for (such as `ownership`)."""
+    label = indent + key.replace("_", " ")
+    if isinstance(value, dict) and value:
+        rows = [(label, "")]
+        for sub, item in value.items():
+            rows += generic_rows(sub, item, indent + "  ")
+        return rows
+    if key.endswith("_at") and isinstance(value, str):
+        return [(label, when(value))]
+    return [(label, _value(value))]
+
+
+def _dns_text(dns: dict) -> str:
+    state = {True: "ok", False: "not ok", None: "not checked"}.get(dns.get("ok"), "?")
+    return f"{state}: {dns.get('message') or '-'}"
+
+
+def _quota_text(quota: dict) -> str:
+    left = quota.get("tokens_left")
+    text = (
+        f"{'?' if left is None else left} of {quota.get('limit')} certificates left for "
+        f"{quota.get('registered_domain')} per {duration(int(quota.get('period_seconds') or 0))}"
+    )
+    if quota.get("next_token_at"):
+        text += f", next at {when(quota['next_token_at'])}"
+    return text
+
+
+KNOWN_FIELDS = {
+    "name",
+    "unicode_name",
+    "app",
+    "status",
+    "status_label",
+    "letsencrypt",
+    "custom_certificate",
+    "certificate",
+    "dns",
+    "next_attempt_at",
+    "last_error",
+    "quota",
+    "created",
+}
+
+
+def domain_rows(domain: dict) -> list[tuple[str, str]]:
+    """Every field of a domain as `key  value` rows; fields added to the API later are shown as given."""
+    rows = [("name", domain.get("name", "?"))]
+    if domain.get("unicode_name") and domain["unicode_name"] != domain.get("name"):
+        rows.append(("unicode name", domain["unicode_name"]))
+    rows += [
+        ("app", domain.get("app", "?")),
+        ("status", f"{domain.get('status_label', '?')} ({domain.get('status', '?')})"),
+        ("letsencrypt", on_off(domain.get("letsencrypt"))),
+        ("custom certificate", "uploaded" if domain.get("custom_certificate") else "none"),
+    ]
+    certificate = domain.get("certificate")
+    if certificate:
+        rows += [
+            ("certificate", f"{certificate.get('source', '?')}, issued by {certificate.get('issuer', '?')}"),
+            ("  names", _value(certificate.get("sans"))),
+            ("  valid", f"{when(certificate.get('not_before'))} to {when(certificate.get('not_after'))}"),
+            ("  sha-256", certificate.get("fingerprint_sha256") or "-"),
+        ]
+    else:
+        rows.append(("certificate", "none served"))
+    if isinstance(domain.get("dns"), dict):
+        rows.append(("dns", _dns_text(domain["dns"])))
+    rows += [
+        ("next attempt", when(domain.get("next_attempt_at"))),
+        ("last error", domain.get("last_error") or "-"),
+        ("quota", _quota_text(domain["quota"]) if isinstance(domain.get("quota"), dict) else "-"),
+        ("created", when(domain.get("created"))),
+    ]
+    for key, value in domain.items():
+        if key not in KNOWN_FIELDS:
+            rows += generic_rows(key, value)
+    return rows
+
+
+def key_values(rows: Sequence[tuple[str, str]]) -> list[str]:
+    width = max(len(key) for key, _ in rows) + 2
+    return [f"{key.ljust(width)}{value}".rstrip() for key, value in rows]
+
+
+def records_to_add(domain: dict) -> list[str]:
+    """The records that point the domain here, and the TXT record that proves it is the app's while
+    it is not proven (`ownership`, when the API has it)."""
+    dns = domain.get("dns")
+    records = list(dns.get("records") or []) if isinstance(dns, dict) else []
+    ownership = domain.get("ownership")
+    if isinstance(ownership, dict) and not ownership.get("verified") and ownership.get("record"):
+        records.append(f"{ownership['record']}  (ownership: {ownership.get('help') or 'proves it is yours'})")
+    return records
+
+
+def event_line(event: dict) -> str:
+    change = f"{event.get('from_status') or 'new'} → {event.get('to_status', '?')}"
+    return f"  {when(event.get('created'))}  {change}: {event.get('reason') or '-'}"
+
+
+# Commands.
+
+
+def _domains_path(config: Config, name: str | None = None, *rest: str) -> str:
+    path = f"apps/{segment(config.app)}/domains"
+    if name is not None:
+        path += "/" + segment(name)
+    return "/".join([path, *rest])
+
+
+def _upload(args: argparse.Namespace) -> dict[str, str]:
+    passphrase = Passphrase(args.passphrase_file)
+    return build_upload(args.cert, passphrase, key=args.key, chain=args.chain or ()).fields()
+
+
+def cmd_domains(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    params = {"status": args.status} if args.status else None
+    domains = list(client.paginate(_domains_path(config), params))
+    if args.json:
+        emit_json(domains)
+        return
+    if not domains:
+        print(f"No domains on {config.app}{f' with status {args.status}' if args.status else ''}.")
+        return
+    rows = [
+        (
+            domain.get("unicode_name") or domain.get("name", "?"),
+            domain.get("status_label", "?"),
+            on_off(domain.get("letsencrypt")),
+            served(domain.get("certificate")),
+            truncate(domain.get("last_error") or "") or "-",
+        )
+        for domain in domains
+    ]
+    print("\n".join(table(["DOMAIN", "STATUS", "LET'S ENCRYPT", "CERTIFICATE", "LAST ERROR"], rows)))
+
+
+def _print_records(domain: dict, heading: str) -> None:
+    records = records_to_add(domain)
+    if records:
+        print(heading)
+        for record in records:
+            print(f"  {record}")
+
+
+def cmd_domains_add(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    if (args.key or args.chain) and not args.cert:
+        raise UsageError("--key and --chain go with --cert")
+    body: dict[str, Any] = {"name": args.name, "letsencrypt": not args.no_letsencrypt}
+    if args.cert:
+        body.update(_upload(args))
+    domain = client.request("POST", _domains_path(config), json=body)
+    if args.json:
+        emit_json(domain)
+        return
+    print(f"Added {domain.get('name', args.name)} to {config.app}: {domain.get('status_label', '?')}.")
+    _print_records(domain, "Point the domain at the platform with these DNS records:")
+
+
+def cmd_domains_ssl(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    if args.disable:
+        if args.cert or args.key or args.chain or args.passphrase_file:
+            raise UsageError("--disable takes no certificate, key, chain or passphrase file")
+        domain = client.request("DELETE", _domains_path(config, args.name, "certificate"))
+        if args.json:
+            emit_json(domain)
+            return
+        print(
+            f"Removed the custom certificate of {domain.get('name', args.name)}; "
+            f"now serving: {served(domain.get('certificate'))} ({domain.get('status_label', '?')})."
+        )
+        return
+    if not args.cert:
+        raise UsageError("give --cert (with --key unless it is a PKCS#12 file), or --disable")
+    domain = client.request("PATCH", _domains_path(config, args.name), json=_upload(args))
+    if args.json:
+        emit_json(domain)
+        return
+    certificate = domain.get("certificate") or {}
+    print(
+        f"Installed the custom certificate of {domain.get('name', args.name)} "
+        f"(issued by {certificate.get('issuer', '?')}, until {day(certificate.get('not_after'))}): "
+        f"{domain.get('status_label', '?')}."
+    )
+
+
+def cmd_domains_remove(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    client.request("DELETE", _domains_path(config, args.name))
+    message = f"Removed {args.name} from {config.app}."
+    if args.json:
+        emit_json({"detail": message})
+    else:
+        print(message)
+
+
+def cmd_domains_retry(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    answer = client.request("POST", _domains_path(config, args.name, "retry")) or {}
+    if args.json:
+        emit_json(answer)
+    else:
+        print(answer.get("detail") or "Retry requested.")
+
+
+def cmd_domains_show(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    domain = client.get(_domains_path(config, args.name))
+    if args.json:
+        emit_json(domain)
+        return
+    events = client.get(_domains_path(config, args.name, "events"), {"page_size": EVENTS_SHOWN}) or {}
+    print("\n".join(key_values(domain_rows(domain))))
+    _print_records(domain, "\nDNS records to add:")
+    recent = (events.get("results") or [])[:EVENTS_SHOWN]
+    if recent:
+        print(f"\nLast {len(recent)} events (newest first):")
+        for event in recent:
+            print(event_line(event))
+
+
+# Arguments.
+
+
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("-a", "--app", default=default, help="the app (default: $CERTWRIGHT_APP)")
+    parser.add_argument(
+        "--json", action="store_true", default=default, help="print the API's JSON, for scripts"
+    )
+    parser.add_argument("--api-url", default=default, help="the API's base URL ($CERTWRIGHT_API_URL)")
+    parser.add_argument("--token", default=default, help="an API token ($CERTWRIGHT_API_TOKEN is safer)")
+
+
+def _certificate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cert", metavar="FILE", help="the certificate: PEM, DER, PKCS#7 (.p7b) or PKCS#12 (.pfx)"
+    )
+    parser.add_argument("--key", metavar="FILE", help="its private key: PEM or DER (not needed for .pfx)")
+    parser.add_argument(
+        "--chain", metavar="FILE", action="append", help="intermediate certificates (repeatable)"
+    )
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="the key's or .pfx's passphrase on its first line (else asked on the terminal)",
+    )
+
+
+Handler = Callable[[ApiClient, Config, argparse.Namespace], None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certwright",
+        description="Custom domains and their HTTPS certificates on Certwright.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, default=None)
+    # The global options are also accepted after the command; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=summary, description=summary)
+        sub.set_defaults(handler=handler, command_parser=sub)
+        return sub
+
+    sub = command("domains", cmd_domains, "list the app's domains")
+    sub.add_argument("--status", help="only domains in this status (such as in_use, pending_dns)")
+
+    sub = command("domains-add", cmd_domains_add, "add a domain (with a custom certificate, optionally)")
+    sub.add_argument("--no-letsencrypt", action="store_true", help="do not get a Let's Encrypt certificate")
+    _certificate_options(sub)
+    sub.add_argument("name", metavar="NAME")
+
+    sub = command("domains-ssl", cmd_domains_ssl, "upload a custom certificate, or remove it (--disable)")
+    _certificate_options(sub)
+    sub.add_argument("--disable", action="store_true", help="remove the custom certificate")
+    sub.add_argument("name", metavar="NAME")
+
+    for name, handler, summary in (
+        ("domains-remove", cmd_domains_remove, "remove a domain (its certificates are deleted)"),
+        ("domains-retry", cmd_domains_retry, "check the domain and continue or renew its certificate now"),
+        ("domains-show", cmd_domains_show, "everything about a domain, its DNS records and recent events"),
+    ):
+        command(name, handler, summary).add_argument("name", metavar="NAME")
+    return parser
+
+
+def _fail(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"certwright: {line}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Runs one command; returns the exit code (see EPILOG)."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_config(args, environ, DOTENV)
+        args.handler(ApiClient(config.api_url, config.token), config, args)
+    except UsageError as exc:
+        getattr(args, "command_parser", parser).print_usage(sys.stderr)
+        _fail([f"error: {line}" for line in exc.lines])
+        return exc.exit_code
+    except CliError as exc:
+        _fail(exc.lines)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        # An answer shaped unlike the API's, most likely; a traceback helps nobody running the CLI.
+        if environ.get("CERTWRIGHT_DEBUG"):
+            raise
+        _fail([f"unexpected error: {type(exc).__name__}: {exc} (CERTWRIGHT_DEBUG=1 shows the traceback)"])
+        return SERVER_ERROR
+    return 0

@@ -1,0 +1,152 @@
+"""The `certwright` CLI as a customer runs it, against the real API under gunicorn, a Celery worker
+and Pebble: a domain added and issued, a custom certificate uploaded from DER files and removed
+again, the domain removed; and the exit codes of a user error and of a bad token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from api.tokens import create_token
+from tests.integration.pointing import point_at_platform
+from tests.integration.polling import wait_for
+from tests.pki import Pki, der, key_der, pem
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _name() -> str:
+    # Its own registered domain, so that its Let's Encrypt quota is its own.
+    return f"www.cli-{uuid.uuid4().hex[:10]}.com"
+
+
+class Cli:
+    """Runs `python -m cli --app APP ...` as a subprocess against the test web server."""
+
+    def __init__(self, app_name: str, token: str):
+        port = os.environ["CERTWRIGHT_TEST_HTTP01_PORT"]
+        self.app_name = app_name
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+            "CERTWRIGHT_API_URL": f"http://127.0.0.1:{port}",
+            "CERTWRIGHT_API_TOKEN": token,
+        }
+
+    def __call__(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+        env = self.env if token is None else {**self.env, "CERTWRIGHT_API_TOKEN": token}
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "--app", self.app_name, *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert result.returncode == 0, (
+            f"certwright {' '.join(args)}: exit {result.returncode}: {result.stderr}"
+        )
+        return result.stdout
+
+    def domain(self, name: str) -> dict:
+        return json.loads(self.ok("domains-show", name, "--json"))
+
+
+@pytest.fixture
+def cli(web_server, app) -> Cli:
+    _, token = create_token(app.owner, "cli")
+    return Cli(app.name, token)
+
+
+@pytest.fixture
+def trusted_pki() -> Pki:
+    """A test PKI whose root the web server trusts for uploads (it re-reads EXTRA_TRUSTED_ROOTS when the
+    file changes); the file is restored afterwards."""
+    pki = Pki("Certwright CLI Test")
+    roots = Path(settings.EXTRA_TRUSTED_ROOTS)
+    before = roots.read_bytes()
+    roots.write_bytes(before + pem(pki.root))
+    yield pki
+    roots.write_bytes(before)
+
+
+def test_a_domain_is_added_issued_given_a_custom_certificate_from_der_files_and_removed(
+    issuance_stack, challtestsrv, app, cli, trusted_pki, tmp_path
+):
+    name = _name()
+    # An A record to the shared ingress, and the TXT record that proves the name is the app's.
+    point_at_platform(challtestsrv, app, name)
+
+    added = cli.ok("domains-add", name)
+    assert added.startswith(f"Added {name} to {cli.app_name}: ")
+    issued = wait_for(
+        lambda: (found := cli.domain(name))["status"] == "in_use" and found,
+        timeout=60,
+        interval=0.5,
+        what=f"{name} in use",
+        describe=lambda: cli.domain(name),
+    )
+    assert issued["certificate"]["source"] == "letsencrypt"
+    assert issued["certificate"]["sans"] == [name]
+
+    leaf, key = trusted_pki.leaf([name])
+    files = {"leaf.der": der(leaf), "inter.der": der(trusted_pki.intermediate), "key.der": key_der(key)}
+    for file_name, data in files.items():
+        (tmp_path / file_name).write_bytes(data)
+    out = cli.ok(
+        "domains-ssl",
+        "--cert",
+        str(tmp_path / "leaf.der"),
+        "--chain",
+        str(tmp_path / "inter.der"),
+        "--key",
+        str(tmp_path / "key.der"),
+        name,
+    )
+    assert out.startswith(f"Installed the custom certificate of {name}")
+    custom = cli.domain(name)
+    assert (custom["status"], custom["custom_certificate"]) == ("not_used", True)
+    assert custom["certificate"]["source"] == "custom"
+    assert custom["certificate"]["issuer"] == leaf.issuer.rfc4514_string()
+
+    shown = cli.ok("domains-show", name)
+    assert "custom certificate  uploaded" in shown
+    assert "events (newest first):\n" in shown
+    assert "in_use → not_used: " in shown
+
+    cli.ok("domains-ssl", "--disable", name)
+    fallback = cli.domain(name)
+    assert (fallback["status"], fallback["custom_certificate"]) == ("in_use", False)
+    assert fallback["certificate"]["source"] == "letsencrypt"
+
+    listed = json.loads(cli.ok("--json", "domains"))
+    assert name in [found["name"] for found in listed]
+    assert cli.ok("domains-remove", name) == f"Removed {name} from {cli.app_name}.\n"
+    assert name not in [found["name"] for found in json.loads(cli.ok("--json", "domains"))]
+
+
+def test_showing_a_domain_the_app_does_not_have_exits_1_with_the_apis_message(cli):
+    result = cli("domains-show", "nowhere.example.com")
+    assert result.returncode == 1
+    assert result.stderr == f"certwright: no domain nowhere.example.com on {cli.app_name}\n"
+    assert result.stdout == ""
+
+
+def test_a_bad_token_exits_3_with_one_line_on_stderr(cli):
+    result = cli("domains", token="cwt_" + "x" * 40)
+    assert result.returncode == 3
+    assert result.stderr == (
+        "certwright: invalid or revoked API token: check the token (CERTWRIGHT_API_TOKEN or --token)\n"
+    )
