@@ -6,7 +6,20 @@ from __future__ import annotations
 
 import datetime
 
-from django.db.models import Q
+from django.db.models import (
+    BooleanField,
+    Case,
+    Exists,
+    ExpressionWrapper,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from certificates.models import Certificate, CertificateSource
@@ -18,41 +31,46 @@ from domains.targeting import records_to_add
 from workers.quota_policy import quota_of
 
 
-def _served(domains: list[Domain], now: datetime.datetime) -> tuple[dict[int, Certificate], set[int]]:
-    """The certificate served for each domain now (custom first, then the newest Let's Encrypt one
-    if enabled), and the domains that hold a custom certificate (valid or not), in one query."""
-    enabled = {domain.pk: domain.letsencrypt_enabled for domain in domains}
-    rows = (
-        Certificate.objects.filter(domain_id__in=list(enabled))
-        .filter(Q(source=CertificateSource.CUSTOM) | Q(not_before__lte=now, not_after__gt=now))
-        .only("domain_id", "source", "sans", "issuer", "not_before", "not_after", "fingerprint_sha256")
-        .order_by("domain_id", "-not_after")
+def _served_json(now: datetime.datetime) -> Subquery:
+    """The certificate served now for the outer domain (custom first, then the newest Let's Encrypt
+    one if enabled), as one JSON object computed by PostgreSQL in the page's own query."""
+    custom_first = Case(
+        When(source=CertificateSource.CUSTOM, then=Value(0)), default=Value(1), output_field=IntegerField()
     )
-    served: dict[int, Certificate] = {}
-    custom: set[int] = set()
-    for cert in rows:
-        valid = cert.not_before <= now < cert.not_after
-        if cert.source == CertificateSource.CUSTOM:
-            custom.add(cert.domain_id)
-            if valid:
-                served[cert.domain_id] = cert
-        elif valid and enabled[cert.domain_id]:
-            current = served.get(cert.domain_id)
-            if current is None:
-                served[cert.domain_id] = cert
-    return served, custom
+    servable = Certificate.objects.annotate(
+        _enabled=ExpressionWrapper(OuterRef("letsencrypt_enabled"), output_field=BooleanField())
+    ).filter(
+        Q(source=CertificateSource.CUSTOM) | Q(_enabled=True),
+        domain_id=OuterRef("pk"),
+        not_before__lte=now,
+        not_after__gt=now,
+    )
+    return Subquery(
+        servable.order_by(custom_first, "-not_after").values(
+            json=JSONObject(
+                source="source",
+                sans="sans",
+                issuer="issuer",
+                not_before="not_before",
+                not_after="not_after",
+                fingerprint_sha256="fingerprint_sha256",
+            )
+        )[:1]
+    )
 
 
-def _certificate(cert: Certificate | None) -> dict | None:
-    if cert is None:
+def _utc_text(value: str) -> str:
+    # PostgreSQL writes UTC as +00:00; the rest of the API (DRF) writes Z.
+    return value[:-6] + "Z" if value.endswith("+00:00") else value
+
+
+def _certificate(served: dict | None) -> dict | None:
+    if served is None:
         return None
     return {
-        "source": cert.source,
-        "sans": list(cert.sans),
-        "issuer": cert.issuer,
-        "not_before": cert.not_before,
-        "not_after": cert.not_after,
-        "fingerprint_sha256": cert.fingerprint_sha256,
+        **served,
+        "not_before": _utc_text(served["not_before"]),
+        "not_after": _utc_text(served["not_after"]),
     }
 
 
@@ -71,38 +89,52 @@ def _dns(domain: Domain, records: list[str]) -> dict:
     return {"ok": True, "message": "the domain points at the platform", "records": records}
 
 
+STATUS_LABELS = dict(DomainStatus.choices)
+
+
 def present_domains(domains: list[Domain], now: datetime.datetime | None = None) -> list[dict]:
-    """The API's view of each domain of `domains` (fetched with select_related("app__region"))."""
+    """The API's view of each domain of `domains` (each with its `app` and the app's `region`
+    loaded, as `domain_page` and `select_related("app__region")` do)."""
     now = now or timezone.now()
     if not domains:
         return []
-    served, custom = _served(domains, now)
+    if not hasattr(domains[0], "served"):
+        # Not read through domain_page (a single domain): read them again that way.
+        by_pk = {d.pk: d for d in with_served(Domain.objects.filter(pk__in=[d.pk for d in domains]), now)}
+        for domain in domains:
+            fresh = by_pk[domain.pk]
+            domain.served, domain.has_custom = fresh.served, fresh.has_custom
     suffixes = tuple(Region.objects.values_list("domain_suffix", flat=True))
     quotas = {
         q.registered_domain: q
         for q in quota_of(sorted({d.registered_domain for d in domains if d.registered_domain}))
     }
+    targets = {}
     shown = []
     for domain in domains:
-        target = target_in(domain.app.region, domain.app.name, suffixes)
+        app = domain.app
+        target = targets.get(app.pk)
+        if target is None:
+            target = targets[app.pk] = target_in(app.region, app.name, suffixes)
         quota = quotas.get(domain.registered_domain)
+        name = domain.name
         shown.append(
             {
-                "name": domain.name,
-                "unicode_name": to_unicode(domain.name),
-                "app": domain.app.name,
+                "name": name,
+                "unicode_name": to_unicode(name) if "xn--" in name else name,
+                "app": app.name,
                 "status": domain.status,
-                "status_label": domain.get_status_display(),
+                "status_label": STATUS_LABELS.get(domain.status, domain.status),
                 "letsencrypt": domain.letsencrypt_enabled,
-                "custom_certificate": domain.pk in custom,
-                "certificate": _certificate(served.get(domain.pk)),
-                "dns": _dns(domain, records_to_add(domain.name.removeprefix("*."), target)),
+                "custom_certificate": domain.has_custom,
+                "certificate": _certificate(domain.served),
+                "dns": _dns(domain, records_to_add(name.removeprefix("*."), target)),
                 "ownership": {
                     "verified": domain.ownership_verified_at is not None,
                     "verified_at": domain.ownership_verified_at,
-                    "record": ownership_record(domain.name, domain.ownership_token),
-                    "help": "Needed unless the domain is a CNAME to "
-                    f"{target.app_hostname}: the record proves the domain is this app's.",
+                    "record": ownership_record(name, domain.ownership_token),
+                    "help": f"Needed unless the domain is a CNAME to {target.app_hostname}: "
+                    "the record proves the domain is this app's.",
                 },
                 "next_attempt_at": domain.next_attempt_at,
                 "last_error": domain.last_error,
@@ -119,3 +151,33 @@ def present_domains(domains: list[Domain], now: datetime.datetime | None = None)
             }
         )
     return shown
+
+
+# What a page of domains reads: the fields the presenter shows, nothing else.
+PAGE_FIELDS = (
+    "pk",
+    "name",
+    "registered_domain",
+    "status",
+    "letsencrypt_enabled",
+    "next_attempt_at",
+    "last_error",
+    "ownership_token",
+    "ownership_verified_at",
+    "created",
+    "app_id",
+)
+
+
+def with_served(domains: QuerySet[Domain], now: datetime.datetime | None = None) -> QuerySet[Domain]:
+    """`domains` with what the presenter needs of their certificates, computed in the same query:
+    the served one as JSON (`served`) and whether a custom one is uploaded (`has_custom`)."""
+    now = now or timezone.now()
+    custom = Certificate.objects.filter(domain_id=OuterRef("pk"), source=CertificateSource.CUSTOM)
+    return domains.only(*PAGE_FIELDS).annotate(served=_served_json(now), has_custom=Exists(custom))
+
+
+def domain_page(app, now: datetime.datetime | None = None) -> QuerySet[Domain]:
+    """The domain list's queryset for `app`, by name: the fields the API shows and the served
+    certificate, in one query; each row's `app` is the given one (no join)."""
+    return with_served(Domain.objects.filter(app=app), now).order_by("name")

@@ -16,7 +16,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from api.pagination import ByName, NewestFirst
-from api.presenters import present_domains
+from api.presenters import domain_page, present_domains
 from api.serializers import (
     AppSerializer,
     DomainCreateSerializer,
@@ -121,7 +121,7 @@ class AppList(GenericAPIView):
     def get_queryset(self):
         return visible_apps(self.request).annotate(domain_count=Count("domains")).order_by("name")
 
-    @extend_schema(responses={200: AppSerializer(many=True), **_errors(401)})
+    @extend_schema(responses={200: AppSerializer(many=True), **_errors(400, 401)})
     def get(self, request):
         """Your apps (every app, for staff)."""
         page = self.paginate_queryset(self.get_queryset())
@@ -185,14 +185,16 @@ class DomainList(GenericAPIView):
     def get(self, request, app):
         """The app's domains, by name, with what is served, DNS, and quota."""
         found = get_app(request, app)
-        domains = Domain.objects.select_related("app__region").filter(app=found)
+        domains = domain_page(found)
         wanted = request.query_params.get("status")
         if wanted:
             if wanted not in DomainStatus.values:
                 raise ValidationError({"status": [f"one of {', '.join(DomainStatus.values)}"]})
             domains = domains.filter(status=wanted)
-        page = self.paginate_queryset(domains.order_by("name"))
-        return self.get_paginated_response(present_domains(list(page)))
+        page = self.paginate_queryset(domains)
+        for domain in page:
+            domain.app = found
+        return self.get_paginated_response(present_domains(page))
 
     @extend_schema(
         request=DomainCreateSerializer,
@@ -306,7 +308,7 @@ class DomainEvents(GenericAPIView):
     serializer_class = EventSerializer
     pagination_class = NewestFirst
 
-    @extend_schema(responses={200: EventSerializer(many=True), **_errors(401, 404)})
+    @extend_schema(responses={200: EventSerializer(many=True), **_errors(400, 401, 404)})
     def get(self, request, app, name):
         """The domain's history, newest first: each status change with its reason."""
         domain = get_domain(request, app, name)
