@@ -6,6 +6,7 @@ the test database on it. Everything else runs on free ports chosen by config/set
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -18,6 +19,7 @@ from devstack.commands import web_command, worker_command
 from devstack.pebble import PebbleStack
 from devstack.processes import ManagedProcess, http_ok
 from devstack.redis_server import start_redis
+from tests.leak_watch import LeakWatch, RecordHandler
 
 RUN_DIR = Path(os.environ["CERTWRIGHT_TEST_RUN_DIR"])
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,3 +193,43 @@ def pebble_variant(pebble_stack):
 
     yield restart
     restart({})
+
+
+LEAK_WATCH = LeakWatch()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_watch():
+    """Every response of Django's test clients and every log record of this process go through the
+    leak check; the subprocesses' log files are read at the end (pytest_sessionfinish)."""
+    from django.test import Client
+
+    original = Client.request
+
+    def request(self, **environ):
+        response = original(self, **environ)
+        LEAK_WATCH.response(
+            f"{environ.get('REQUEST_METHOD', 'GET')} {environ.get('PATH_INFO', '')}", response
+        )
+        return response
+
+    Client.request = request
+    handler = RecordHandler(LEAK_WATCH)
+    logging.getLogger().addHandler(handler)
+    yield LEAK_WATCH
+    logging.getLogger().removeHandler(handler)
+    Client.request = original
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    LEAK_WATCH.files(RUN_DIR)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"leak check: {LEAK_WATCH.responses} responses, {LEAK_WATCH.records} log records and the "
+            f"log files of {RUN_DIR} searched; {len(LEAK_WATCH.finds)} leak(s)"
+        )
+        for find in LEAK_WATCH.finds[:20]:
+            reporter.write_line(f"LEAK: {find}", red=True)
+    if LEAK_WATCH.finds:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

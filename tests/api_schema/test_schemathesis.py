@@ -31,6 +31,7 @@ from api.throttling import WriteRateThrottle
 from api.tokens import create_token
 from certificates.models import CertificateSource
 from config.wsgi import application
+from tests.conftest import LEAK_WATCH
 from tests.factories import AppFactory, CertificateFactory, DomainFactory, UserFactory
 
 APP = "schema-app"
@@ -98,6 +99,8 @@ def bearer(wsgi_in_test_transaction, monkeypatch) -> dict[str, str]:
 )
 def test_every_operation_answers_as_its_schema_documents(case, bearer):
     response = case.call(headers=bearer)
+    # Past the Django test client, so handed to the suite's leak check here.
+    LEAK_WATCH.response(case.operation.label, response)
     case.validate_response(response, checks=CHECKS)
 
 

@@ -1,0 +1,63 @@
+"""The suite-wide leak check: every HTTP response the tests' Django clients receive, every log
+record of the test process, and every log file the suite's subprocesses wrote (web, workers, beat,
+Pebble, Redis) are searched for private-key material when the session ends. A find fails the run.
+
+What counts as a leak: a PEM private-key marker, a Fernet token (a sealed key), and the base64 of
+a DER private key (PKCS#8, PKCS#1 or SEC1: recognized by how their encodings begin)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+LEAKS = {
+    "a PEM private key": re.compile(rb"PRIVATE KEY-----"),
+    "a Fernet token (a sealed secret)": re.compile(rb"gAAAAA[A-Za-z0-9_-]{20}"),
+    "base64 of a DER private key": re.compile(
+        rb"AgEAMBMGByqGSM49|AgEAMA0GCSqGSIb3DQEBAQUA|MHcCAQEE[A-Za-z0-9+/]{8}|MIGkAgEBBDA|"
+        rb"MII[A-Za-z0-9+/]{2}[Ag]IBAAKCA"
+    ),
+}
+
+
+class LeakWatch:
+    def __init__(self) -> None:
+        self.finds: list[str] = []
+        self.responses = 0
+        self.records = 0
+
+    def check(self, where: str, data: bytes) -> None:
+        for what, pattern in LEAKS.items():
+            match = pattern.search(data)
+            if match:
+                start = max(match.start() - 60, 0)
+                excerpt = data[start : match.end() + 20].decode("utf-8", "replace")
+                self.finds.append(f"{what} in {where}: ...{excerpt}...")
+
+    def response(self, request_line: str, response) -> None:
+        self.responses += 1
+        content = b"" if getattr(response, "streaming", False) else response.content
+        self.check(f"the response to {request_line}", content)
+
+    def files(self, directory: Path) -> None:
+        for path in sorted(directory.rglob("*.log")):
+            self.check(f"log file {path.name}", path.read_bytes())
+
+
+class RecordHandler(logging.Handler):
+    """Formats every record of the test process (arguments included) and checks it."""
+
+    def __init__(self, watch: LeakWatch) -> None:
+        super().__init__(logging.DEBUG)
+        self.watch = watch
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.watch.records += 1
+        try:
+            text = record.getMessage()
+        except Exception:  # a record whose arguments do not format is still checked, raw
+            text = f"{record.msg} {record.args}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]!r}"
+        self.watch.check(f"a log record of {record.name}", text.encode("utf-8", "replace"))
