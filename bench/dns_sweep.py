@@ -182,7 +182,13 @@ def run_certwright(stack: BenchStack, domains: list[tuple[str, str]]) -> tuple[f
         .values_list("status", "n")
     )
     if statuses != {DomainStatus.CREATING: len(by_kind["valid"])}:
-        raise SystemExit(f"VOID: valid domains should all be creating, found {statuses}")
+        example = (
+            Domain.objects.filter(name__in=by_kind["valid"])
+            .exclude(status=DomainStatus.CREATING)
+            .values_list("name", "last_error")
+            .first()
+        )
+        raise SystemExit(f"VOID: valid domains should all be creating, found {statuses}, e.g. {example}")
     for kind, phrase in EXPECTED.items():
         wrong = (
             Domain.objects.filter(name__in=by_kind[kind])

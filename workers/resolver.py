@@ -28,6 +28,9 @@ class Resolvers:
             DnsClient(host, port, timeout=settings.DNS_TIMEOUT_SECONDS)
             for host, port in settings.DNS_RESOLVERS
         ]
+        # At most DNS_CONCURRENCY queries in flight, whatever phase sends them: the CAA climb and
+        # the ownership TXT lookups of a whole chunk would otherwise go out in one burst.
+        self.in_flight = asyncio.Semaphore(settings.DNS_CONCURRENCY)
 
     async def __aenter__(self) -> Resolvers:
         for client in self.clients:
@@ -40,11 +43,12 @@ class Resolvers:
 
     async def query(self, name: str, rdtype: str) -> Answer:
         failure = QueryFailed("no resolver configured")
-        for client in self.clients:
-            try:
-                return await client.query(name, rdtype)
-            except QueryFailed as exc:
-                failure = exc
+        async with self.in_flight:
+            for client in self.clients:
+                try:
+                    return await client.query(name, rdtype)
+                except QueryFailed as exc:
+                    failure = exc
         raise failure
 
 
