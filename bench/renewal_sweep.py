@@ -53,7 +53,8 @@ TABLE = "certificates_certificate"
 _FILL_DOMAINS = """
 INSERT INTO domains_domain (
     id, app_id, name, registered_domain, letsencrypt_enabled, status, consecutive_failures,
-    next_attempt_at, last_checked_at, last_error, claim_token, quota_reservation, created, updated
+    next_attempt_at, last_checked_at, last_error, claim_token, quota_reservation, created, updated,
+    ownership_token, ownership_verified_at
 )
 SELECT
     i,
@@ -69,7 +70,9 @@ SELECT
     NULL,
     NULL,
     %(now)s - interval '200 days',
-    %(now)s
+    %(now)s,
+    'cw-' || md5(i::text),
+    %(now)s - interval '200 days'
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
 
