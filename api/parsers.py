@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException
@@ -27,6 +29,4 @@ class LimitedJSONParser(JSONParser):
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
             raise BodyTooLarge(too_large)
-        import io
-
         return super().parse(io.BytesIO(data), media_type, parser_context)

@@ -7,22 +7,16 @@ from __future__ import annotations
 import datetime
 
 from django.db.models import (
-    BooleanField,
-    Case,
     Exists,
-    ExpressionWrapper,
-    IntegerField,
     OuterRef,
-    Q,
     QuerySet,
     Subquery,
-    Value,
-    When,
 )
 from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from certificates.models import Certificate, CertificateSource
+from certificates.serving import in_serving_order
 from domains.models import Domain, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
@@ -32,21 +26,12 @@ from workers.quota_policy import quota_of
 
 
 def _served_json(now: datetime.datetime) -> Subquery:
-    """The certificate served now for the outer domain (custom first, then the newest Let's Encrypt
-    one if enabled), as one JSON object computed by PostgreSQL in the page's own query."""
-    custom_first = Case(
-        When(source=CertificateSource.CUSTOM, then=Value(0)), default=Value(1), output_field=IntegerField()
-    )
-    servable = Certificate.objects.annotate(
-        _enabled=ExpressionWrapper(OuterRef("letsencrypt_enabled"), output_field=BooleanField())
-    ).filter(
-        Q(source=CertificateSource.CUSTOM) | Q(_enabled=True),
-        domain_id=OuterRef("pk"),
-        not_before__lte=now,
-        not_after__gt=now,
-    )
+    """The certificate served now for the outer domain, as one JSON object computed by PostgreSQL
+    in the page's own query."""
     return Subquery(
-        servable.order_by(custom_first, "-not_after").values(
+        in_serving_order(now)
+        .filter(domain_id=OuterRef("pk"))
+        .values(
             json=JSONObject(
                 source="source",
                 sans="sans",
@@ -93,17 +78,11 @@ STATUS_LABELS = dict(DomainStatus.choices)
 
 
 def present_domains(domains: list[Domain], now: datetime.datetime | None = None) -> list[dict]:
-    """The API's view of each domain of `domains` (each with its `app` and the app's `region`
-    loaded, as `domain_page` and `select_related("app__region")` do)."""
+    """The API's view of each domain of `domains`, read through `with_served` (each with its `app`
+    and the app's `region` set)."""
     now = now or timezone.now()
     if not domains:
         return []
-    if not hasattr(domains[0], "served"):
-        # Not read through domain_page (a single domain): read them again that way.
-        by_pk = {d.pk: d for d in with_served(Domain.objects.filter(pk__in=[d.pk for d in domains]), now)}
-        for domain in domains:
-            fresh = by_pk[domain.pk]
-            domain.served, domain.has_custom = fresh.served, fresh.has_custom
     suffixes = tuple(Region.objects.values_list("domain_suffix", flat=True))
     quotas = {
         q.registered_domain: q

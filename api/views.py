@@ -16,7 +16,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from api.pagination import ByName, NewestFirst
-from api.presenters import domain_page, present_domains
+from api.presenters import domain_page, present_domains, with_served
 from api.serializers import (
     AppSerializer,
     DomainCreateSerializer,
@@ -166,7 +166,10 @@ class AppDetail(GenericAPIView):
 
 
 def _present(domain: Domain) -> dict:
-    return present_domains([Domain.objects.select_related("app__region").get(pk=domain.pk)])[0]
+    """One domain as the API shows it, read again (after a change) with what is served."""
+    fresh = with_served(Domain.objects.filter(pk=domain.pk)).get()
+    fresh.app = domain.app
+    return present_domains([fresh])[0]
 
 
 class DomainList(GenericAPIView):

@@ -6,6 +6,7 @@ challtestsrv, and the real web and worker processes, exactly as `make run` start
 
 from __future__ import annotations
 
+import base64
 import os
 import statistics
 import subprocess
@@ -222,6 +223,17 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         self.spent = {name: probe() - self.before[name] for name, probe in self.probes.items()}
         return self.spent
+
+
+def fake_chain() -> str:
+    """A leaf and an intermediate as PEM, the size of a real chain (~1.6 KB, incompressible): what a
+    certificate row holds, for benchmarks that fill tables with SQL and never parse it."""
+    blocks = []
+    for size in (560, 540):
+        body = base64.b64encode(os.urandom(size)).decode()
+        lines = "\n".join(body[start : start + 64] for start in range(0, len(body), 64))
+        blocks.append(f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n")
+    return "".join(blocks)
 
 
 def median(values: list[float]) -> float:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, say
+from _harness import ROOT, BenchStack, fake_chain, say
 
 APPS = 1_000
 DOMAINS_PER_APP = 100
@@ -182,18 +182,6 @@ SELECT 'registered_domain', rd, 300, 604800, 'raised by Let''s Encrypt for the b
 FROM (SELECT DISTINCT registered_domain AS rd FROM domains_domain) r
 WHERE abs(hashtext(rd)) %% 10 = 0
 """
-
-
-def fake_chain() -> str:
-    """A leaf and an intermediate as PEM, of a real chain's size (never read by the endpoint)."""
-    import base64
-
-    blocks = []
-    for size in (560, 540):
-        body = base64.b64encode(os.urandom(size)).decode()
-        lines = "\n".join(body[start : start + 64] for start in range(0, len(body), 64))
-        blocks.append(f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n")
-    return "".join(blocks)
 
 
 def create_owners() -> list[int]:

@@ -21,7 +21,6 @@ scanned) is timed a few times; it is not part of the result.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import os
 import re
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, say
+from _harness import ROOT, BenchStack, fake_chain, say
 
 STEP = 1_000_000
 DUE = 1_000
@@ -123,16 +122,6 @@ SELECT
         (SELECT max(id) FROM certificates_certificate)
     )
 """
-
-
-def fake_chain() -> str:
-    """A leaf and an intermediate as PEM, ~1.6 KB of incompressible text."""
-    blocks = []
-    for size in (560, 540):
-        body = base64.b64encode(os.urandom(size)).decode()
-        lines = "\n".join(body[start : start + 64] for start in range(0, len(body), 64))
-        blocks.append(f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n")
-    return "".join(blocks)
 
 
 def fake_sealed_keys() -> list[str]:

@@ -106,14 +106,10 @@ class Certificate(models.Model):
         now = now or timezone.now()
         return self.not_before <= now < self.not_after
 
-    @property
-    def renewal_due(self):
-        """Two thirds into the certificate's own lifetime: day 60 of 90, day 30 of 45, day 4 of 6."""
-        return renewal_due(self.not_before, self.not_after)
-
 
 def renewal_due(not_before, not_after):
-    """When a certificate valid from `not_before` to `not_after` is due for renewal."""
+    """When a certificate valid from `not_before` to `not_after` is due for renewal: two thirds into
+    its own lifetime (day 60 of 90, day 30 of 45, day 4 of 6)."""
     return not_before + (not_after - not_before) * 2 / 3
 
 

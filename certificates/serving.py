@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 
 from django.db import transaction
-from django.db.models import Case, IntegerField, Q, Value, When
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from certificates.models import Certificate, CertificateSource
@@ -30,14 +30,15 @@ def _custom_first():
     )
 
 
+def in_serving_order(now: datetime.datetime) -> QuerySet[Certificate]:
+    """The certificates that may be served at `now`, the one served first for each domain: the
+    rule itself, for callers that narrow it to one domain (or an OuterRef in a subquery)."""
+    return Certificate.objects.filter(_servable(now)).order_by(_custom_first(), "-not_after")
+
+
 def served_certificate_of(domain_id: int, now: datetime.datetime | None = None) -> Certificate | None:
     """The certificate served for the domain at `now`, or None when nothing valid is there."""
-    now = now or timezone.now()
-    return (
-        Certificate.objects.filter(_servable(now), domain_id=domain_id)
-        .order_by(_custom_first(), "-not_after")
-        .first()
-    )
+    return in_serving_order(now or timezone.now()).filter(domain_id=domain_id).first()
 
 
 def served_certificate(server_name: str, now: datetime.datetime | None = None) -> Certificate | None:

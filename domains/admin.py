@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Case, IntegerField, OuterRef, Q, Subquery, Value, When
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -19,12 +19,14 @@ from django.utils.html import format_html
 from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
 from certificates.models import Certificate, CertificateSource
 from certificates.services import install_custom_certificate, remove_custom_certificate
-from certificates.serving import served_certificate_of
+from certificates.serving import in_serving_order, served_certificate_of
 from domains.models import App, Domain, DomainEvent, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.services import (
+    DomainLimitReached,
     InvalidDomainName,
+    check_room_for_a_domain,
     clean_domain_name,
     create_domain,
     delete_domain,
@@ -65,11 +67,12 @@ class DomainForm(forms.ModelForm):
 
     def clean_app(self):
         app = self.cleaned_data["app"]
-        limit = settings.APP_DOMAIN_LIMIT
-        if self.instance.pk is None and app is not None and app.domains.count() >= limit:
-            raise ValidationError(
-                f"{app.name} already has {limit} domains, the most an app may have (APP_DOMAIN_LIMIT)"
-            )
+        if self.instance.pk is None and app is not None:
+            try:
+                # Said early, on the form; create_domain checks again under the app's lock.
+                check_room_for_a_domain(app, lock=False)
+            except DomainLimitReached as exc:
+                raise ValidationError(str(exc)) from None
         return app
 
 
@@ -123,17 +126,8 @@ class ExpiringFilter(admin.SimpleListFilter):
 
 
 def _served_subquery(field: str, now: datetime.datetime) -> Subquery:
-    """One field of the certificate served now (custom first, then the newest Let's Encrypt)."""
-    custom_first = Case(
-        When(source=CertificateSource.CUSTOM, then=Value(0)), default=Value(1), output_field=IntegerField()
-    )
-    servable = Certificate.objects.filter(
-        Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True),
-        domain_id=OuterRef("pk"),
-        not_before__lte=now,
-        not_after__gt=now,
-    )
-    return Subquery(servable.order_by(custom_first, "-not_after").values(field)[:1])
+    """One field of the certificate served now."""
+    return Subquery(in_serving_order(now).filter(domain_id=OuterRef("pk")).values(field)[:1])
 
 
 class DomainEventInline(admin.TabularInline):

@@ -31,6 +31,19 @@ class DomainLimitReached(Exception):
     """The app has as many domains as APP_DOMAIN_LIMIT allows."""
 
 
+def check_room_for_a_domain(app: App, *, lock: bool = True) -> None:
+    """Raises DomainLimitReached when `app` has APP_DOMAIN_LIMIT domains. With `lock` (inside the
+    adding transaction), the app's row is locked first, so two concurrent additions cannot both
+    pass the count."""
+    if lock:
+        App.objects.select_for_update().filter(pk=app.pk).first()
+    limit = settings.APP_DOMAIN_LIMIT
+    if Domain.objects.filter(app_id=app.pk).count() >= limit:
+        raise DomainLimitReached(
+            f"{app.name} already has {limit} domains, the most an app may have (APP_DOMAIN_LIMIT)"
+        )
+
+
 def platform_suffixes() -> list[str]:
     """Names that belong to the platform itself: every region's app suffix and CNAME target."""
     suffixes: set[str] = set()
@@ -98,7 +111,6 @@ def create_domain(
     now = now or timezone.now()
     name = clean_domain_name(raw_name)
     token = uuid.uuid4() if letsencrypt and not is_wildcard(name) else None
-    limit = settings.APP_DOMAIN_LIMIT
     if not letsencrypt:
         status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED
     elif token is None:
@@ -118,12 +130,7 @@ def create_domain(
     )
     try:
         with transaction.atomic():
-            # The app's row is the lock that keeps two concurrent additions under the limit.
-            App.objects.select_for_update().filter(pk=app.pk).first()
-            if Domain.objects.filter(app_id=app.pk).count() >= limit:
-                raise DomainLimitReached(
-                    f"{app.name} already has {limit} domains, the most an app may have (APP_DOMAIN_LIMIT)"
-                )
+            check_room_for_a_domain(app)
             domain.save(force_insert=True)
             DomainEvent.objects.create(
                 domain=domain, created=now, from_status="", to_status=status, reason=reason
@@ -168,12 +175,7 @@ def move_domain(domain: Domain, app: App, now: datetime | None = None) -> bool:
     app, so a domain waiting for its check is checked again at once. Raises DomainLimitReached."""
     now = now or timezone.now()
     with transaction.atomic():
-        App.objects.select_for_update().filter(pk=app.pk).first()
-        if Domain.objects.filter(app_id=app.pk).count() >= settings.APP_DOMAIN_LIMIT:
-            raise DomainLimitReached(
-                f"{app.name} already has {settings.APP_DOMAIN_LIMIT} domains, the most an app may have "
-                "(APP_DOMAIN_LIMIT)"
-            )
+        check_room_for_a_domain(app)
         # The new app proves ownership afresh, with its own token.
         moved = (
             Domain.objects.filter(pk=domain.pk)
@@ -295,6 +297,7 @@ __all__ = [
     "DomainNameTaken",
     "InvalidDomainName",
     "add_domain",
+    "check_room_for_a_domain",
     "clean_domain_name",
     "create_domain",
     "delete_domain",

@@ -195,6 +195,22 @@ def pebble_variant(pebble_stack):
     restart({})
 
 
+@pytest.fixture(scope="session")
+def pki():
+    """A test PKI (tests/pki.py): a root, an intermediate and leaves made to order."""
+    from tests.pki import Pki
+
+    return Pki()
+
+
+@pytest.fixture
+def trusted(pki, settings, tmp_path):
+    """The test PKI with its root trusted by the upload checks (EXTRA_TRUSTED_ROOTS), as Pebble's
+    is in the real settings."""
+    settings.EXTRA_TRUSTED_ROOTS = pki.write_root(tmp_path / "root.pem")
+    return pki
+
+
 LEAK_WATCH = LeakWatch()
 
 

@@ -40,18 +40,6 @@ SECOND = datetime.timedelta(seconds=1)
 DAY = datetime.timedelta(days=1)
 
 
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def trusted(pki, settings, tmp_path) -> Pki:
-    """The test PKI, with its root trusted."""
-    settings.EXTRA_TRUSTED_ROOTS = pki.write_root(tmp_path / "root.pem")
-    return pki
-
-
 def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(der(cert)).hexdigest()
 

@@ -21,18 +21,6 @@ SHA1 = hashes.SHA1()  # noqa: S303
 MD5 = hashes.MD5()  # noqa: S303
 
 
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def trusted(pki, settings, tmp_path) -> Pki:
-    """The test PKI, with its root trusted (as Pebble's is in the real settings)."""
-    settings.EXTRA_TRUSTED_ROOTS = pki.write_root(tmp_path / "root.pem")
-    return pki
-
-
 def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(der(cert)).hexdigest()
 

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from api.tokens import create_token
 from tests.factories import AppFactory, RegionFactory, UserFactory
-from tests.pki import Pki, key_pem
+from tests.pki import key_pem
 
 API = "/api/v1"
 
@@ -72,18 +72,6 @@ def alice_api(client_for, alice) -> TokenClient:
 def shop(alice, region):
     """Alice's app."""
     return AppFactory(owner=alice, region=region, name="shop")
-
-
-@pytest.fixture(scope="session")
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def trusted(pki, settings, tmp_path) -> Pki:
-    """The test PKI, with its root trusted by the upload checks."""
-    settings.EXTRA_TRUSTED_ROOTS = pki.write_root(tmp_path / "root.pem")
-    return pki
 
 
 @pytest.fixture
