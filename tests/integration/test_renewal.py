@@ -117,10 +117,16 @@ def test_day_61_renews_with_a_new_key_and_serial_while_the_old_one_is_served_unt
     seen_before_switch = set()
     statuses = set()
     deadline = time.monotonic() + 60
-    while (new := _renewed(domain, old)) is None:
+    while True:
+        # Sample first, then look for the new certificate: a sample taken while no new
+        # certificate exists yet was taken before the switch (which stores and switches at once).
+        served = served_certificate(name).fingerprint_sha256
+        status = status_of(domain)
+        if (new := _renewed(domain, old)) is not None:
+            break
+        seen_before_switch.add(served)
+        statuses.add(status)
         assert time.monotonic() < deadline, "no renewal within 60 s"
-        seen_before_switch.add(served_certificate(name).fingerprint_sha256)
-        statuses.add(status_of(domain))
         time.sleep(0.02)
     assert seen_before_switch == {old.fingerprint_sha256}
     assert statuses == {DomainStatus.IN_USE}
