@@ -214,14 +214,19 @@ def test_a_429_from_the_ca_schedules_the_domain_by_retry_after_and_only_the_cert
             order = Order.objects.get(domain=domain)
             assert order.state == "invalid" and "rate limited by the CA" in order.problem
             bucket = quota_policy.registered_domain_bucket(registered)
+            # The refund and the sync follow the order's commit (Redis is not in the transaction).
+            expected = 0 if syncs_registered_domain else 50
+            wait_for(
+                lambda: quota_policy.get_quota().peek(bucket).tokens_left == expected,
+                timeout=5,
+                what=f"{expected} tokens left in {registered}'s bucket",
+                describe=lambda: quota_policy.get_quota().peek(bucket),
+            )
             level = quota_policy.get_quota().peek(bucket)
             if syncs_registered_domain:
                 # The CA counted certificates we did not issue: ours is empty until its retry time.
-                assert level.tokens_left == 0
-                assert 2.0 < level.next_token_in_us / 1e6 <= 4.5
-            else:
-                # Untouched, and the order's own token refunded.
-                assert level.tokens_left == 50
+                assert 1.5 < level.next_token_in_us / 1e6 <= 4.5
+            # Otherwise untouched, and the order's own token refunded (50 left).
             assert proxy.state.new_orders_refused == 1
             # After Retry-After, the sweep orders again, and the CA (through the proxy) issues.
             wait_for(
