@@ -58,3 +58,17 @@ def revoke_token(row: ApiToken, now: datetime.datetime | None = None) -> bool:
     return bool(
         ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=now or timezone.now())
     )
+
+
+def revoke_by_prefix(rows, prefix: str, what: str = "token") -> ApiToken:
+    """Revokes the one active token among `rows` whose first characters are `prefix`; raises
+    LookupError naming the problem when none or several match."""
+    found = list(rows.filter(prefix__startswith=prefix, revoked__isnull=True)[:2])
+    if len(found) != 1:
+        raise LookupError(
+            f"no active {what} starts with {prefix}"
+            if not found
+            else f"several {what}s start with {prefix}: give more characters"
+        )
+    revoke_token(found[0])
+    return found[0]

@@ -64,6 +64,11 @@ class Certificate(models.Model):
 
     class Meta:
         ordering = ["-not_after"]
+        # Held by the routers' user (manage.py router_token): the routers' endpoint hands its
+        # tokens the served certificate with its private key (certificates/routers.py).
+        permissions = [
+            ("fetch_served_keys", "Can fetch served certificates with their private keys (routers)")
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["domain", "fingerprint_sha256"], name="certificate_unique_per_domain"

@@ -198,6 +198,10 @@ CACHES = {
     }
 }
 
+# The routers' endpoint (certificates/routers.py): how long a router may keep an answer before it
+# asks again (with If-None-Match); never past the certificate's expiry.
+ROUTER_CACHE_SECONDS = env.int("ROUTER_CACHE_SECONDS", 60, minimum=0)
+
 # The REST API: bearer tokens (and the admin session, for the browsable API), JSON bodies capped
 # at API_MAX_BODY_BYTES, writes throttled per token at API_WRITE_RATE.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", 262144, minimum=1024)

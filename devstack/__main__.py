@@ -31,6 +31,7 @@ PYTHON = sys.executable
 
 WEB_PORT = int(os.environ.get("CERTWRIGHT_WEB_PORT", "8000"))
 FLOWER_PORT = int(os.environ.get("CERTWRIGHT_FLOWER_PORT", "5555"))
+ROUTER_PORT = int(os.environ.get("CERTWRIGHT_ROUTER_PORT", "8443"))
 PEBBLE_PORTS = {"acme": 14000, "management": 15000, "dns": 8053, "challtestsrv": 8055, "tls_alpn": 5001}
 
 
@@ -128,7 +129,7 @@ def forget_pebble_account(directory_url: str) -> None:
 
 
 def main() -> int:
-    for port in (WEB_PORT, FLOWER_PORT, *PEBBLE_PORTS.values()):
+    for port in (WEB_PORT, FLOWER_PORT, ROUTER_PORT, *PEBBLE_PORTS.values()):
         if not port_free(port):
             say(f"port {port} is already in use: is another `make run` still running? Stop it first.")
             return 1
@@ -146,6 +147,7 @@ def main() -> int:
     manage("collectstatic", "--noinput", "-v", "0")
     manage("ensure_superuser")
     api_token = ensure_api_token(env["DJANGO_SUPERUSER_USERNAME"])
+    os.environ["CERTWRIGHT_ROUTER_TOKEN"] = ensure_router_token()
     from devstack.demo import run_demo
 
     processes: list[ManagedProcess] = []
@@ -181,6 +183,19 @@ def main() -> int:
                 web_command(f"0.0.0.0:{WEB_PORT}"),
                 lambda: http_ok(f"http://127.0.0.1:{WEB_PORT}/admin/login/"),
             ),
+            (
+                "router",
+                [
+                    PYTHON,
+                    "-m",
+                    "devstack.router",
+                    "--listen",
+                    f"0.0.0.0:{ROUTER_PORT}",
+                    "--endpoint",
+                    f"http://127.0.0.1:{WEB_PORT}/routers/v1/certificate",
+                ],
+                lambda: tcp_open("127.0.0.1", ROUTER_PORT),
+            ),
             ("worker", worker_command("worker"), None),
             ("beat", beat_command(str(STATE / "celerybeat-schedule")), None),
             (
@@ -194,7 +209,7 @@ def main() -> int:
             processes.append(process)
             if ready is not None:
                 process.wait_until(ready, timeout=60, what="answering")
-        worker = processes[1]
+        worker = next(process for process in processes if process.name == "worker")
         worker.wait_until(lambda: "ready." in worker.log_since_start(), 60, "ready")
     except ProcessFailed as exc:
         say(str(exc))
@@ -208,6 +223,7 @@ def main() -> int:
         f"  Health    http://localhost:{WEB_PORT}/healthz",
         f"  API       http://localhost:{WEB_PORT}/api/v1/  (token {api_token[:16]}..., whole in .env)",
         f"  API docs  http://localhost:{WEB_PORT}/api/docs/",
+        f"  Router    https://localhost:{ROUTER_PORT}/  (TLS, the served certificates by SNI)",
         "  CLI       ./certwright --app demo domains  (reads CERTWRIGHT_API_URL and _TOKEN from .env)",
         f"  Flower    http://localhost:{FLOWER_PORT}/  user {user}  password {password}",
         f"  Pebble    {pebble.directory_url}  (its listener's CA: {env['ACME_CA_BUNDLE']})",
@@ -218,7 +234,13 @@ def main() -> int:
         "Ctrl-C stops everything.",
     ]
     print("\n" + "\n".join(lines) + "\n", flush=True)
-    run_demo(pebble.challtestsrv, env["DJANGO_SUPERUSER_USERNAME"], say)
+    if run_demo(pebble.challtestsrv, env["DJANGO_SUPERUSER_USERNAME"], say):
+        roots = STATE / "pebble" / "roots.pem"
+        roots.write_bytes(pebble.root_pem())
+        say(
+            f"demo: see it served over TLS: curl --cacert {roots.relative_to(ROOT)} "
+            f"--resolve www.example.com:{ROUTER_PORT}:127.0.0.1 https://www.example.com:{ROUTER_PORT}/"
+        )
     while True:
         time.sleep(1)
         for process in processes:
@@ -248,6 +270,23 @@ def ensure_api_token(username: str) -> str:
     ]
     kept += [f"CERTWRIGHT_API_URL={url}", f"CERTWRIGHT_API_TOKEN={token}"]
     ENV_FILE.write_text("\n".join(kept) + "\n")
+    return token
+
+
+def ensure_router_token() -> str:
+    """A token for the demo router (devstack/router.py), kept in `.env`; a new one when the saved
+    one no longer works."""
+    from api.tokens import check_token
+    from certificates.routers import create_router_token
+
+    saved = read_env_file(ENV_FILE).get("CERTWRIGHT_ROUTER_TOKEN", "")
+    if saved and check_token(saved):
+        return saved
+    token = create_router_token("make run (demo router)")
+    kept = [
+        line for line in ENV_FILE.read_text().splitlines() if not line.startswith("CERTWRIGHT_ROUTER_TOKEN=")
+    ]
+    ENV_FILE.write_text("\n".join([*kept, f"CERTWRIGHT_ROUTER_TOKEN={token}"]) + "\n")
     return token
 
 

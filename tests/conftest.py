@@ -242,7 +242,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(
-            f"leak check: {LEAK_WATCH.responses} responses, {LEAK_WATCH.records} log records and the "
+            f"leak check: {LEAK_WATCH.responses} responses ({LEAK_WATCH.handed_to_routers} certificates "
+            f"handed to routers not searched), {LEAK_WATCH.records} log records and the "
             f"log files of {RUN_DIR} searched; {len(LEAK_WATCH.finds)} leak(s)"
         )
         for find in LEAK_WATCH.finds[:20]:

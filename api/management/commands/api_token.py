@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from api.models import ApiToken
-from api.tokens import create_token, revoke_token
+from api.tokens import create_token, revoke_by_prefix
 
 
 class Command(BaseCommand):
@@ -40,14 +40,8 @@ class Command(BaseCommand):
                     f"{row.prefix}...  {row.user.get_username():20} {row.name:24} {state:18} used {used}"
                 )
         else:
-            rows = list(
-                ApiToken.objects.filter(prefix__startswith=options["prefix"], revoked__isnull=True)[:2]
-            )
-            if len(rows) != 1:
-                raise CommandError(
-                    f"no active token starts with {options['prefix']}"
-                    if not rows
-                    else f"several tokens start with {options['prefix']}: give more characters"
-                )
-            revoke_token(rows[0])
-            self.stdout.write(f"revoked {rows[0]}")
+            try:
+                row = revoke_by_prefix(ApiToken.objects.all(), options["prefix"])
+            except LookupError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(f"revoked {row}")

@@ -1,0 +1,40 @@
+"""`manage.py router_token create [--name N] | list | revoke PREFIX`: the routers' tokens."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from api.models import ApiToken
+from api.tokens import revoke_by_prefix
+from certificates.routers import ROUTERS_USERNAME, create_router_token
+
+
+class Command(BaseCommand):
+    help = (
+        "Creates (prints once), lists or revokes the tokens TLS routers use to fetch served "
+        "certificates and their keys from /routers/v1/certificate."
+    )
+
+    def add_arguments(self, parser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="Creates a router token and prints it (it is not stored).")
+        create.add_argument("--name", default="router", help="Which router it is for, such as 'edge-1'.")
+        sub.add_parser("list", help="Lists the routers' tokens (never the tokens themselves).")
+        revoke = sub.add_parser("revoke", help="Revokes the router token whose first characters are PREFIX.")
+        revoke.add_argument("prefix")
+
+    def handle(self, *args, action: str, **options) -> None:
+        rows = ApiToken.objects.filter(user__username=ROUTERS_USERNAME)
+        if action == "create":
+            self.stdout.write(create_router_token(options["name"]))
+        elif action == "list":
+            for row in rows:
+                state = f"revoked {row.revoked:%Y-%m-%d}" if row.revoked else "active"
+                used = f"{row.last_used:%Y-%m-%d %H:%M}" if row.last_used else "never"
+                self.stdout.write(f"{row.prefix}...  {row.name:24} {state:18} used {used}")
+        else:
+            try:
+                row = revoke_by_prefix(rows, options["prefix"], what="router token")
+            except LookupError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(f"revoked {row}")

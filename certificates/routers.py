@@ -1,0 +1,164 @@
+"""The routers' endpoint: `GET /routers/v1/certificate?server_name=<SNI name>`.
+
+A TLS router (the platform's edge) asks it, during or ahead of a handshake, which certificate to
+present for a name, and gets the served one (certificates/serving.py decides) as one PEM body: the
+leaf, its intermediates, then the private key. It is the only place a private key leaves Certwright.
+
+The protocol is Caddy's `get_certificate http` manager's: 200 with the PEM, 204 when Certwright
+serves nothing for the name (Caddy then falls back to what it has). Beyond it, for routers that
+cache: `ETag` is the leaf's SHA-256 (a router holding that certificate sends `If-None-Match` and
+gets a 304 without the key again), `Cache-Control: max-age` how long it may keep the answer
+(ROUTER_CACHE_SECONDS, never past the certificate's expiry), and `X-Certificate-*` headers say what
+it is. Authentication: an API token of a user holding the permission *Can fetch served certificates
+with their private keys* (`manage.py router_token create`), as `Authorization: Bearer <token>`, or
+as HTTP Basic with the token as the password (`http://router:<token>@host/...`: Caddy's URL cannot
+set a header, and a password in a URL stays out of access logs, unlike a query string).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+import re
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from api.tokens import check_token
+from certificates.sealing import SecretUnreadable
+from certificates.serving import served_certificate
+
+logger = logging.getLogger(__name__)
+
+PERMISSION = "certificates.fetch_served_keys"
+# SNI carries A-labels (RFC 6066 3): letters, digits, hyphens (and underscores, which some
+# clients send), at most 63 per label and 253 in all.
+LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+SERVER_NAME = re.compile(rf"(?=.{{1,253}}\Z)({LABEL}\.)*{LABEL}")
+
+
+def _text(status: int, message: str, **headers: str) -> HttpResponse:
+    response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _token_from(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme in ("bearer", "token"):
+        return credentials.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2]
+    return None
+
+
+def _refused(request: HttpRequest) -> HttpResponse | None:
+    """A 401 or 403 for a caller that is not a router, else None."""
+    token = _token_from(request)
+    challenge = {"WWW_Authenticate": 'Bearer realm="routers"'}
+    if token is None:
+        return _text(
+            401, "Authentication required: send a router token (Authorization: Bearer).", **challenge
+        )
+    row = check_token(token) if token else None
+    if row is None or not row.user.is_active:
+        return _text(401, "Invalid or revoked token.", **challenge)
+    # A superuser holds every permission implicitly; keys go to routers' tokens only.
+    if row.user.is_superuser or not row.user.has_perm(PERMISSION):
+        return _text(
+            403,
+            "This token may not fetch private keys: it is not a router's token "
+            "(create one with `manage.py router_token create`).",
+        )
+    return None
+
+
+def _server_name(request: HttpRequest) -> tuple[str | None, str]:
+    raw = request.GET.get("server_name")
+    if raw is None:
+        return None, "The query parameter server_name (the name the TLS client asked for) is missing."
+    name = raw.strip().rstrip(".").lower()
+    if not name:
+        return None, "server_name is empty."
+    if not name.isascii():
+        return None, f"server_name {raw!r} is not ASCII: SNI carries the A-label (xn--...) form of a name."
+    if not SERVER_NAME.fullmatch(name):
+        return None, f"server_name {raw!r} is not a host name."
+    return name, ""
+
+
+@require_GET
+def certificate(request: HttpRequest) -> HttpResponse:
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    name, problem = _server_name(request)
+    if name is None:
+        return _text(400, problem)
+    now = timezone.now()
+    served = served_certificate(name, now=now)
+    if served is None:
+        # Caddy's protocol: nothing here, fall back. Asked again next time (no-store).
+        response = HttpResponse(status=204)
+        response["Cache-Control"] = "no-store"
+        return response
+    left = (served.not_after - now).total_seconds()
+    headers = {
+        "ETag": f'"{served.fingerprint_sha256}"',
+        "Cache-Control": f"private, max-age={max(0, min(settings.ROUTER_CACHE_SECONDS, math.floor(left)))}",
+        "X-Certificate-Domain": served.domain.name,
+        "X-Certificate-Source": served.source,
+        "X-Certificate-Not-After": served.not_after.isoformat(),
+        "X-Certificate-Fingerprint": served.fingerprint_sha256,
+    }
+    if_none_match = request.headers.get("If-None-Match", "")
+    if headers["ETag"] in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]:
+        response = HttpResponse(status=304)
+    else:
+        try:
+            key = served.private_key.reveal().decode("ascii")
+        except SecretUnreadable as exc:
+            logger.error("certificate %s of %s: %s", served.pk, served.domain.name, exc)
+            return _text(
+                503, f"The private key of the certificate for {served.domain.name} cannot be read: {exc}."
+            )
+        body = served.fullchain_pem.strip() + "\n" + key.strip() + "\n"
+        response = HttpResponse(body, content_type="application/x-pem-file")
+    for header, value in headers.items():
+        response[header] = value
+    return response
+
+
+ROUTERS_USERNAME = "routers"
+
+
+def create_router_token(name: str) -> str:
+    """A new token for a router (shown once): it belongs to the `routers` user, created on first
+    use with no password (it cannot sign in) and the permission to fetch keys."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    from api.tokens import create_token
+
+    user, created = get_user_model().objects.get_or_create(
+        username=ROUTERS_USERNAME, defaults={"is_active": True, "is_staff": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    app_label, codename = PERMISSION.split(".")
+    user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    _, token = create_token(user, name)
+    return token
