@@ -80,6 +80,9 @@ RENEWAL_SWEEP_MAX = env.int("RENEWAL_SWEEP_MAX", 50000, minimum=1)
 APP_DOMAIN_LIMIT = env.int("APP_DOMAIN_LIMIT", 100, minimum=1)
 # The admin flags a domain `expiring` when its served certificate has fewer days than this left.
 CERTIFICATE_EXPIRING_DAYS = env.int("CERTIFICATE_EXPIRING_DAYS", 10, minimum=1)
+# Let's Encrypt certificates replaced (or no longer renewed) are deleted, keys included, this many
+# days after they ended (workers/expiry.py, hourly).
+CERTIFICATE_RETENTION_DAYS = env.int("CERTIFICATE_RETENTION_DAYS", 30, minimum=0)
 # Names one check task resolves at once.
 DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
 # The CA identity CAA records must authorize (RFC 8659 issuer domain name).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -47,3 +48,23 @@ def catch_up(now: datetime.datetime | None = None) -> int:
     if changed:
         logger.info("expiry: %d domain(s) now say what is served", changed)
     return changed
+
+
+def prune_expired_certificates(now: datetime.datetime | None = None, batch: int = 1000) -> int:
+    """Deletes Let's Encrypt certificates, with their sealed keys, that ended more than
+    CERTIFICATE_RETENTION_DAYS ago and that nothing will renew (a newer one replaced them, or Let's
+    Encrypt was turned off): `renew_at` is null. A certificate whose renewal keeps failing stays,
+    since the renewal sweep works from it; custom certificates stay until their owner replaces or
+    removes them. The issuance ledger (quota) keeps its own rows. Returns how many went."""
+    now = now or timezone.now()
+    cutoff = now - datetime.timedelta(days=settings.CERTIFICATE_RETENTION_DAYS)
+    gone = Certificate.objects.filter(
+        source=CertificateSource.LETSENCRYPT, not_after__lte=cutoff, renew_at__isnull=True
+    )
+    total = 0
+    while ids := list(gone.values_list("pk", flat=True)[:batch]):
+        _, deleted = gone.filter(pk__in=ids).delete()
+        total += deleted.get(Certificate._meta.label, 0)
+    if total:
+        logger.info("pruned %d Let's Encrypt certificate(s) that ended before %s", total, cutoff)
+    return total

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from workers.expiry import catch_up
+from workers.expiry import catch_up, prune_expired_certificates
 from workers.heartbeat import record_heartbeat
 from workers.models import Heartbeat
 from workers.quota_policy import prune_ledger
@@ -28,3 +28,11 @@ def prune_issuances() -> int:
 def catch_up_expiries() -> int:
     """Beat's tick (every 60 s): domains whose served certificate expired say what is served now."""
     return catch_up()
+
+
+@shared_task(
+    name="workers.tasks.housekeeping.prune_certificates", acks_late=True, time_limit=600, soft_time_limit=540
+)
+def prune_certificates() -> int:
+    """Deletes Let's Encrypt certificates long expired and replaced; beat sends it hourly."""
+    return prune_expired_certificates()
