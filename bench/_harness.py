@@ -126,11 +126,11 @@ class BenchStack:
 
         django.setup()
 
-    def start_web(self, workers: int = 2) -> ManagedProcess:
+    def start_web(self, workers: int = 2, access_log: bool = False) -> ManagedProcess:
         port = self.ports["web"]
         web = ManagedProcess(
             "web",
-            web_command(f"127.0.0.1:{port}", workers, access_log=False),
+            web_command(f"127.0.0.1:{port}", workers, access_log=access_log),
             self.logs,
             env=dict(os.environ),
         ).start()
@@ -234,6 +234,19 @@ def fake_chain() -> str:
         lines = "\n".join(body[start : start + 64] for start in range(0, len(body), 64))
         blocks.append(f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n")
     return "".join(blocks)
+
+
+def drop_database(name: str) -> None:
+    """Drops a benchmark's database (after closing this process's connections to it)."""
+    import psycopg
+    from psycopg import sql
+
+    if "django" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def median(values: list[float]) -> float:

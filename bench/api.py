@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, fake_chain, say
+from _harness import ROOT, BenchStack, drop_database, fake_chain, say
 
 APPS = 1_000
 DOMAINS_PER_APP = 100
@@ -500,18 +500,6 @@ def measure(app_id: int) -> dict:
         "orm_median_ms": orm_median,
         "ratio": ratio,
     }
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    if "django" in sys.modules:
-        from django.db import connections
-
-        connections.close_all()
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, fake_chain, say
+from _harness import ROOT, BenchStack, drop_database, fake_chain, say
 
 STEP = 1_000_000
 DUE = 1_000
@@ -299,18 +299,6 @@ def measure(label: str, now: datetime.datetime) -> tuple[float, bool]:
     forced = statistics.median(claim_ms(now, forced_off) for _ in range(FORCED_REPETITIONS))
     say(f"    (for comparison, the same claim forced to scan the table: {forced:.0f} ms)")
     return median, uses_index
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    if "django" in sys.modules:
-        from django.db import connections
-
-        connections.close_all()
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def main() -> int:

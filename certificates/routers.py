@@ -22,6 +22,8 @@ import binascii
 import logging
 import math
 import re
+import threading
+import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -64,6 +66,28 @@ def _token_from(request: HttpRequest) -> str | None:
     return None
 
 
+# Whether a user holds PERMISSION, by user id: (answer, until when, monotonic). The token itself
+# is checked on every request (a revoked token is refused at once); a permission taken away from
+# the routers' user takes effect within this long in each web process.
+PERMISSION_CACHE_SECONDS = 30.0
+_permission_cache: dict[int, tuple[bool, float]] = {}
+_permission_lock = threading.Lock()
+
+
+def _may_fetch_keys(user) -> bool:
+    if user.is_superuser:  # holds every permission implicitly; keys go to routers' tokens only
+        return False
+    now = time.monotonic()
+    with _permission_lock:
+        cached = _permission_cache.get(user.pk)
+    if cached is not None and now < cached[1]:
+        return cached[0]
+    allowed = user.has_perm(PERMISSION)
+    with _permission_lock:
+        _permission_cache[user.pk] = (allowed, now + PERMISSION_CACHE_SECONDS)
+    return allowed
+
+
 def _refused(request: HttpRequest) -> HttpResponse | None:
     """A 401 or 403 for a caller that is not a router, else None."""
     token = _token_from(request)
@@ -75,8 +99,7 @@ def _refused(request: HttpRequest) -> HttpResponse | None:
     row = check_token(token) if token else None
     if row is None or not row.user.is_active:
         return _text(401, "Invalid or revoked token.", **challenge)
-    # A superuser holds every permission implicitly; keys go to routers' tokens only.
-    if row.user.is_superuser or not row.user.has_perm(PERMISSION):
+    if not _may_fetch_keys(row.user):
         return _text(
             403,
             "This token may not fetch private keys: it is not a router's token "
@@ -118,7 +141,7 @@ def certificate(request: HttpRequest) -> HttpResponse:
     headers = {
         "ETag": f'"{served.fingerprint_sha256}"',
         "Cache-Control": f"private, max-age={max(0, min(settings.ROUTER_CACHE_SECONDS, math.floor(left)))}",
-        "X-Certificate-Domain": served.domain.name,
+        "X-Certificate-Domain": served.domain_name,
         "X-Certificate-Source": served.source,
         "X-Certificate-Not-After": served.not_after.isoformat(),
         "X-Certificate-Fingerprint": served.fingerprint_sha256,
@@ -130,9 +153,9 @@ def certificate(request: HttpRequest) -> HttpResponse:
         try:
             key = served.private_key.reveal().decode("ascii")
         except SecretUnreadable as exc:
-            logger.error("certificate %s of %s: %s", served.pk, served.domain.name, exc)
+            logger.error("certificate %s of %s: %s", served.pk, served.domain_name, exc)
             return _text(
-                503, f"The private key of the certificate for {served.domain.name} cannot be read: {exc}."
+                503, f"The private key of the certificate for {served.domain_name} cannot be read: {exc}."
             )
         body = served.fullchain_pem.strip() + "\n" + key.strip() + "\n"
         response = HttpResponse(body, content_type="application/x-pem-file")

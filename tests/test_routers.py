@@ -11,16 +11,19 @@ import io
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
 
 from api.tokens import create_token
+from certificates import routers
 from certificates.models import Certificate, CertificateSource
 from certificates.routers import create_router_token
 from certificates.sealing import seal
 from certificates.services import install_custom_certificate, remove_custom_certificate
+from certificates.serving import served_certificate, served_certificate_of
 from domains.models import Domain, DomainStatus
 from tests.factories import DomainFactory, UserFactory
 from tests.pki import Pki, der, key_pem
@@ -69,6 +72,13 @@ def spki(public_key) -> bytes:
     return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+@pytest.fixture(autouse=True)
+def fresh_permission_cache():
+    routers._permission_cache.clear()
+    yield
+    routers._permission_cache.clear()
 
 
 @pytest.fixture
@@ -160,6 +170,61 @@ def test_the_name_is_matched_without_case_or_a_trailing_dot(served):
     assert fetch(client, "WWW.Example.COM.").status_code == 200
 
 
+def test_the_handshake_lookup_agrees_with_the_serving_rule_for_every_mix_of_certificates(pki, trusted):
+    """served_certificate (one hand-written statement) and in_serving_order (the ORM rule the admin
+    and the API use) choose the same certificate, or both nothing."""
+    now = timezone.now()
+    mixes = {
+        "letsencrypt-only": [("le", -DAY, 80 * DAY)],
+        "two-letsencrypt": [("le", -30 * DAY, 60 * DAY), ("le", -DAY, 89 * DAY)],
+        "custom-and-letsencrypt": [("le", -DAY, 80 * DAY), ("custom", -DAY, 300 * DAY)],
+        "expired-custom": [("le", -DAY, 80 * DAY), ("custom", -400 * DAY, -DAY)],
+        "not-yet-valid": [("le", DAY, 90 * DAY)],
+        "expired-only": [("le", -100 * DAY, -10 * DAY)],
+        "disabled-with-custom": [("le", -DAY, 80 * DAY), ("custom", -DAY, 300 * DAY)],
+        "disabled-without-custom": [("le", -DAY, 80 * DAY)],
+    }
+    domains = []
+    for label, certificates in mixes.items():
+        domain = DomainFactory(
+            name=f"{label}.example.net", letsencrypt_enabled=not label.startswith("disabled")
+        )
+        for source, start, end in certificates:
+            if source == "le":
+                letsencrypt(pki, domain, not_before=now + start, not_after=now + end)
+            else:
+                leaf, key = trusted.leaf([domain.name], not_before=now + start, not_after=now + end)
+                Certificate.objects.create(
+                    domain=domain,
+                    source=CertificateSource.CUSTOM,
+                    fullchain_pem=trusted.chain_pem(leaf).decode(),
+                    private_key=seal(key_pem(key)),
+                    not_before=leaf.not_valid_before_utc,
+                    not_after=leaf.not_valid_after_utc,
+                    sans=[domain.name],
+                    issuer=leaf.issuer.rfc4514_string(),
+                    serial=f"{leaf.serial_number:x}",
+                    fingerprint_sha256=hashlib.sha256(der(leaf)).hexdigest(),
+                )
+        domains.append(domain)
+    chosen = {}
+    for domain in domains:
+        by_rule = served_certificate_of(domain.pk, now)
+        by_handshake = served_certificate(domain.name, now)
+        assert (by_handshake and by_handshake.pk) == (by_rule and by_rule.pk), domain.name
+        chosen[domain.name.split(".")[0]] = by_rule and by_rule.source
+    assert chosen == {
+        "letsencrypt-only": "letsencrypt",
+        "two-letsencrypt": "letsencrypt",
+        "custom-and-letsencrypt": "custom",
+        "expired-custom": "letsencrypt",
+        "not-yet-valid": None,
+        "expired-only": None,
+        "disabled-with-custom": "custom",
+        "disabled-without-custom": None,
+    }
+
+
 # --- caching ------------------------------------------------------------------------------------------------
 
 
@@ -228,6 +293,19 @@ def test_a_customers_token_gets_403_even_for_its_own_domain(served):
 def test_a_superusers_token_gets_403_keys_go_to_routers_only(served):
     _, token = create_token(UserFactory(username="root", is_staff=True, is_superuser=True), "ops")
     assert fetch(Client(HTTP_AUTHORIZATION=f"Bearer {token}")).status_code == 403
+
+
+def test_a_permission_taken_away_is_refused_once_the_cache_window_ends(served, monkeypatch):
+    from django.contrib.auth.models import Permission
+
+    client = router_client()
+    assert fetch(client).status_code == 200
+    user = get_user_model().objects.get(username="routers")
+    user.user_permissions.remove(Permission.objects.get(codename="fetch_served_keys"))
+    assert fetch(client).status_code == 200  # still within the window
+    monkeypatch.setattr(routers, "PERMISSION_CACHE_SECONDS", 0.0)
+    routers._permission_cache.clear()
+    assert fetch(client).status_code == 403
 
 
 def test_the_routers_user_cannot_sign_in_to_the_admin(served):
