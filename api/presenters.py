@@ -20,8 +20,7 @@ from certificates.serving import in_serving_order
 from domains.models import Domain, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
-from domains.services import target_in
-from domains.targeting import records_to_add
+from domains.services import records_for, target_in
 from workers.quota_policy import quota_of
 
 
@@ -107,7 +106,7 @@ def present_domains(domains: list[Domain], now: datetime.datetime | None = None)
                 "letsencrypt": domain.letsencrypt_enabled,
                 "custom_certificate": domain.has_custom,
                 "certificate": _certificate(domain.served),
-                "dns": _dns(domain, records_to_add(name.removeprefix("*."), target)),
+                "dns": _dns(domain, records_for(name, target)),
                 "ownership": {
                     "verified": domain.ownership_verified_at is not None,
                     "verified_at": domain.ownership_verified_at,

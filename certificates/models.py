@@ -202,11 +202,18 @@ class Order(models.Model):
         return self.state in ACTIVE_ORDER_STATES
 
 
+class ChallengeKind(models.TextChoices):
+    HTTP_01 = "http-01", "HTTP-01"
+    DNS_01 = "dns-01", "DNS-01"
+
+
 class Challenge(models.Model):
-    """One authorization of an order and the HTTP-01 challenge we answer for it."""
+    """One authorization of an order and the challenge we answer for it: HTTP-01, or DNS-01 for a
+    wildcard (its TXT record published in the platform's zone, certificates/dns01.py)."""
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="challenges")
     identifier = models.CharField(max_length=253)
+    kind = models.CharField(max_length=10, choices=ChallengeKind.choices, default=ChallengeKind.HTTP_01)
     authorization_url = models.URLField(max_length=500)
     authorization_status = models.CharField(max_length=20, default="pending")
     challenge_url = models.URLField(max_length=500, blank=True, default="")

@@ -11,7 +11,7 @@ import re
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseNotFound
 
-from certificates.models import ACTIVE_ORDER_STATES, Challenge
+from certificates.models import ACTIVE_ORDER_STATES, Challenge, ChallengeKind
 
 PREFIX = "/.well-known/acme-challenge/"
 # RFC 8555 8.3: the token is base64url, at least 128 bits of entropy.
@@ -21,7 +21,9 @@ TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 def key_authorization_for(token: str) -> str | None:
     """The key authorization to serve for `token`, if an order in flight owns it."""
     return (
-        Challenge.objects.filter(token=token, order__state__in=ACTIVE_ORDER_STATES)
+        Challenge.objects.filter(
+            token=token, kind=ChallengeKind.HTTP_01, order__state__in=ACTIVE_ORDER_STATES
+        )
         .values_list("key_authorization", flat=True)
         .first()
     )

@@ -87,6 +87,23 @@ CERTIFICATE_RETENTION_DAYS = env.int("CERTIFICATE_RETENTION_DAYS", 30, minimum=0
 DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
 # The CA identity CAA records must authorize (RFC 8659 issuer domain name).
 ACME_CAA_IDENTITY = env.str("ACME_CAA_IDENTITY", "letsencrypt.org")
+
+# DNS-01 for wildcard domains (certificates/dns01.py): customers delegate _acme-challenge.<name>
+# by CNAME into DNS01_ZONE, where the platform publishes each order's TXT record. Without a zone,
+# wildcards wait in action_required.
+DNS01_ZONE = (env.str("DNS01_ZONE", "") or "").strip().strip(".").lower()
+DNS01_PROVIDER = env.str("DNS01_PROVIDER", "rfc2136")
+if DNS01_PROVIDER not in ("rfc2136", "challtestsrv"):
+    env.fail("DNS01_PROVIDER", f"must be rfc2136 or challtestsrv, not {DNS01_PROVIDER!r}")
+DNS01_RFC2136_SERVER = env.str("DNS01_RFC2136_SERVER", "")
+DNS01_RFC2136_TSIG = env.str("DNS01_RFC2136_TSIG", "")
+DNS01_CHALLTESTSRV_URL = env.str("DNS01_CHALLTESTSRV_URL", "")
+if DNS01_ZONE and DNS01_PROVIDER == "rfc2136" and ":" not in (DNS01_RFC2136_SERVER or ""):
+    env.fail("DNS01_RFC2136_SERVER", "is required as host:port (the zone's primary) when DNS01_ZONE is set")
+if DNS01_RFC2136_TSIG and DNS01_RFC2136_TSIG.count(":") < 2:
+    env.fail("DNS01_RFC2136_TSIG", "must be name:algorithm:base64-secret, as tsig-keygen prints them")
+if DNS01_ZONE and DNS01_PROVIDER == "challtestsrv" and not DNS01_CHALLTESTSRV_URL:
+    env.fail("DNS01_CHALLTESTSRV_URL", "is required (challtestsrv's management URL) with that provider")
 KEY_ENCRYPTION_KEYS = env.fernet_keys("KEY_ENCRYPTION_KEYS")
 
 # Let's Encrypt's limits, enforced before the CA sees an order (workers/quota.py): new certificates

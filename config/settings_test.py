@@ -47,6 +47,10 @@ if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
         "FLOWER_BASIC_AUTH": "ops:test-password",
         # Pebble's root, written by the pebble_stack fixture once Pebble has made it.
         "EXTRA_TRUSTED_ROOTS": str(run_dir / "pebble" / "roots.pem"),
+        # Wildcards over DNS-01: the challenge records go to challtestsrv, which Pebble asks.
+        "DNS01_ZONE": "dns01.example-paas.net",
+        "DNS01_PROVIDER": "challtestsrv",
+        "DNS01_CHALLTESTSRV_URL": f"http://127.0.0.1:{ports['CERTWRIGHT_TEST_CHALLTESTSRV_PORT']}",
         # Short leases, so that tests see the re-drive continue orders of killed workers quickly.
         "ACME_ORDER_LEASE_SECONDS": "8",
         "DOMAIN_CHECK_LEASE_SECONDS": "8",

@@ -80,6 +80,10 @@ def development_environment() -> dict[str, str]:
         "DNS_RESOLVERS": f"127.0.0.1:{PEBBLE_PORTS['dns']}",
         # Pebble makes a new root at every start; it is written here before the workers start.
         "EXTRA_TRUSTED_ROOTS": str(STATE / "pebble" / "roots.pem"),
+        # Wildcards over DNS-01: their challenge records go to the mock DNS, which Pebble asks.
+        "DNS01_ZONE": "dns01.example-paas.net",
+        "DNS01_PROVIDER": "challtestsrv",
+        "DNS01_CHALLTESTSRV_URL": f"http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}",
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     return {**defaults, **saved, **{k: v for k, v in os.environ.items() if k in defaults or k in saved}}

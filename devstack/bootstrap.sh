@@ -24,6 +24,9 @@ apt_install() {
 # pebble: the ACME test CA and its mock DNS; docker-compose: validates docker/compose.yml without an engine.
 command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || apt_install pebble
 command -v docker-compose >/dev/null || apt_install docker-compose
+# bind9: a real DNS server for the tests of the DNS-01 provider's RFC 2136 updates (named is
+# started by the tests themselves, on a free port).
+[ -x /usr/sbin/named ] || apt_install bind9
 command -v redis-server >/dev/null || apt_install redis-server
 command -v pg_ctlcluster >/dev/null || apt_install postgresql
 command -v pg_isready >/dev/null || apt_install postgresql-client

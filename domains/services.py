@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from certificates import dns01
 from certificates.serving import NOTHING_SERVED, settle_status
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
@@ -18,9 +19,14 @@ from domains.targeting import Target, records_to_add
 from workers.enqueue import check_domains_later
 
 WILDCARD_MESSAGE = (
-    "Wildcard certificates need DNS validation (a TXT record at _acme-challenge), which is not "
-    "available yet; this domain waits until it is."
+    "Wildcard certificates need DNS validation (a TXT record at _acme-challenge), which this platform "
+    "has not enabled (its operator sets DNS01_ZONE); this domain waits until it is."
 )
+
+
+def _parked(name: str) -> bool:
+    """A wildcard waits in action_required while the platform cannot validate it over DNS."""
+    return is_wildcard(name) and not dns01.enabled()
 
 
 class DomainNameTaken(Exception):
@@ -89,9 +95,18 @@ def claim_check_now(domain_id: int, *, reset_backoff: bool = False, now: datetim
     return token
 
 
+def records_for(name: str, target: Target) -> list[str]:
+    """The records that point `name` at its app: a CNAME for a subdomain (a wildcard included),
+    A/AAAA for an apex; for a wildcard, also the CNAME delegating its DNS-01 record."""
+    records = records_to_add(name, target)
+    if is_wildcard(name) and dns01.enabled():
+        records.append(dns01.delegation_record(name))
+    return records
+
+
 def dns_records_to_add(domain: Domain) -> list[str]:
-    """The records that point `domain` at its app: a CNAME for a subdomain, A/AAAA for an apex."""
-    return records_to_add(domain.name.removeprefix("*."), target_of(domain.app))
+    """The records that point `domain` at its app (records_for)."""
+    return records_for(domain.name, target_of(domain.app))
 
 
 def clean_domain_name(raw: str) -> str:
@@ -106,11 +121,12 @@ def create_domain(
 
     Raises InvalidDomainName for a bad name, DomainNameTaken when another domain row has it, and
     DomainLimitReached when the app has APP_DOMAIN_LIMIT domains already.
-    Wildcards wait in `action_required`: they need DNS-01, which is not available yet.
+    Wildcards are checked like any name, plus their DNS-01 delegation (certificates/dns01.py), or
+    wait in `action_required` when the platform has no DNS01_ZONE.
     """
     now = now or timezone.now()
     name = clean_domain_name(raw_name)
-    token = uuid.uuid4() if letsencrypt and not is_wildcard(name) else None
+    token = uuid.uuid4() if letsencrypt and not _parked(name) else None
     if not letsencrypt:
         status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED
     elif token is None:
@@ -263,7 +279,7 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
             )
             # Its Let's Encrypt certificates are served no more: say whether anything still is.
             settle_status(domain.pk, "Let's Encrypt turned off", now)
-        elif is_wildcard(locked.name):
+        elif _parked(locked.name):
             change_status(
                 domain.pk,
                 DomainStatus.ACTION_REQUIRED,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from certificates import dns01
 from certificates.sealing import seal
 from domains.models import Domain, DomainStatus
 from domains.services import (
@@ -40,13 +42,35 @@ def test_create_domain_normalizes_the_name_and_sends_its_first_check_after_commi
     assert [e.to_status for e in domain.events.all()] == [DomainStatus.PENDING_DNS]
 
 
-def test_a_wildcard_is_parked_in_action_required_and_never_checked(django_capture_on_commit_callbacks):
+def test_without_a_dns01_zone_a_wildcard_is_parked_in_action_required_and_never_checked(
+    django_capture_on_commit_callbacks, settings
+):
+    settings.DNS01_ZONE = ""
     with django_capture_on_commit_callbacks() as callbacks:
         domain = create_domain(AppFactory(), "*.example.com")
     assert domain.status == DomainStatus.ACTION_REQUIRED
     assert "Wildcard certificates need DNS validation" in domain.last_error
+    assert "DNS01_ZONE" in domain.last_error
     assert domain.next_attempt_at is None
     assert callbacks == []
+
+
+def test_with_a_dns01_zone_a_wildcard_is_checked_like_any_name_and_shows_its_delegation(
+    django_capture_on_commit_callbacks, settings
+):
+    settings.DNS01_ZONE = "dns01.example-paas.net"
+    with django_capture_on_commit_callbacks() as callbacks:
+        domain = create_domain(AppFactory(), "*.example.com")
+    assert domain.status == DomainStatus.PENDING_DNS
+    assert domain.claim_token is not None and len(callbacks) == 1
+    records = dns_records_to_add(domain)
+    assert records[0] == f"*.example.com. CNAME {domain.app.default_hostname}."
+    assert re.fullmatch(
+        r"_acme-challenge\.example\.com\. CNAME [a-z2-7]{32}\.dns01\.example-paas\.net\.", records[1]
+    )
+    # It depends on the name only (never on an order), one name apart from another.
+    assert records[1].split()[-1] == dns01.delegation_target("*.example.com") + "."
+    assert dns01.delegation_target("*.example.com") != dns01.delegation_target("*.example.org")
 
 
 def test_create_domain_without_letsencrypt_is_disabled_and_never_due():

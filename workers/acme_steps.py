@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from certificates import dns01
 from certificates.acme_client import client_for, forget_clients, get_account, reset_account
 from certificates.keys import generate_private_key_pem, make_csr_pem
 from certificates.models import (
@@ -33,6 +34,7 @@ from certificates.models import (
     Certificate,
     CertificateSource,
     Challenge,
+    ChallengeKind,
     Issuance,
     Order,
     OrderState,
@@ -306,6 +308,7 @@ def run_step(order_id: int, token: str | None, now: datetime.datetime | None = N
             return "; ".join([*trail, outcome])
         trail.append(f"{order.state} -> {nxt.state}")
         if nxt.state == OrderState.VALID:
+            clean_challenge_records(order.pk)
             return "; ".join(trail)
         inline = nxt.delay == 0 and time.monotonic() - started < INLINE_BUDGET_SECONDS
         if not _hand_over(order, held, nxt, timezone.now(), inline=inline):
@@ -338,6 +341,8 @@ def _run_one(order: Order, held: uuid.UUID) -> tuple[Next | None, str]:
     except (requests.RequestException, errors.ClientError, errors.NonceError) as exc:
         forget_clients()
         return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2)
+    except ChallengeNotPublished as exc:
+        return None, _retry(order, held, f"the DNS-01 record could not be published: {exc}", 2)
 
 
 def _retry_after(problem: messages.Error, now: datetime.datetime) -> datetime.datetime:
@@ -465,6 +470,7 @@ def fail_order(
             renewal_failed(order, problem, now)
         else:
             _domain_failed(order, problem, now)
+    clean_challenge_records(order.pk)
     if issued_nothing:
         refund_quota(
             order.quota_reservation,
@@ -531,7 +537,8 @@ def _fetch_order(order: Order) -> tuple[messages.Order, requests.Response]:
 
 
 def step_place_order(order: Order) -> Next:
-    """newOrder with a CSR of the order's key, then record every authorization and its HTTP-01 token.
+    """newOrder with a CSR of the order's key, then record every authorization and its challenge
+    (HTTP-01, or DNS-01 for a wildcard).
 
     An order whose URL is already recorded (its worker died before handing over) is not placed again.
     """
@@ -544,20 +551,25 @@ def step_place_order(order: Order) -> Next:
     rows = []
     for authzr in orderr.authorizations:
         body = authzr.body
+        # A wildcard's authorization names the base domain, flagged `wildcard` (RFC 8555 7.1.4).
+        identifier = ("*." if body.wildcard else "") + body.identifier.value
         if body.status == messages.STATUS_INVALID:
-            raise OrderFailed(f"the CA marked the authorization of {body.identifier.value} invalid")
-        http01 = next((c for c in body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
-        if http01 is None and body.status != messages.STATUS_VALID:
-            raise OrderFailed(f"the CA offers no HTTP-01 challenge for {body.identifier.value}")
+            raise OrderFailed(f"the CA marked the authorization of {identifier} invalid")
+        kind = ChallengeKind.DNS_01 if body.wildcard else ChallengeKind.HTTP_01
+        wanted = challenges.DNS01 if body.wildcard else challenges.HTTP01
+        chosen = next((c for c in body.challenges if isinstance(c.chall, wanted)), None)
+        if chosen is None and body.status != messages.STATUS_VALID:
+            raise OrderFailed(f"the CA offers no {kind.label} challenge for {identifier}")
         rows.append(
             Challenge(
                 order=order,
-                identifier=body.identifier.value,
+                identifier=identifier,
+                kind=kind,
                 authorization_url=authzr.uri,
                 authorization_status=body.status.name,
-                challenge_url=http01.uri if http01 else "",
-                token=http01.chall.encode("token") if http01 else "",
-                key_authorization=http01.chall.key_authorization(jwk) if http01 else "",
+                challenge_url=chosen.uri if chosen else "",
+                token=chosen.chall.encode("token") if chosen else "",
+                key_authorization=chosen.chall.key_authorization(jwk) if chosen else "",
             )
         )
     # The URL and the challenges commit together: a rerun after a crash finds both or neither.
@@ -586,7 +598,7 @@ def step_answer_challenges(order: Order) -> Next:
         if fresh:
             current = messages.ChallengeBody.from_json(
                 {
-                    "type": "http-01",
+                    "type": challenge.kind,
                     "url": challenge.challenge_url,
                     "status": "pending",
                     "token": challenge.token,
@@ -601,8 +613,38 @@ def step_answer_challenges(order: Order) -> Next:
             current = next((c for c in authorization.challenges if c.uri == challenge.challenge_url), None)
             if current is None or current.status != messages.STATUS_PENDING:
                 continue
+        if challenge.kind == ChallengeKind.DNS_01:
+            # The record first (at the target of the customer's CNAME): the CA looks right away.
+            try:
+                target = dns01.delegation_target(challenge.identifier)
+                dns01.provider().publish(target, dns01.txt_value(challenge.key_authorization))
+            except dns01.PublishFailed as exc:
+                raise ChallengeNotPublished(str(exc)) from None
         acme.answer_challenge(current, current.chall.response(acme.net.key))
     return Next(OrderState.VALIDATING, settings.ACME_POLL_INITIAL_SECONDS)
+
+
+class ChallengeNotPublished(Exception):
+    """The platform's DNS did not take a DNS-01 record: retried like a network error."""
+
+
+def published_challenges(order_id: int) -> list[str]:
+    """The wildcard names whose DNS-01 records the order may have published."""
+    return list(
+        Challenge.objects.filter(order_id=order_id, kind=ChallengeKind.DNS_01)
+        .exclude(key_authorization="")
+        .values_list("identifier", flat=True)
+    )
+
+
+def clean_challenge_records(order_id: int, identifiers: list[str] | None = None) -> None:
+    """Removes the DNS-01 records an ended order published (a record left behind is harmless: the
+    next order of the name replaces it, so a failure here is only logged)."""
+    for identifier in published_challenges(order_id) if identifiers is None else identifiers:
+        try:
+            dns01.provider().remove(dns01.delegation_target(identifier))
+        except dns01.PublishFailed as exc:
+            logger.warning("order %s: the DNS-01 record of %s stays: %s", order_id, identifier, exc)
 
 
 def step_poll_validation(order: Order) -> Next:
@@ -804,6 +846,10 @@ def cancel_orders_of(domain_id: int, now: datetime.datetime | None = None) -> No
             .values_list("authorization_url", flat=True)
         )
         Order.objects.filter(pk=order.pk).update(**_ended(OrderState.CANCELLED, now))
+        # The rows may be gone with the domain by then: read the names now.
+        published = published_challenges(order.pk)
+        if published:
+            transaction.on_commit(lambda o=order, p=published: clean_challenge_records(o.pk, p))
         if urls:
             deactivate_authorizations_later(order.account_id, urls)
 

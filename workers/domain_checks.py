@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from certificates import dns01
 from certificates.acme_client import get_account
 from certificates.models import AcmeAccount, Certificate, CertificateSource
 from domains.backoff import retry_delay
@@ -129,8 +130,16 @@ def preflight(rows: list[PreflightRow]) -> tuple[dict[int, Verdict], AcmeAccount
             return None
         return challenge_name(name)
 
-    _, caa, txt = resolve_for_check(
-        list(by_name), accepted, points_at_platform, lambda lookup: ownership_txt(lookup.name)
+    def delegation(name: str) -> str | None:
+        """Where a wildcard's DNS-01 CNAME must be (certificates/dns01.py)."""
+        return dns01.challenge_owner(name) if is_wildcard(name) else None
+
+    _, caa, txt, cnames = resolve_for_check(
+        list(by_name),
+        accepted,
+        points_at_platform,
+        lambda lookup: ownership_txt(lookup.name),
+        lambda lookup: delegation(lookup.name),
     )
     account = account_uri = None
     if caa:
@@ -155,11 +164,30 @@ def preflight(rows: list[PreflightRow]) -> tuple[dict[int, Verdict], AcmeAccount
             message = ownership_message(name, row.ownership_token, targets[row.pk].app_hostname)
             verdicts[row.pk] = Verdict(False, message, DomainStatus.ACTION_REQUIRED)
             continue
+        if delegation(name):
+            chain = cnames[delegation(name)]
+            if isinstance(chain, TxtLookupFailed):
+                verdicts[row.pk] = Verdict(False, f"{chain}; retried in a minute.", transient=True)
+                continue
+            if dns01.delegation_target(name) not in chain:
+                found_text = f"it is a CNAME to {chain[0]}" if chain else "it has no CNAME record"
+                message = (
+                    f"A wildcard certificate is validated over DNS: add the record "
+                    f"{dns01.delegation_record(name)} ({dns01.challenge_owner(name)}: {found_text})."
+                )
+                verdicts[row.pk] = Verdict(False, message, DomainStatus.ACTION_REQUIRED)
+                continue
         found = caa[name]
         if isinstance(found, CaaLookupFailed):
             verdicts[row.pk] = Verdict(False, f"{found}; retried in a minute.", transient=True)
             continue
-        decision = evaluate_caa(name, found, identity=settings.ACME_CAA_IDENTITY, account_uri=account_uri)
+        decision = evaluate_caa(
+            name,
+            found,
+            identity=settings.ACME_CAA_IDENTITY,
+            account_uri=account_uri,
+            method="dns-01" if is_wildcard(name) else "http-01",
+        )
         if decision.allowed:
             verdicts[row.pk] = Verdict(True, f"DNS points at the platform ({diagnosis.message})")
         else:
@@ -202,7 +230,7 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
     checkable = []
     for row in rows:
         pk, name, failures = row[:3]
-        if is_wildcard(name):
+        if is_wildcard(name) and not dns01.enabled():
             writes.append(
                 StatusWrite(
                     pk, DomainStatus.ACTION_REQUIRED, WILDCARD_MESSAGE, WILDCARD_MESSAGE, failures, None

@@ -172,24 +172,50 @@ async def find_txt_many(resolver: Resolvers, names: Iterable[str]) -> dict[str, 
     return dict(zip(names, results, strict=True))
 
 
+async def find_cnames_many(
+    resolver: Resolvers, names: Iterable[str]
+) -> dict[str, list[str] | TxtLookupFailed]:
+    """Each name's CNAME chain, read from the answer to a TXT query (the query the CA sends for a
+    DNS-01 record; a CNAME to a name with no record yet comes back with NXDOMAIN), or why it is
+    unknown."""
+
+    async def one(name: str):
+        try:
+            answer = await resolver.query(name, "TXT")
+        except QueryFailed as failure:
+            return TxtLookupFailed(f"the lookup of {name} failed ({failure.reason})")
+        except (OSError, dns.exception.DNSException) as exc:
+            return TxtLookupFailed(f"the lookup of {name} failed ({type(exc).__name__})")
+        return list(answer.cnames)
+
+    names = list(names)
+    results = await asyncio.gather(*(one(name) for name in names))
+    return dict(zip(names, results, strict=True))
+
+
 def resolve_for_check(
     names: list[str],
     accepted_cnames: Mapping[str, frozenset[str]],
     needs_caa: Callable[[Lookup], bool],
     txt_for: Callable[[Lookup], str | None] | None = None,
-) -> tuple[dict[str, Lookup], dict, dict]:
-    """One event loop for a check chunk: every name's lookup, then the CAA search for the names
-    whose lookup `needs_caa` (those that point at the platform), and the TXT records of the names
-    `txt_for` asks about (ownership records), both at once."""
+    cnames_for: Callable[[Lookup], str | None] | None = None,
+) -> tuple[dict[str, Lookup], dict, dict, dict]:
+    """One event loop for a check chunk: every name's lookup, then, for the names whose lookup
+    `needs_caa` (those that point at the platform), the CAA search, the TXT records `txt_for` asks
+    about (ownership records) and the CNAME chains `cnames_for` asks about (a wildcard's DNS-01
+    delegation), all at once."""
 
-    async def run() -> tuple[dict[str, Lookup], dict, dict]:
+    async def run() -> tuple[dict[str, Lookup], dict, dict, dict]:
         async with Resolvers() as resolver:
             lookups = await lookup_many(resolver, names, accepted_cnames, settings.DNS_CONCURRENCY)
             wanted = [name for name in names if needs_caa(lookups[name])]
             asked = [txt_for(lookups[name]) for name in wanted] if txt_for else []
-            caa, txt = await asyncio.gather(
-                find_caa_many(resolver, wanted), find_txt_many(resolver, [a for a in asked if a])
+            delegations = [cnames_for(lookups[name]) for name in wanted] if cnames_for else []
+            caa, txt, cnames = await asyncio.gather(
+                find_caa_many(resolver, wanted),
+                find_txt_many(resolver, [a for a in asked if a]),
+                find_cnames_many(resolver, [d for d in delegations if d]),
             )
-            return lookups, caa, txt
+            return lookups, caa, txt, cnames
 
     return asyncio.run(run())
