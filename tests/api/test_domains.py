@@ -118,6 +118,20 @@ def test_adding_a_domain_answers_201_with_the_domain_pending_its_dns_check(alice
     assert Domain.objects.get(name="www.example.com").app == shop
 
 
+def test_adding_a_wildcard_lists_its_cname_and_its_dns01_delegation_to_add(alice_api, shop):
+    from certificates import dns01
+
+    response = alice_api.post(DOMAINS, {"name": "*.example.com"}, format="json")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "pending_dns"
+    assert body["dns"]["records"] == [
+        "*.example.com. CNAME shop.osc-fr1.example-paas.io.",
+        f"_acme-challenge.example.com. CNAME {dns01.delegation_target('*.example.com')}.",
+    ]
+
+
 def test_adding_a_domain_with_letsencrypt_off_leaves_it_disabled(alice_api, shop):
     response = alice_api.post(DOMAINS, {"name": "www.example.com", "letsencrypt": False}, format="json")
 
