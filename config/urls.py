@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from certificates import routers
-from workers.views import healthz
+from workers.views import healthz, metrics
 
 admin.site.site_header = "Certwright"
 admin.site.site_title = "Certwright"
@@ -13,6 +13,7 @@ admin.site.site_title = "Certwright"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("api/v1/", include("api.urls")),
     path("routers/v1/certificate", routers.certificate, name="routers-certificate"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -225,6 +225,7 @@ def main() -> int:
     lines = [
         f"  Admin     http://localhost:{WEB_PORT}/admin/  user {admin_user}  password {admin_password}",
         f"  Health    http://localhost:{WEB_PORT}/healthz",
+        f"  Metrics   http://localhost:{WEB_PORT}/metrics",
         f"  API       http://localhost:{WEB_PORT}/api/v1/  (token {api_token[:16]}..., whole in .env)",
         f"  API docs  http://localhost:{WEB_PORT}/api/docs/",
         f"  Router    https://localhost:{ROUTER_PORT}/  (TLS, the served certificates by SNI)",
