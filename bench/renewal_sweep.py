@@ -16,7 +16,8 @@ Each measurement runs the real function inside a transaction that is rolled back
 rows are due every time; only the call is timed. 5 warm-up calls, then the median and p95 of 30.
 `EXPLAIN (ANALYZE, BUFFERS)` of the same statement with the same parameters is printed at each
 size. For scale only, the same claim with index and bitmap scans turned off (so the table is
-scanned) is timed a few times; it is not part of the result.
+scanned) is timed a few times; it is not part of the result. Then, at each size, a whole /metrics
+answer (workers/metrics.py) is timed, 5 times (it counts every domain; no target, reported).
 """
 
 from __future__ import annotations
@@ -309,6 +310,7 @@ def main() -> int:
     results: dict[str, float] = {}
     plans_ok = []
     try:
+        stack.start_redis()
         say(f"creating and migrating {stack.database}")
         stack.prepare_database()
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -320,15 +322,32 @@ def main() -> int:
             fill(size - STEP + 1, size, now, apps, chains, keys)
             results[label], uses_index = measure(label, now)
             plans_ok.append(uses_index)
+            results[f"metrics_{label}"] = measure_metrics(label)
     finally:
         drop_database(stack.database)
+        stack.stop()
         shutil.rmtree(stack.state_dir, ignore_errors=True)
     say(f"total {time.perf_counter() - started:.0f} s")
     say(
         f"RESULT claim_ms_1m={results['1m']:.1f} claim_ms_2m={results['2m']:.1f} "
-        f"index_scan={'yes' if all(plans_ok) else 'no'}"
+        f"index_scan={'yes' if all(plans_ok) else 'no'} "
+        f"metrics_scrape_ms_1m={results['metrics_1m']:.0f} metrics_scrape_ms_2m={results['metrics_2m']:.0f}"
     )
     return 0
+
+
+def measure_metrics(label: str, runs: int = 5) -> float:
+    """The median time of a whole /metrics answer (workers/metrics.py) over this table."""
+    from workers.metrics import render
+
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        render()
+        times.append((time.perf_counter() - started) * 1000)
+    median = statistics.median(times)
+    say(f"[{label}] a /metrics scrape: median {median:.0f} ms of {runs} (all domains and certificates)")
+    return median
 
 
 if __name__ == "__main__":
