@@ -194,7 +194,7 @@ def _renewal_failed(
     the next try backs off (a resolver failure is retried soon and keeps any booked token)."""
     failures = failures if transient else failures + 1
     retry_at = now + (TRANSIENT_RETRY if transient else retry_delay(failures))
-    error = f"Renewal: {message.rstrip('.')}. Next renewal attempt at {when(retry_at)}."
+    error = f"Renewal failed: {message.rstrip('.')}. Next renewal attempt at {when(retry_at)}."
     fields = {
         "renewal_claim": None,
         "renew_at": retry_at,

@@ -210,7 +210,7 @@ def test_a_renewal_whose_dns_no_longer_points_at_the_platform_orders_nothing_and
     assert not Order.objects.filter(renews=old).exists()
     assert served_certificate(name).fingerprint_sha256 == old.fingerprint_sha256
     assert domain.status == DomainStatus.IN_USE
-    assert "203.0.113.9" in domain.last_error and domain.last_error.startswith("Renewal: ")
+    assert "203.0.113.9" in domain.last_error and domain.last_error.startswith("Renewal failed: ")
     assert before + retry_delay(1) <= old.renew_at <= timezone.now() + retry_delay(1)
 
 
