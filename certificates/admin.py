@@ -68,7 +68,7 @@ class ChallengeInline(admin.TabularInline):
     model = Challenge
     extra = 0
     can_delete = False
-    fields = ["identifier", "authorization_status", "authorization_url", "challenge_url", "token"]
+    fields = ["identifier", "kind", "authorization_status", "authorization_url", "challenge_url", "token"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None) -> bool:
