@@ -90,8 +90,10 @@ class Certificate(models.Model):
             # The served certificate: WHERE domain_id = ? AND source = ? AND not_after > now
             # ORDER BY not_after DESC.
             models.Index(fields=["domain", "source", "-not_after"], name="certificate_served_idx"),
-            # Lookups by fingerprint (admin search, routers asking whether they hold the latest).
-            models.Index(fields=["fingerprint_sha256"], name="certificate_fingerprint_idx"),
+            # No index on fingerprint_sha256 alone: nothing looks a certificate up by it (the admin's
+            # search is a substring match, which a B-tree cannot serve), and every index costs the
+            # renewal claim a write per claimed row. (domain, fingerprint) is indexed by the
+            # unique constraint.
             # The renewal sweep: WHERE renew_at <= now ORDER BY renew_at LIMIT n FOR UPDATE SKIP LOCKED.
             models.Index(
                 fields=["renew_at"],
