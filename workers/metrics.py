@@ -2,7 +2,7 @@
 
 Every figure is read at scrape time from PostgreSQL and the broker's Redis, so any web process
 answers the same. A scrape costs a constant number of statements, each through an index or over
-a table once: about half a second at a million domains and certificates, 0.6 s at two million
+a table once: 0.4 to 0.5 s at a million domains and certificates, up to 0.9 s at two million
 (bench/renewal_sweep.py), so scrape every 30 to 60 s. No domain name or other customer data
 appears: counts and ages only.
 """
