@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -157,6 +158,12 @@ class BenchStack:
         self.processes.clear()
         if self.pebble is not None:
             self.pebble.stop()
+
+    def close(self) -> None:
+        """Drops the database, stops every process, removes the state directory."""
+        drop_database(self.database)
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 def _celery_ready(name: str) -> bool:

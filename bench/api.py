@@ -32,7 +32,6 @@ import io
 import os
 import pstats
 import re
-import shutil
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, drop_database, fake_chain, say
+from _harness import ROOT, BenchStack, fake_chain, say
 
 APPS = 1_000
 DOMAINS_PER_APP = 100
@@ -385,9 +384,7 @@ def main() -> int:
         fill(now, apps)
         results = measure(apps[MEASURED])
     finally:
-        drop_database(stack.database)
-        stack.stop()
-        shutil.rmtree(stack.state_dir, ignore_errors=True)
+        stack.close()
     say(f"total {time.perf_counter() - started:.0f} s")
     say(
         f"RESULT queries_page10={results['queries_page10']} queries_page100={results['queries_page100']} "

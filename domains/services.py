@@ -24,7 +24,7 @@ WILDCARD_MESSAGE = (
 )
 
 
-def _parked(name: str) -> bool:
+def parked_wildcard(name: str) -> bool:
     """A wildcard waits in action_required while the platform cannot validate it over DNS."""
     return is_wildcard(name) and not dns01.enabled()
 
@@ -126,7 +126,7 @@ def create_domain(
     """
     now = now or timezone.now()
     name = clean_domain_name(raw_name)
-    token = uuid.uuid4() if letsencrypt and not _parked(name) else None
+    token = uuid.uuid4() if letsencrypt and not parked_wildcard(name) else None
     if not letsencrypt:
         status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED
     elif token is None:
@@ -279,7 +279,7 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
             )
             # Its Let's Encrypt certificates are served no more: say whether anything still is.
             settle_status(domain.pk, "Let's Encrypt turned off", now)
-        elif _parked(locked.name):
+        elif parked_wildcard(locked.name):
             change_status(
                 domain.pk,
                 DomainStatus.ACTION_REQUIRED,

@@ -35,12 +35,15 @@ DOMAIN = "www.example.com"
 DAY = datetime.timedelta(days=1)
 
 
-def letsencrypt(pki: Pki, domain: Domain, **leaf_options) -> tuple[x509.Certificate, Certificate]:
-    """A stored Let's Encrypt certificate for the domain (signed by the test PKI)."""
+def stored_certificate(
+    pki: Pki, domain: Domain, source: str = CertificateSource.LETSENCRYPT, **leaf_options
+) -> tuple[x509.Certificate, Certificate]:
+    """A stored certificate for the domain, signed by the test PKI (a Let's Encrypt one unless
+    `source` says otherwise), without the upload checks."""
     leaf, key = pki.leaf([domain.name], **leaf_options)
     row = Certificate.objects.create(
         domain=domain,
-        source=CertificateSource.LETSENCRYPT,
+        source=source,
         fullchain_pem=pki.chain_pem(leaf).decode(),
         private_key=seal(key_pem(key)),
         not_before=leaf.not_valid_before_utc,
@@ -85,7 +88,7 @@ def fresh_permission_cache():
 def served(pki):
     """www.example.com, in use with its Let's Encrypt certificate: (domain, leaf, row)."""
     domain = DomainFactory(name=DOMAIN, status=DomainStatus.IN_USE)
-    leaf, row = letsencrypt(pki, domain)
+    leaf, row = stored_certificate(pki, domain)
     return domain, leaf, row
 
 
@@ -133,9 +136,9 @@ def test_a_valid_custom_certificate_is_handed_out_instead_of_the_letsencrypt_one
 def test_an_expired_certificate_is_never_handed_out_the_newest_valid_one_is(pki):
     domain = DomainFactory(name=DOMAIN, status=DomainStatus.IN_USE)
     now = timezone.now()
-    letsencrypt(pki, domain, not_before=now - 100 * DAY, not_after=now - DAY)
-    _, older = letsencrypt(pki, domain, not_before=now - 10 * DAY, not_after=now + 20 * DAY)
-    _, newer = letsencrypt(pki, domain, not_before=now - DAY, not_after=now + 80 * DAY)
+    stored_certificate(pki, domain, not_before=now - 100 * DAY, not_after=now - DAY)
+    _, older = stored_certificate(pki, domain, not_before=now - 10 * DAY, not_after=now + 20 * DAY)
+    _, newer = stored_certificate(pki, domain, not_before=now - DAY, not_after=now + 80 * DAY)
     assert fetch(router_client())["ETag"] == f'"{newer.fingerprint_sha256}"'
     newer.delete()
     assert fetch(router_client())["ETag"] == f'"{older.fingerprint_sha256}"'
@@ -156,12 +159,12 @@ def test_letsencrypt_disabled_without_a_custom_certificate_hands_out_nothing(ser
 
 def test_a_wildcard_domain_covers_one_label_below_and_the_exact_domain_wins(pki):
     wildcard = DomainFactory(name="*.example.com", status=DomainStatus.IN_USE)
-    _, wildcard_row = letsencrypt(pki, wildcard)
+    _, wildcard_row = stored_certificate(pki, wildcard)
     client = router_client()
     assert fetch(client, "shop.example.com")["ETag"] == f'"{wildcard_row.fingerprint_sha256}"'
     assert fetch(client, "a.shop.example.com").status_code == 204
     exact = DomainFactory(name="shop.example.com", status=DomainStatus.IN_USE)
-    _, exact_row = letsencrypt(pki, exact)
+    _, exact_row = stored_certificate(pki, exact)
     assert fetch(client, "shop.example.com")["ETag"] == f'"{exact_row.fingerprint_sha256}"'
 
 
@@ -170,7 +173,7 @@ def test_the_name_is_matched_without_case_or_a_trailing_dot(served):
     assert fetch(client, "WWW.Example.COM.").status_code == 200
 
 
-def test_the_handshake_lookup_agrees_with_the_serving_rule_for_every_mix_of_certificates(pki, trusted):
+def test_the_handshake_lookup_agrees_with_the_serving_rule_for_every_mix_of_certificates(pki):
     """served_certificate (one hand-written statement) and in_serving_order (the ORM rule the admin
     and the API use) choose the same certificate, or both nothing."""
     now = timezone.now()
@@ -190,22 +193,8 @@ def test_the_handshake_lookup_agrees_with_the_serving_rule_for_every_mix_of_cert
             name=f"{label}.example.net", letsencrypt_enabled=not label.startswith("disabled")
         )
         for source, start, end in certificates:
-            if source == "le":
-                letsencrypt(pki, domain, not_before=now + start, not_after=now + end)
-            else:
-                leaf, key = trusted.leaf([domain.name], not_before=now + start, not_after=now + end)
-                Certificate.objects.create(
-                    domain=domain,
-                    source=CertificateSource.CUSTOM,
-                    fullchain_pem=trusted.chain_pem(leaf).decode(),
-                    private_key=seal(key_pem(key)),
-                    not_before=leaf.not_valid_before_utc,
-                    not_after=leaf.not_valid_after_utc,
-                    sans=[domain.name],
-                    issuer=leaf.issuer.rfc4514_string(),
-                    serial=f"{leaf.serial_number:x}",
-                    fingerprint_sha256=hashlib.sha256(der(leaf)).hexdigest(),
-                )
+            kind = CertificateSource.LETSENCRYPT if source == "le" else CertificateSource.CUSTOM
+            stored_certificate(pki, domain, kind, not_before=now + start, not_after=now + end)
         domains.append(domain)
     chosen = {}
     for domain in domains:
@@ -248,7 +237,7 @@ def test_max_age_never_runs_past_the_certificates_expiry(pki, settings):
     settings.ROUTER_CACHE_SECONDS = 3600
     domain = DomainFactory(name=DOMAIN, status=DomainStatus.IN_USE)
     now = timezone.now()
-    letsencrypt(pki, domain, not_before=now - DAY, not_after=now + datetime.timedelta(seconds=30))
+    stored_certificate(pki, domain, not_before=now - DAY, not_after=now + datetime.timedelta(seconds=30))
     max_age = int(fetch(router_client())["Cache-Control"].removeprefix("private, max-age="))
     assert 25 <= max_age <= 30
 

@@ -45,6 +45,7 @@ from certificates.serving import has_valid_custom_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.backoff import retry_delay
 from domains.models import Domain, DomainEvent, DomainStatus
+from domains.names import is_wildcard
 from domains.status import StatusWrite, bulk_change_status, change_status
 from workers.enqueue import advance_order_later, deactivate_authorizations_later
 from workers.failpoints import failpoint
@@ -308,7 +309,7 @@ def run_step(order_id: int, token: str | None, now: datetime.datetime | None = N
             return "; ".join([*trail, outcome])
         trail.append(f"{order.state} -> {nxt.state}")
         if nxt.state == OrderState.VALID:
-            clean_challenge_records(order.pk)
+            clean_challenge_records(order)
             return "; ".join(trail)
         inline = nxt.delay == 0 and time.monotonic() - started < INLINE_BUDGET_SECONDS
         if not _hand_over(order, held, nxt, timezone.now(), inline=inline):
@@ -470,7 +471,7 @@ def fail_order(
             renewal_failed(order, problem, now)
         else:
             _domain_failed(order, problem, now)
-    clean_challenge_records(order.pk)
+    clean_challenge_records(order)
     if issued_nothing:
         refund_quota(
             order.quota_reservation,
@@ -637,14 +638,17 @@ def published_challenges(order_id: int) -> list[str]:
     )
 
 
-def clean_challenge_records(order_id: int, identifiers: list[str] | None = None) -> None:
+def clean_challenge_records(order: Order, identifiers: list[str] | None = None) -> None:
     """Removes the DNS-01 records an ended order published (a record left behind is harmless: the
-    next order of the name replaces it, so a failure here is only logged)."""
-    for identifier in published_challenges(order_id) if identifiers is None else identifiers:
+    next order of the name replaces it, so a failure here is only logged). An order without a
+    wildcard published none and costs no query."""
+    if not any(is_wildcard(name) for name in order.names):
+        return
+    for identifier in published_challenges(order.pk) if identifiers is None else identifiers:
         try:
             dns01.provider().remove(dns01.delegation_target(identifier))
         except dns01.PublishFailed as exc:
-            logger.warning("order %s: the DNS-01 record of %s stays: %s", order_id, identifier, exc)
+            logger.warning("order %s: the DNS-01 record of %s stays: %s", order.pk, identifier, exc)
 
 
 def step_poll_validation(order: Order) -> Next:
@@ -847,9 +851,9 @@ def cancel_orders_of(domain_id: int, now: datetime.datetime | None = None) -> No
         )
         Order.objects.filter(pk=order.pk).update(**_ended(OrderState.CANCELLED, now))
         # The rows may be gone with the domain by then: read the names now.
-        published = published_challenges(order.pk)
+        published = published_challenges(order.pk) if any(is_wildcard(n) for n in order.names) else []
         if published:
-            transaction.on_commit(lambda o=order, p=published: clean_challenge_records(o.pk, p))
+            transaction.on_commit(lambda o=order, p=published: clean_challenge_records(o, p))
         if urls:
             deactivate_authorizations_later(order.account_id, urls)
 

@@ -30,7 +30,7 @@ from domains.caa import evaluate as evaluate_caa
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus, Region
 from domains.names import is_wildcard
 from domains.ownership import challenge_name, ownership_message
-from domains.services import WILDCARD_MESSAGE, target_in
+from domains.services import WILDCARD_MESSAGE, parked_wildcard, target_in
 from domains.status import StatusWrite, bulk_change_status
 from domains.targeting import Target, diagnose
 from workers.acme_steps import Start, start_orders
@@ -230,7 +230,7 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
     checkable = []
     for row in rows:
         pk, name, failures = row[:3]
-        if is_wildcard(name) and not dns01.enabled():
+        if parked_wildcard(name):
             writes.append(
                 StatusWrite(
                     pk, DomainStatus.ACTION_REQUIRED, WILDCARD_MESSAGE, WILDCARD_MESSAGE, failures, None

@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from certificates.models import ACTIVE_ORDER_STATES, CertificateSource
-from domains.models import DomainStatus
+from domains.models import SWEPT_STATUSES, DomainStatus
 from workers.models import Heartbeat
 
 QUEUES = ("dns", "acme", "default")
@@ -78,9 +78,9 @@ def render(now: datetime.datetime | None = None) -> str:
     out = Exposition()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT status, count(*), count(*) FILTER (WHERE next_attempt_at <= %s) FROM domains_domain"
-            " GROUP BY status",
-            [now],
+            "SELECT status, count(*), count(*) FILTER (WHERE status = ANY(%s) AND next_attempt_at <= %s)"
+            " FROM domains_domain GROUP BY status",
+            [list(SWEPT_STATUSES), now],
         )
         by_status = {status: (count, due) for status, count, due in cursor.fetchall()}
         cursor.execute(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from domains.models import Domain
+from certificates.models import Certificate, CertificateSource
+from domains.models import Domain, DomainStatus
 
 
 def unique_name(prefix: str = "www") -> str:
@@ -26,3 +27,15 @@ def wait_for(predicate, timeout: float = 45, interval: float = 0.1, what: str = 
 
 def status_of(domain: Domain) -> str | None:
     return Domain.objects.filter(pk=domain.pk).values_list("status", flat=True).first()
+
+
+def issued(challtestsrv, app, name: str) -> tuple[Domain, Certificate]:
+    """Points `name` at the platform, adds it to `app` and waits until Pebble's certificate is in
+    use; returns the domain and that certificate."""
+    from domains.services import create_domain
+    from tests.integration.pointing import point_at_platform
+
+    point_at_platform(challtestsrv, app, name)
+    domain = create_domain(app, name)
+    wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what=f"{name} in use")
+    return domain, Certificate.objects.get(domain=domain, source=CertificateSource.LETSENCRYPT)

@@ -20,7 +20,7 @@ from domains.models import Domain, DomainEvent, DomainStatus, Region
 from domains.services import create_domain, set_letsencrypt
 from tests.factories import CertificateFactory
 from tests.integration.pointing import point_at_platform
-from tests.integration.polling import status_of, wait_for
+from tests.integration.polling import issued, status_of, wait_for
 from workers import quota_policy, renewals
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -29,13 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def _name(prefix: str = "www") -> str:
     # Its own registered domain, so that its quota is its own.
     return f"{prefix}.renew-{uuid.uuid4().hex[:10]}.com"
-
-
-def _issued(app, challtestsrv, name: str) -> tuple[Domain, Certificate]:
-    point_at_platform(challtestsrv, app, name)
-    domain = create_domain(app, name)
-    wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what=f"{name} in use")
-    return domain, Certificate.objects.get(domain=domain, source=CertificateSource.LETSENCRYPT)
 
 
 def _at_day(cert: Certificate, day: int) -> Certificate:
@@ -92,7 +85,7 @@ def _tokens_left(name: str) -> int | None:
 
 
 def test_a_certificate_is_due_at_two_thirds_of_its_own_lifetime(issuance_stack, challtestsrv, app):
-    _, cert = _issued(app, challtestsrv, _name())
+    _, cert = issued(challtestsrv, app, _name())
     lifetime = cert.not_after - cert.not_before
     assert abs(lifetime - datetime.timedelta(days=90)) < datetime.timedelta(minutes=1)
     assert cert.renew_at == cert.not_before + lifetime * 2 / 3
@@ -108,7 +101,7 @@ def test_day_61_renews_with_a_new_key_and_serial_while_the_old_one_is_served_unt
     issuance_stack, challtestsrv, app
 ):
     name = _name()
-    domain, old = _issued(app, challtestsrv, name)
+    domain, old = issued(challtestsrv, app, name)
     old = _at_day(old, 61)
     tokens_before = _tokens_left(name)
     events_before = domain.events.count()
@@ -153,7 +146,7 @@ def test_a_renewal_the_ca_refuses_keeps_the_old_certificate_served_and_backs_off
     issuance_stack, challtestsrv, app
 ):
     name = _name()
-    domain, old = _issued(app, challtestsrv, name)
+    domain, old = issued(challtestsrv, app, name)
     old = _at_day(old, 61)
     # The pre-flight accepts 127.0.0.2 (an ingress address), but nothing answers HTTP-01 there:
     # Pebble's validation fails for real.
@@ -194,7 +187,7 @@ def test_a_renewal_whose_dns_no_longer_points_at_the_platform_orders_nothing_and
     issuance_stack, challtestsrv, app
 ):
     name = _name()
-    domain, old = _issued(app, challtestsrv, name)
+    domain, old = issued(challtestsrv, app, name)
     old = _at_day(old, 61)
     _point(challtestsrv, name, "203.0.113.9")
     try:
@@ -218,7 +211,7 @@ def test_the_lets_encrypt_certificate_behind_a_custom_one_is_renewed_all_the_sam
     issuance_stack, challtestsrv, app
 ):
     name = _name()
-    domain, old = _issued(app, challtestsrv, name)
+    domain, old = issued(challtestsrv, app, name)
     custom = CertificateFactory(domain=domain, source=CertificateSource.CUSTOM, issuer="CN=Customer CA")
     Domain.objects.filter(pk=domain.pk).update(status=DomainStatus.NOT_USED)
     old = _at_day(old, 61)

@@ -4,7 +4,6 @@ chain and the name, with the web app under gunicorn answering the router."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import ssl
@@ -14,14 +13,11 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from certificates.models import Certificate, CertificateSource
 from certificates.routers import create_router_token
 from certificates.services import install_custom_certificate, remove_custom_certificate
 from devstack.router import CertificateCache, make_server
-from domains.models import DomainStatus
-from domains.services import create_domain
-from tests.integration.pointing import point_at_platform
-from tests.integration.polling import status_of, wait_for
+from tests.integration.polling import issued
+from tests.integration.tls import fingerprint, shown
 from tests.pki import key_pem
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -44,18 +40,9 @@ def router():
 
 
 def _get(port: int, server_name: str | None, cadata: str) -> tuple[str, bytes]:
-    """A verifying TLS client: (SHA-256 of the certificate it was shown, the HTTP response)."""
-    context = ssl.create_default_context(cadata=cadata)
-    if server_name is None:
-        context.check_hostname = False
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
-            shown = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
-            tls.sendall(f"GET / HTTP/1.1\r\nHost: {server_name}\r\n\r\n".encode())
-            answer = b""
-            while chunk := tls.recv(4096):
-                answer += chunk
-    return shown, answer
+    """(SHA-256 of the certificate a verifying client is shown, the HTTP answer)."""
+    certificate, answer = shown(port, server_name, cadata)
+    return fingerprint(certificate), answer
 
 
 def test_tls_clients_get_the_issued_then_the_uploaded_then_the_issued_certificate_again(
@@ -63,20 +50,17 @@ def test_tls_clients_get_the_issued_then_the_uploaded_then_the_issued_certificat
 ):
     port, cache = router
     name = f"www.tls-{uuid.uuid4().hex[:10]}.com"
-    point_at_platform(challtestsrv, app, name)
-    domain = create_domain(app, name)
-    wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what=f"{name} in use")
-    issued = Certificate.objects.get(domain=domain, source=CertificateSource.LETSENCRYPT)
+    domain, certificate = issued(challtestsrv, app, name)
     pebble_root = issuance_stack.root_pem().decode()
 
-    shown, answer = _get(port, name, pebble_root)
-    assert shown == issued.fingerprint_sha256
+    seen, answer = _get(port, name, pebble_root)
+    assert seen == certificate.fingerprint_sha256
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert f"Hello from {name}".encode() in answer
     # The next handshake revalidates (max_cache_seconds=0) and gets a 304: the same context.
     context = cache.entries[name].context
     fetches = cache.fetches
-    assert _get(port, name.upper(), pebble_root)[0] == issued.fingerprint_sha256
+    assert _get(port, name.upper(), pebble_root)[0] == certificate.fingerprint_sha256
     assert cache.fetches == fetches + 1 and cache.entries[name].context is context
 
     leaf, key = trusted.leaf([name])
@@ -88,7 +72,7 @@ def test_tls_clients_get_the_issued_then_the_uploaded_then_the_issued_certificat
         _get(port, name, pebble_root)
 
     remove_custom_certificate(domain)
-    assert _get(port, name, pebble_root)[0] == issued.fingerprint_sha256
+    assert _get(port, name, pebble_root)[0] == certificate.fingerprint_sha256
 
 
 def test_a_name_certwright_does_not_serve_and_a_client_without_sni_get_unrecognized_name(
@@ -106,13 +90,10 @@ def test_the_router_keeps_serving_a_valid_certificate_while_the_endpoint_is_down
 ):
     port, cache = router
     name = f"www.tls-{uuid.uuid4().hex[:10]}.com"
-    point_at_platform(challtestsrv, app, name)
-    domain = create_domain(app, name)
-    wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what=f"{name} in use")
-    issued = Certificate.objects.get(domain=domain, source=CertificateSource.LETSENCRYPT)
+    _, certificate = issued(challtestsrv, app, name)
     root = issuance_stack.root_pem().decode()
-    assert _get(port, name, root)[0] == issued.fingerprint_sha256
+    assert _get(port, name, root)[0] == certificate.fingerprint_sha256
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         cache.endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}/routers/v1/certificate"
-        assert _get(port, name, root)[0] == issued.fingerprint_sha256
+        assert _get(port, name, root)[0] == certificate.fingerprint_sha256
