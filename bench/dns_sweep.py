@@ -226,7 +226,7 @@ def main() -> int:
             + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in sorted(peaks.items()))
         )
     finally:
-        stack.close()
+        stack.stop()
     ratio = per_process / bare_names
     say(
         f"RESULT bare_qps={bare_qps:.0f} sweep_s_100k={elapsed * 100_000 / args.n:.1f} "

@@ -298,7 +298,7 @@ def main() -> int:
         say(f"VOID: {void}")
         return 1
     finally:
-        stack.close()
+        stack.stop()
     say(
         f"RESULT certbot_per_s={certbot_rate:.2f} bare_per_s={bare_rate:.2f} "
         f"certwright_per_s={certwright_rate:.2f} ratio_vs_bare={certwright_rate / bare_rate:.2f} "
