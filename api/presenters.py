@@ -20,7 +20,8 @@ from certificates.serving import in_serving_order
 from domains.models import Domain, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
-from domains.services import records_for, target_in
+from domains.services import records_for
+from domains.targeting import target_in
 from workers.quota_policy import quota_of
 
 

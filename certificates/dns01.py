@@ -48,6 +48,17 @@ def enabled() -> bool:
     return bool(settings.DNS01_ZONE)
 
 
+WILDCARD_MESSAGE = (
+    "Wildcard certificates need DNS validation (a TXT record at _acme-challenge), which this platform "
+    "has not enabled (its operator sets DNS01_ZONE); this domain waits until it is."
+)
+
+
+def parked_wildcard(name: str) -> bool:
+    """A wildcard waits in action_required while the platform cannot validate it over DNS."""
+    return name.startswith("*.") and not enabled()
+
+
 def challenge_owner(name: str) -> str:
     """Where the CA looks for the TXT record of `name` (a wildcard's lives at its base name)."""
     return "_acme-challenge." + name.removeprefix("*.")

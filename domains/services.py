@@ -10,23 +10,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from certificates import dns01
+from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
 from certificates.serving import NOTHING_SERVED, settle_status
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.ownership import ownership_token
 from domains.status import change_status
-from domains.targeting import Target, records_to_add
+from domains.targeting import Target, records_to_add, target_in
 from workers.enqueue import check_domains_later
-
-WILDCARD_MESSAGE = (
-    "Wildcard certificates need DNS validation (a TXT record at _acme-challenge), which this platform "
-    "has not enabled (its operator sets DNS01_ZONE); this domain waits until it is."
-)
-
-
-def parked_wildcard(name: str) -> bool:
-    """A wildcard waits in action_required while the platform cannot validate it over DNS."""
-    return is_wildcard(name) and not dns01.enabled()
 
 
 class DomainNameTaken(Exception):
@@ -58,17 +49,6 @@ def platform_suffixes() -> list[str]:
         if target:
             suffixes.add(target)
     return sorted(suffixes)
-
-
-def target_in(region: Region, app_name: str, platform_suffixes: tuple[str, ...]) -> Target:
-    """Where the domains of the app `app_name` of `region` must point."""
-    return Target(
-        app_hostname=f"{app_name}.{region.domain_suffix}",
-        cname_target=region.cname_target,
-        ingress_ipv4=frozenset(region.ingress_ipv4),
-        ingress_ipv6=frozenset(region.ingress_ipv6),
-        platform_suffixes=platform_suffixes,
-    )
 
 
 def target_of(app: App) -> Target:

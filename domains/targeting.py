@@ -8,8 +8,12 @@ elsewhere fails the check, named: the CA would validate over it and fail.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from domains.names import registered_domain
+
+if TYPE_CHECKING:
+    from domains.models import Region
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,17 @@ class Target:
     ingress_ipv4: frozenset[str]
     ingress_ipv6: frozenset[str]
     platform_suffixes: tuple[str, ...] = ()
+
+
+def target_in(region: Region, app_name: str, platform_suffixes: tuple[str, ...]) -> Target:
+    """Where the domains of the app `app_name` of `region` must point."""
+    return Target(
+        app_hostname=f"{app_name}.{region.domain_suffix}",
+        cname_target=region.cname_target,
+        ingress_ipv4=frozenset(region.ingress_ipv4),
+        ingress_ipv6=frozenset(region.ingress_ipv6),
+        platform_suffixes=platform_suffixes,
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from certificates.models import (
 from certificates.sealing import seal
 from domains.backoff import retry_delay
 from domains.models import Domain
-from workers.domain_checks import TRANSIENT_RETRY, PreflightRow, preflight
+from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
 from workers.enqueue import advance_order_later, renew_certificates_later
 from workers.quota_policy import Candidate, Granted, refund, reserve, when
 
