@@ -22,7 +22,7 @@ from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.services import records_for
 from domains.targeting import target_in
-from workers.quota_policy import quota_of
+from domains.quota_policy import quota_of
 
 
 def _served_json(now: datetime.datetime) -> Subquery:

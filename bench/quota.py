@@ -51,7 +51,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from devstack.ports import free_port
 from devstack.redis_server import start_redis
-from workers.quota import SINCE_KEY, Bucket, Quota
+from domains.quota import SINCE_KEY, Bucket, Quota
 
 BUCKETS = 1_000
 ROUNDS = 10

@@ -11,7 +11,7 @@ from certificates.models import (
     QuotaOverride,
     RegisteredDomain,
 )
-from workers.quota_policy import quota_of
+from domains.quota_policy import quota_of
 
 
 @admin.register(AcmeAccount)

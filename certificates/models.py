@@ -58,7 +58,7 @@ class Certificate(models.Model):
     renewal_claim = models.UUIDField(null=True, blank=True, editable=False)
     renewal_failures = models.PositiveIntegerField(default=0)
     renewal_error = models.TextField(blank=True, default="")
-    # The quota reservation a renewal holds while it waits for its token (workers/quota.py).
+    # The quota reservation a renewal holds while it waits for its token (domains/quota.py).
     renewal_reservation = models.UUIDField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -168,7 +168,7 @@ class Order(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     # Consecutive retries of the current step (bad nonces, network errors, polls); reset per step.
     step_attempts = models.PositiveIntegerField(default=0)
-    # The quota tokens this order spent (workers/quota.py): committed when the certificate is
+    # The quota tokens this order spent (domains/quota.py): committed when the certificate is
     # stored, refunded when the CA certainly issued nothing. Null for orders that spent none.
     quota_reservation = models.UUIDField(null=True, blank=True, editable=False)
     problem = models.TextField(blank=True, default="", help_text="Why the order failed, in plain words.")

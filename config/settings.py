@@ -106,7 +106,7 @@ if DNS01_ZONE and DNS01_PROVIDER == "challtestsrv" and not DNS01_CHALLTESTSRV_UR
     env.fail("DNS01_CHALLTESTSRV_URL", "is required (challtestsrv's management URL) with that provider")
 KEY_ENCRYPTION_KEYS = env.fernet_keys("KEY_ENCRYPTION_KEYS")
 
-# Let's Encrypt's limits, enforced before the CA sees an order (workers/quota.py): new certificates
+# Let's Encrypt's limits, enforced before the CA sees an order (domains/quota.py): new certificates
 # per registered domain, certificates per exact set of names, new orders per ACME account, each as
 # a count per period. Per-subject overrides live in the database (admin: Quota overrides).
 QUOTA_REGISTERED_DOMAIN_LIMIT = env.int("QUOTA_REGISTERED_DOMAIN_LIMIT", 50, minimum=1)

@@ -34,7 +34,7 @@ from domains.services import (
     retry_now,
     set_letsencrypt,
 )
-from workers.quota_policy import quota_of
+from domains.quota_policy import quota_of
 
 
 @admin.register(Region)

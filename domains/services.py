@@ -17,7 +17,7 @@ from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.ownership import ownership_token
 from domains.status import change_status
 from domains.targeting import Target, records_to_add, target_in
-from workers.enqueue import check_domains_later
+from domains.enqueue import check_domains_later
 
 
 class DomainNameTaken(Exception):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from workers.quota import SINCE_KEY, Bucket, Quota, QuotaUnavailable, replay
+from domains.quota import SINCE_KEY, Bucket, Quota, QuotaUnavailable, replay
 
 T0 = 1_800_000_000_000_000  # an injected "now", in microseconds
 WEEK_US = 7 * 24 * 3600 * 1_000_000

@@ -10,8 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from certificates.models import QuotaKind, QuotaOverride
+from domains import quota_policy
 from tests.factories import DomainFactory
-from workers import quota_policy
 
 pytestmark = pytest.mark.django_db
 

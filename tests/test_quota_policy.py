@@ -16,9 +16,10 @@ from certificates.models import (
     QuotaKind,
     QuotaOverride,
 )
+from domains import quota_policy
 from domains.models import DomainStatus
 from tests.factories import AcmeAccountFactory, DomainFactory
-from workers import acme_steps, quota_policy
+from workers import acme_steps
 
 pytestmark = pytest.mark.django_db
 

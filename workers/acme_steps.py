@@ -47,11 +47,11 @@ from domains.backoff import retry_delay
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.names import is_wildcard
 from domains.status import StatusWrite, bulk_change_status, change_status
-from workers.enqueue import advance_order_later, deactivate_authorizations_later
+from domains.enqueue import advance_order_later, deactivate_authorizations_later
 from workers.failpoints import failpoint
-from workers.quota_policy import commit as commit_quota
-from workers.quota_policy import refund as refund_quota
-from workers.quota_policy import registered_domains, sync_registered_domains, when
+from domains.quota_policy import commit as commit_quota
+from domains.quota_policy import refund as refund_quota
+from domains.quota_policy import registered_domains, sync_registered_domains, when
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from domains.backoff import retry_delay
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus
 from domains.status import StatusWrite, bulk_change_status
 from workers.acme_steps import Start, start_orders
-from workers.enqueue import check_domains_later
+from domains.enqueue import check_domains_later
 from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
-from workers.quota_policy import Candidate, Granted, refund, reserve
+from domains.quota_policy import Candidate, Granted, refund, reserve
 
 
 def claim_due(now: datetime.datetime | None = None, limit: int | None = None) -> tuple[list[int], uuid.UUID]:

@@ -34,8 +34,8 @@ from certificates.sealing import seal
 from domains.backoff import retry_delay
 from domains.models import Domain
 from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
-from workers.enqueue import advance_order_later, renew_certificates_later
-from workers.quota_policy import Candidate, Granted, refund, reserve, when
+from domains.enqueue import advance_order_later, renew_certificates_later
+from domains.quota_policy import Candidate, Granted, refund, reserve, when
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from certificates.models import Order, QuotaKind, QuotaOverride
 from devstack.processes import ManagedProcess, tcp_open
+from domains import quota_policy
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from tests.acme_proxy import AcmeProxy
@@ -23,7 +24,7 @@ from tests.factories import CertificateFactory, DomainFactory
 from tests.integration.beat import restore_schedule, start_beat
 from tests.integration.pointing import point_at_platform
 from tests.integration.polling import wait_for
-from workers import domain_checks, quota_policy
+from workers import domain_checks
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

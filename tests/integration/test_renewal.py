@@ -15,13 +15,14 @@ from django.utils import timezone
 
 from certificates.models import Certificate, CertificateSource, Order, OrderState
 from certificates.serving import served_certificate
+from domains import quota_policy
 from domains.backoff import retry_delay
 from domains.models import Domain, DomainEvent, DomainStatus, Region
 from domains.services import create_domain, set_letsencrypt
 from tests.factories import CertificateFactory
 from tests.integration.pointing import point_at_platform
 from tests.integration.polling import issued, status_of, wait_for
-from workers import quota_policy, renewals
+from workers import renewals
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

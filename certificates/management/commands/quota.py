@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from certificates.models import RegisteredDomain
 from domains.names import registered_domain
-from workers.quota_policy import quota_of
+from domains.quota_policy import quota_of
 
 PAGE = 1000
 

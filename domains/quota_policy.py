@@ -29,7 +29,7 @@ from certificates.models import (
     QuotaOverride,
 )
 from domains.names import registered_domain
-from workers.quota import Bucket, Level, Quota, QuotaUnavailable, replay
+from domains.quota import Bucket, Level, Quota, QuotaUnavailable, replay
 
 logger = logging.getLogger(__name__)
 

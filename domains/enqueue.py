@@ -1,7 +1,7 @@
 """Sends tasks by name, after the current transaction commits (a task must see what it is told about).
 
-Services call these instead of importing task functions, so that services do not depend on the
-task modules (which depend on the services).
+The layers run api -> workers -> domains -> certificates: the services of this layer hand work to
+the workers by task name, so they never import the task modules (which import them).
 """
 
 from __future__ import annotations
