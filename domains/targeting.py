@@ -1,12 +1,15 @@
 """Does a domain point at the platform? A pure diagnosis of a DNS lookup, in the customer's words.
 
 The domain points at the platform when its CNAME chain reaches the app's own hostname or the
-region's CNAME target, or when all of its A and AAAA records are ingress addresses. Any address
-elsewhere fails the check, named: the CA would validate over it and fail.
+region's CNAME target and ends at an address, or when all of its A and AAAA records are ingress
+addresses. Any address elsewhere fails the check, named: the CA would validate over it and fail.
+A chain that reaches the platform's name but ends without an address is the platform's DNS at
+fault, not the customer's record: transient, like a resolver failure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -88,6 +91,17 @@ def _under(name: str, suffix: str) -> bool:
     return name == suffix or name.endswith("." + suffix)
 
 
+def platform_name_reached(lookup: Lookup, ours: Container[str]) -> str | None:
+    """The first of the platform's names (`ours`) that the CNAME chain of `lookup` reaches, if any."""
+    return next((cname for cname in lookup.cnames if cname in ours), None)
+
+
+def _no_address(lookup: Lookup) -> str:
+    # A resolver answers NXDOMAIN for a chain whose last name does not exist, NOERROR with no
+    # record for a name that exists without an address.
+    return "which does not exist (NXDOMAIN)" if lookup.nxdomain else "which has no address"
+
+
 def diagnose(lookup: Lookup, target: Target) -> Diagnosis:
     """Whether `lookup` shows the name pointing at `target`, and what to change if not."""
     name = lookup.name
@@ -100,11 +114,22 @@ def diagnose(lookup: Lookup, target: Target) -> Diagnosis:
             transient=True,
         )
     ours = {target.app_hostname, target.cname_target}
-    reached = [cname for cname in lookup.cnames if cname in ours]
+    reached = platform_name_reached(lookup, ours)
+    if reached and not lookup.a and not lookup.aaaa:
+        # The customer's record is right; the CA would fail to resolve the platform's own name.
+        beyond = f" (the chain ends at {lookup.cnames[-1]})" if lookup.cnames[-1] != reached else ""
+        return Diagnosis(
+            False,
+            "platform_name_unresolved",
+            f"{name} is a CNAME to {reached}, {_no_address(lookup)}{beyond}: your record is right, the "
+            "platform's own name is broken in DNS, which is the platform's to fix. This is not counted "
+            "against the domain and is retried in a minute.",
+            transient=True,
+        )
     if reached:
         # Only the app's own hostname says which app the name is meant for (domains/ownership.py).
-        code = "ok_app_cname" if reached[0] == target.app_hostname else "ok_cname"
-        return Diagnosis(True, code, f"{name} is a CNAME to {reached[0]}.")
+        code = "ok_app_cname" if reached == target.app_hostname else "ok_cname"
+        return Diagnosis(True, code, f"{name} is a CNAME to {reached}.")
     for cname in lookup.cnames:
         if cname not in ours and any(_under(cname, suffix) for suffix in target.platform_suffixes):
             return Diagnosis(
@@ -113,7 +138,7 @@ def diagnose(lookup: Lookup, target: Target) -> Diagnosis:
                 f"{name} is a CNAME to {cname}, which is another app of the platform, not this one. "
                 f"Point it at {target.app_hostname} instead.",
             )
-    if lookup.nxdomain:
+    if lookup.nxdomain and not lookup.cnames:
         return Diagnosis(
             False, "nxdomain", f"{name} does not exist in DNS (NXDOMAIN). {_advice(name, target)}"
         )
@@ -122,7 +147,7 @@ def diagnose(lookup: Lookup, target: Target) -> Diagnosis:
             return Diagnosis(
                 False,
                 "cname_dangling",
-                f"{name} is a CNAME to {lookup.cnames[-1]}, which has no address. {_advice(name, target)}",
+                f"{name} is a CNAME to {lookup.cnames[-1]}, {_no_address(lookup)}. {_advice(name, target)}",
             )
         return Diagnosis(
             False, "no_records", f"{name} has no A, AAAA or CNAME record. {_advice(name, target)}"

@@ -2,22 +2,27 @@
 the system resolver).
 
 Many names are resolved concurrently in one event loop (workers/dns_client.py): at most an
-A and an AAAA query per name, since a CNAME chain comes back inside those answers; the AAAA query
-is skipped when the A answer already settles the check (NXDOMAIN, or a CNAME to the platform).
+A and an AAAA query per name, since a CNAME chain and the addresses it ends at come back inside
+those answers; the AAAA query is skipped when the A answer already settles the check (NXDOMAIN, or
+a CNAME to the platform that ends at an IPv4 address).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
 import dns.exception
 from django.conf import settings
 
 from domains.caa import CaaRecord, climb
-from domains.targeting import Lookup
+from domains.targeting import Lookup, platform_name_reached
 from workers.dns_client import NXDOMAIN, DnsClient, QueryFailed
 from workers.dns_wire import Answer
+
+logger = logging.getLogger(__name__)
 
 
 class Resolvers:
@@ -72,10 +77,11 @@ async def _query(resolvers: Resolvers, name: str, rdtype: str) -> _Outcome:
     except (OSError, dns.exception.DNSException) as exc:
         outcome.error = type(exc).__name__
         return outcome
+    # An NXDOMAIN answer still carries the CNAME chain up to the name that does not exist.
+    outcome.cnames = answer.cnames
     if answer.rcode == NXDOMAIN:
         outcome.nxdomain = True
         return outcome
-    outcome.cnames = answer.cnames
     outcome.records = {"CAA": answer.caa, "TXT": answer.txt}.get(rdtype, answer.addresses)
     return outcome
 
@@ -83,7 +89,9 @@ async def _query(resolvers: Resolvers, name: str, rdtype: str) -> _Outcome:
 async def lookup(resolver: Resolvers, name: str, accepted_cnames: frozenset[str] = frozenset()) -> Lookup:
     """A, then AAAA unless the A answer settles it, folded into one Lookup."""
     a = await _query(resolver, name, "A")
-    settled = a.nxdomain or any(cname in accepted_cnames for cname in a.cnames)
+    # Through a CNAME to the platform only the end of the chain is left to know: an IPv4 address
+    # settles it; without one, the AAAA query says whether the platform's name has any address.
+    settled = a.nxdomain or (bool(a.records) and any(cname in accepted_cnames for cname in a.cnames))
     aaaa = _Outcome() if settled or a.error else await _query(resolver, name, "AAAA")
     error = a.error or aaaa.error
     return Lookup(
@@ -111,7 +119,30 @@ async def lookup_many(
             return await lookup(resolver, name, accepted_cnames.get(name, frozenset()))
 
     results = await asyncio.gather(*(bounded(name) for name in names))
+    _report_unresolved_platform_names(results, accepted_cnames)
     return {result.name: result for result in results}
+
+
+def _report_unresolved_platform_names(
+    results: Iterable[Lookup], accepted_cnames: Mapping[str, frozenset[str]]
+) -> None:
+    """Logs, once per name per batch, each platform name that customers' CNAMEs reach but that has
+    no address: the platform's DNS is broken there, and only its operators can mend it."""
+    stranded: dict[str, list[str]] = defaultdict(list)
+    for result in results:
+        if result.error or result.a or result.aaaa:
+            continue
+        reached = platform_name_reached(result, accepted_cnames.get(result.name, frozenset()))
+        if reached:
+            stranded[reached].append(result.name)
+    for platform_name, names in sorted(stranded.items()):
+        logger.warning(
+            "the platform's name %s has no address in DNS: %d custom domain(s) that are a CNAME to it "
+            "wait until it has one (e.g. %s)",
+            platform_name,
+            len(names),
+            ", ".join(sorted(names)[:3]),
+        )
 
 
 class CaaLookupFailed(Exception):

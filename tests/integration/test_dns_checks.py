@@ -1,12 +1,15 @@
 """Every diagnosis a customer can meet, from real DNS answers, with the status and schedule that
-follow; the CAA pre-flight against Pebble; and concurrent sweeps that query each name once."""
+follow; the platform's own name without an address, held as the platform's problem; the CAA
+pre-flight against Pebble; and concurrent sweeps that query each name once."""
 
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 import uuid
 
+import dns.rcode
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -16,10 +19,11 @@ from domains.backoff import retry_delay
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from tests.dns_stub import DnsStub
-from tests.factories import DomainFactory
-from tests.integration.pointing import point_at_platform
+from tests.factories import AppFactory, DomainFactory
+from tests.integration.pointing import point_at_platform, point_by_cname
 from tests.integration.polling import status_of, unique_name, wait_for
 from workers import domain_checks
+from workers.resolver import resolve_for_check
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -112,6 +116,63 @@ def test_a_resolver_failure_is_retried_in_a_minute_without_counting_against_the_
     assert "not counted against the domain" in domain.last_error
     assert domain.consecutive_failures == 3
     assert domain.next_attempt_at == domain.last_checked_at + datetime.timedelta(seconds=60)
+
+
+def _queries(challtestsrv, name: str) -> tuple[int, int]:
+    """How many A and AAAA queries challtestsrv answered for `name`."""
+    history = challtestsrv.dns_request_history(name)
+    return tuple(sum(1 for q in history if q["Question"]["Qtype"] == qtype) for qtype in (1, 28))
+
+
+def test_a_cname_to_the_apps_hostname_is_settled_by_the_a_answer_that_carries_its_address(
+    pebble_stack, challtestsrv, app
+):
+    other = AppFactory(name=f"app-{uuid.uuid4().hex[:8]}", region=app.region)
+    name = unique_name()
+    point_by_cname(challtestsrv, other, name)
+    accepted = frozenset({other.default_hostname, app.region.cname_target})
+    lookups, *_ = resolve_for_check([name], {name: accepted}, lambda lookup: False)
+    assert lookups[name].cnames == (other.default_hostname,)
+    assert lookups[name].a == ("127.0.0.1",)
+    assert _queries(challtestsrv, name) == (1, 0), "no AAAA query once the A answer settles it"
+
+
+def test_a_cname_to_the_apps_hostname_without_an_address_is_the_platforms_problem_not_the_customers(
+    pebble_stack, challtestsrv, app, caplog
+):
+    # The app's hostname has no record in the mock DNS: the platform's DNS is broken for it.
+    other = AppFactory(name=f"app-{uuid.uuid4().hex[:8]}", region=app.region)
+    name = unique_name()
+    challtestsrv.set_cname(name, f"{other.default_hostname}.")
+    domain = pending(other, name)
+    Domain.objects.filter(pk=domain.pk).update(consecutive_failures=2)
+    with caplog.at_level(logging.WARNING, logger="workers.resolver"):
+        domain = check_now(domain)
+    assert domain.status == DomainStatus.PENDING_DNS
+    assert f"{name} is a CNAME to {other.default_hostname}, which has no address" in domain.last_error
+    assert "your record is right" in domain.last_error
+    assert domain.consecutive_failures == 2, "not counted against the customer"
+    assert domain.next_attempt_at == domain.last_checked_at + datetime.timedelta(seconds=60)
+    assert not Order.objects.filter(domain=domain).exists()
+    assert _queries(challtestsrv, name) == (1, 1), "the AAAA query looks for an IPv6 address"
+    assert any(
+        f"the platform's name {other.default_hostname} has no address" in record.getMessage()
+        and name in record.getMessage()
+        for record in caplog.records
+    ), "the operators are told in the logs"
+
+
+def test_a_cname_to_the_apps_hostname_that_does_not_exist_is_the_platforms_problem_in_one_query(
+    app, settings
+):
+    # A recursive resolver answers NXDOMAIN with the chain when its last name does not exist.
+    with DnsStub(rcode=dns.rcode.NXDOMAIN, cname_to=app.default_hostname) as stub:
+        settings.DNS_RESOLVERS = [("127.0.0.1", stub.port)]
+        domain = check_now(pending(app, unique_name()))
+    assert f"is a CNAME to {app.default_hostname}, which does not exist (NXDOMAIN)" in domain.last_error
+    assert domain.consecutive_failures == 0
+    assert domain.next_attempt_at == domain.last_checked_at + datetime.timedelta(seconds=60)
+    assert stub.queries == 1, "the AAAA query is skipped once A says NXDOMAIN"
 
 
 def _orders_placed_at_pebble(stack) -> int:

@@ -18,8 +18,48 @@ def test_cname_to_the_apps_own_hostname_points_at_the_platform():
     assert diagnose(lookup, TARGET).ok
 
 
-def test_cname_to_the_regions_target_points_at_the_platform_even_without_addresses():
-    assert diagnose(Lookup("www.example.com", cnames=("ingress.osc-fr1.example-paas.io",)), TARGET).ok
+def test_cname_to_the_regions_target_points_at_the_platform_through_its_addresses():
+    lookup = Lookup("www.example.com", cnames=("ingress.osc-fr1.example-paas.io",), aaaa=("2001:db8::10",))
+    assert diagnose(lookup, TARGET).code == "ok_cname"
+
+
+@pytest.mark.parametrize(
+    ("lookup", "said"),
+    [
+        (
+            Lookup("www.example.com", cnames=("my-app.osc-fr1.example-paas.io",)),
+            "www.example.com is a CNAME to my-app.osc-fr1.example-paas.io, which has no address",
+        ),
+        (
+            Lookup("www.example.com", nxdomain=True, cnames=("ingress.osc-fr1.example-paas.io",)),
+            "is a CNAME to ingress.osc-fr1.example-paas.io, which does not exist (NXDOMAIN)",
+        ),
+        (
+            Lookup(
+                "www.example.com",
+                cnames=("my-app.osc-fr1.example-paas.io", "edge.osc-fr1.example-paas.io"),
+            ),
+            "which has no address (the chain ends at edge.osc-fr1.example-paas.io)",
+        ),
+    ],
+    ids=["app-hostname-nodata", "region-target-nxdomain", "chain-beyond"],
+)
+def test_a_cname_to_the_platforms_name_without_an_address_is_the_platforms_fault_and_transient(lookup, said):
+    diagnosis = diagnose(lookup, TARGET)
+    assert (diagnosis.ok, diagnosis.code, diagnosis.transient) == (False, "platform_name_unresolved", True)
+    assert said in diagnosis.message
+    assert "your record is right" in diagnosis.message
+    assert "not counted against the domain" in diagnosis.message
+
+
+def test_a_cname_elsewhere_to_a_name_that_does_not_exist_says_so_instead_of_nxdomain_for_the_name():
+    lookup = Lookup("www.example.com", nxdomain=True, cnames=("gone.example.net",))
+    diagnosis = diagnose(lookup, TARGET)
+    assert (diagnosis.code, diagnosis.transient) == ("cname_dangling", False)
+    assert diagnosis.message.startswith(
+        "www.example.com is a CNAME to gone.example.net, which does not exist (NXDOMAIN)."
+    )
+    assert "www.example.com. CNAME my-app.osc-fr1.example-paas.io." in diagnosis.message
 
 
 def test_a_records_all_among_the_ingress_addresses_point_at_the_platform():
@@ -88,8 +128,12 @@ def test_only_a_cname_to_the_apps_own_hostname_says_which_app_the_name_is_for():
         ingress_ipv4=frozenset({"192.0.2.10"}),
         ingress_ipv6=frozenset(),
     )
-    own = diagnose(Lookup("www.example.com", cnames=("my-app.osc-fr1.example-paas.io",)), target)
-    shared = diagnose(Lookup("www.example.com", cnames=("ingress.osc-fr1.example-paas.io",)), target)
+    own = diagnose(
+        Lookup("www.example.com", cnames=("my-app.osc-fr1.example-paas.io",), a=("192.0.2.10",)), target
+    )
+    shared = diagnose(
+        Lookup("www.example.com", cnames=("ingress.osc-fr1.example-paas.io",), a=("192.0.2.10",)), target
+    )
     address = diagnose(Lookup("www.example.com", a=("192.0.2.10",)), target)
     assert (own.ok, own.code) == (True, "ok_app_cname")
     assert (shared.ok, shared.code) == (True, "ok_cname")
