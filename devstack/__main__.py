@@ -3,10 +3,15 @@
 Starts Pebble and challtestsrv, then the web app under gunicorn, a Celery worker, beat and Flower,
 after preparing the database (create, migrate, admin user). Settings come from the environment,
 then from `.env` (written on first run with fresh secrets), so a second run reuses them.
+
+The mock DNS answers for the platform's own names (devstack/platform_dns.py), and every Pebble root
+stays trusted across runs (devstack/pebble.py `trust_root`): the certificates an earlier run's
+Pebble issued are still served, and must still verify.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 import signal
@@ -20,23 +25,45 @@ import django
 from cryptography.fernet import Fernet
 
 from devstack.commands import beat_command, flower_command, web_command, worker_command
-from devstack.pebble import PebbleStack
+from devstack.pebble import PebbleStack, trust_root
 from devstack.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
 from devstack.tls import write_localhost_tls
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".run"
-ENV_FILE = ROOT / ".env"
 PYTHON = sys.executable
-
-WEB_PORT = int(os.environ.get("CERTWRIGHT_WEB_PORT", "8000"))
-FLOWER_PORT = int(os.environ.get("CERTWRIGHT_FLOWER_PORT", "5555"))
-ROUTER_PORT = int(os.environ.get("CERTWRIGHT_ROUTER_PORT", "8443"))
-PEBBLE_PORTS = {"acme": 14000, "management": 15000, "dns": 8053, "challtestsrv": 8055, "tls_alpn": 5001}
+# How often the mock DNS is brought in step with the platform's apps and regions.
+PLATFORM_DNS_INTERVAL = 3.0
 
 
 def say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
+
+
+def _port(variable: str, default: int) -> int:
+    value = os.environ.get(variable, str(default)).strip()
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SystemExit(f"[make run] {variable}={value!r} is not a port number (1 to 65535)")
+    return int(value)
+
+
+STATE = Path(os.environ.get("CERTWRIGHT_STATE_DIR") or ROOT / ".run").resolve()
+ENV_FILE = Path(os.environ.get("CERTWRIGHT_ENV_FILE") or ROOT / ".env").resolve()
+WEB_PORT = _port("CERTWRIGHT_WEB_PORT", 8000)
+FLOWER_PORT = _port("CERTWRIGHT_FLOWER_PORT", 5555)
+ROUTER_PORT = _port("CERTWRIGHT_ROUTER_PORT", 8443)
+PEBBLE_PORTS = {
+    "acme": _port("CERTWRIGHT_PEBBLE_PORT", 14000),
+    "management": _port("CERTWRIGHT_PEBBLE_MANAGEMENT_PORT", 15000),
+    "dns": _port("CERTWRIGHT_DNS_PORT", 8053),
+    "challtestsrv": _port("CERTWRIGHT_CHALLTESTSRV_PORT", 8055),
+    "tls_alpn": _port("CERTWRIGHT_TLS_ALPN_PORT", 5001),
+}
+
+
+def shown(path: Path | str) -> str:
+    """`path` as the user can type it from the repository: relative when it is inside."""
+    path = Path(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -78,7 +105,8 @@ def development_environment() -> dict[str, str]:
         "ACME_CA_BUNDLE": str(STATE / "pebble" / "tls" / "ca.pem"),
         "ACME_CONTACT_EMAIL": "ops@example.com",
         "DNS_RESOLVERS": f"127.0.0.1:{PEBBLE_PORTS['dns']}",
-        # Pebble makes a new root at every start; it is written here before the workers start.
+        # Pebble makes a new root at every start; it is added here before the workers start, after
+        # the earlier runs' roots (their certificates are still served).
         "EXTRA_TRUSTED_ROOTS": str(STATE / "pebble" / "roots.pem"),
         # Wildcards over DNS-01: their challenge records go to the mock DNS, which Pebble asks.
         "DNS01_ZONE": "dns01.example-paas.net",
@@ -153,6 +181,7 @@ def main() -> int:
     api_token = ensure_api_token(env["DJANGO_SUPERUSER_USERNAME"])
     os.environ["CERTWRIGHT_ROUTER_TOKEN"] = ensure_router_token()
     from devstack.demo import run_demo
+    from devstack.platform_dns import PlatformDns
 
     processes: list[ManagedProcess] = []
     pebble = PebbleStack(
@@ -179,8 +208,15 @@ def main() -> int:
     try:
         say("starting Pebble and pebble-challtestsrv")
         pebble.start()
-        Path(env["EXTRA_TRUSTED_ROOTS"]).write_bytes(pebble.root_pem())
+        roots = Path(env["EXTRA_TRUSTED_ROOTS"])
+        validity = datetime.timedelta(seconds=pebble.validity_seconds)
+        kept = trust_root(roots, pebble.root_pem(), validity)
+        if kept > 1:
+            say(f"trusting this Pebble's root and {kept - 1} of earlier runs ({shown(roots)})")
         forget_pebble_account(env["ACME_DIRECTORY_URL"])
+        platform_dns = PlatformDns(pebble.challtestsrv)
+        platform_dns.sync()
+        platform_dns.keep_in_step(PLATFORM_DNS_INTERVAL, say)
         specs = [
             (
                 "web",
@@ -231,19 +267,18 @@ def main() -> int:
         f"  Router    https://localhost:{ROUTER_PORT}/  (TLS, the served certificates by SNI)",
         "  CLI       ./certwright --app demo domains  (reads CERTWRIGHT_API_URL and _TOKEN from .env)",
         f"  Flower    http://localhost:{FLOWER_PORT}/  user {user}  password {password}",
-        f"  Pebble    {pebble.directory_url}  (its listener's CA: {env['ACME_CA_BUNDLE']})",
-        f"  Mock DNS  DNS 127.0.0.1:{PEBBLE_PORTS['dns']}, management http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}",
-        f"  Logs      {logs}/",
-        f"  Settings  {ENV_FILE} (generated secrets; the environment overrides it)",
+        f"  Pebble    {pebble.directory_url}  (its listener's CA: {shown(env['ACME_CA_BUNDLE'])})",
+        f"  Mock DNS  DNS 127.0.0.1:{PEBBLE_PORTS['dns']}, management http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}"
+        " (apps' hostnames and CNAME targets at their region's ingress)",
+        f"  Logs      {shown(logs)}/",
+        f"  Settings  {shown(ENV_FILE)} (generated secrets; the environment overrides it)",
         "",
         "Ctrl-C stops everything.",
     ]
     print("\n" + "\n".join(lines) + "\n", flush=True)
-    if run_demo(pebble.challtestsrv, env["DJANGO_SUPERUSER_USERNAME"], say):
-        roots = STATE / "pebble" / "roots.pem"
-        roots.write_bytes(pebble.root_pem())
+    if run_demo(platform_dns, env["DJANGO_SUPERUSER_USERNAME"], say):
         say(
-            f"demo: see it served over TLS: curl --cacert {roots.relative_to(ROOT)} "
+            f"demo: see it served over TLS: curl --cacert {shown(roots)} "
             f"--resolve www.example.com:{ROUTER_PORT}:127.0.0.1 https://www.example.com:{ROUTER_PORT}/"
         )
     while True:

@@ -1,5 +1,7 @@
 """`make run`'s demo: a region, an app and www.example.com, whose certificate Pebble issues while
-you watch. Idempotent: a second `make run` reuses them and only re-creates the DNS record (the
+you watch. www.example.com is pointed at the app with the record Certwright asks customers for, a
+CNAME to the app's hostname (which the mock DNS resolves to the region's ingress, as the platform's
+DNS would). Idempotent: a second `make run` reuses them and only re-creates the DNS record (the
 mock DNS forgets everything when it restarts)."""
 
 from __future__ import annotations
@@ -10,16 +12,15 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from certificates.models import Certificate
-from devstack.pebble import ChallTestSrv
+from devstack.platform_dns import PlatformDns
 from domains.models import App, Domain, DomainStatus, Region
-from domains.ownership import challenge_name, ownership_record, ownership_token
 from domains.services import create_domain, retry_now
 
 DEMO_DOMAIN = "www.example.com"
 
 
-def run_demo(challtestsrv: ChallTestSrv, admin_username: str, say, timeout: float = 120) -> bool:
-    """Creates the demo (once), points its DNS at this machine and prints the statuses until in use."""
+def run_demo(platform_dns: PlatformDns, admin_username: str, say, timeout: float = 120) -> bool:
+    """Creates the demo (once), points its DNS at the app and prints the statuses until in use."""
     with transaction.atomic():
         region, _ = Region.objects.get_or_create(
             name="local",
@@ -32,15 +33,14 @@ def run_demo(challtestsrv: ChallTestSrv, admin_username: str, say, timeout: floa
         )
         owner = get_user_model().objects.get(username=admin_username)
         app, _ = App.objects.get_or_create(region=region, name="demo", defaults={"owner": owner})
-    challtestsrv.add_a(DEMO_DOMAIN, ["127.0.0.1"])
-    # The shared ingress address alone does not say the name is demo's: publish its ownership record.
-    challtestsrv.set_txt(challenge_name(DEMO_DOMAIN), ownership_token(app.pk, DEMO_DOMAIN))
+    # The app's hostname must resolve before the first check: publish it now, not in a few seconds.
+    platform_dns.sync()
+    # A CNAME to the app's own hostname also proves the name is demo's (no ownership record needed).
+    record = f"{DEMO_DOMAIN}. CNAME {app.default_hostname}."
+    platform_dns.challtestsrv.set_cname(DEMO_DOMAIN, f"{app.default_hostname}.")
     domain = Domain.objects.filter(name=DEMO_DOMAIN).first()
     if domain is None:
-        say(
-            f"demo: adding {DEMO_DOMAIN} to app demo (A 127.0.0.1 in the mock DNS, and its ownership record "
-            f"{ownership_record(DEMO_DOMAIN, ownership_token(app.pk, DEMO_DOMAIN))})"
-        )
+        say(f"demo: adding {DEMO_DOMAIN} to app demo ({record} in the mock DNS, as domains-show asks)")
         domain = create_domain(app, DEMO_DOMAIN)
     elif domain.status != DomainStatus.IN_USE:
         say(f"demo: {DEMO_DOMAIN} exists ({domain.get_status_display()}); retrying it now")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 import os
 import shutil
@@ -9,6 +11,9 @@ import ssl
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from devstack.processes import ManagedProcess, http_ok, tcp_open
 from devstack.tls import write_localhost_tls
@@ -196,3 +201,34 @@ class PebbleStack:
             f"{self.management_url}/roots/0", timeout=5, context=self.ssl_context()
         ) as response:
             return response.read()
+
+
+def trust_root(
+    path: Path,
+    root_pem: bytes,
+    certificate_validity: datetime.timedelta,
+    now: datetime.datetime | None = None,
+) -> int:
+    """Adds this Pebble's root to the roots file, after the earlier Pebbles' roots: what they issued
+    stays verifiable (Pebble makes a new root at every start, and a restarted stack keeps serving
+    their certificates). A root is dropped once no certificate it issued can still be valid: its
+    Pebble stopped before the next one started, so at most `certificate_validity` after the next
+    root was made. Returns how many roots the file holds; an unreadable file starts afresh."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    try:
+        roots = x509.load_pem_x509_certificates(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        roots = []
+    new = x509.load_pem_x509_certificate(root_pem)
+    roots = [root for root in roots if root != new] + [new]
+    kept = [
+        root
+        for root, successor in itertools.pairwise(roots)
+        if successor.not_valid_before_utc + certificate_validity > now
+    ] + [new]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The web and worker processes re-read the file when it changes: never let them see half of it.
+    partial = path.with_name(path.name + ".new")
+    partial.write_bytes(b"".join(root.public_bytes(serialization.Encoding.PEM) for root in kept))
+    partial.replace(path)
+    return len(kept)

@@ -1,0 +1,110 @@
+"""The platform's own names in the mock DNS, as the platform's real DNS has them: each region's CNAME
+target and each app's hostname (`<app>.<region suffix>`) resolve to the region's ingress addresses.
+
+Without them, the record Certwright asks customers for (`www.example.com. CNAME demo.<suffix>.`)
+leads nowhere: the CA cannot resolve it. `make run` keeps challtestsrv in step with the database
+from a thread, every few seconds, so apps and regions added, renamed or removed meanwhile follow.
+The product knows nothing of challtestsrv: this is the development stack standing in for the
+platform's DNS.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from django.db import connection
+
+from devstack.pebble import ChallTestSrv
+from domains.models import App, Region
+
+# (IPv4 addresses, IPv6 addresses), each sorted.
+Addresses = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def _host(name: str) -> str:
+    # challtestsrv matches names as given: publish them as resolvers ask, lowercase, no final dot.
+    return name.strip().rstrip(".").lower()
+
+
+def platform_names() -> dict[str, Addresses]:
+    """Every name the platform answers for, with the addresses it resolves to (two queries)."""
+    regions = {
+        pk: (_host(suffix), _host(target), (tuple(sorted(ipv4)), tuple(sorted(ipv6))))
+        for pk, suffix, target, ipv4, ipv6 in Region.objects.values_list(
+            "pk", "domain_suffix", "cname_target", "ingress_ipv4", "ingress_ipv6"
+        )
+    }
+    names = {target: addresses for _, target, addresses in regions.values() if target}
+    for app_name, region_id in App.objects.values_list("name", "region_id").iterator():
+        suffix, _, addresses = regions[region_id]
+        names[f"{_host(app_name)}.{suffix}"] = addresses
+    return names
+
+
+class PlatformDns:
+    """Publishes `platform_names()` in challtestsrv, sending only what changed since the last sync."""
+
+    def __init__(self, challtestsrv: ChallTestSrv) -> None:
+        self.challtestsrv = challtestsrv
+        # What challtestsrv holds, as far as this object has told it.
+        self.published: dict[str, Addresses] = {}
+        # The background thread and a caller that needs a name now (the demo) may sync at once.
+        self._lock = threading.Lock()
+
+    def sync(self) -> int:
+        """Brings challtestsrv in step with the database; returns how many names changed."""
+        with self._lock:
+            return self._sync()
+
+    def _sync(self) -> int:
+        wanted = platform_names()
+        changed = 0
+        for name in sorted(self.published.keys() - wanted.keys()):
+            self._clear(name)
+            del self.published[name]
+            changed += 1
+        for name, addresses in sorted(wanted.items()):
+            if self.published.get(name) == addresses:
+                continue
+            # challtestsrv adds to a name's addresses: clear first, so that a removed one goes.
+            self._clear(name)
+            self.published.pop(name, None)
+            ipv4, ipv6 = addresses
+            if ipv4:
+                self.challtestsrv.add_a(name, list(ipv4))
+            if ipv6:
+                self.challtestsrv.add_aaaa(name, list(ipv6))
+            self.published[name] = addresses
+            changed += 1
+        return changed
+
+    def _clear(self, name: str) -> None:
+        self.challtestsrv.clear_a(name)
+        self.challtestsrv.clear_aaaa(name)
+
+    def keep_in_step(self, interval: float, say: Callable[[str], None]) -> threading.Event:
+        """Syncs every `interval` seconds in a daemon thread until the returned event is set; a
+        failure is said once (not every round) and retried."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            failing = None
+            while not stop.is_set():
+                try:
+                    self.sync()
+                    if failing:
+                        say("mock DNS: the platform's names are published again")
+                    failing = None
+                except Exception as exc:  # the database or challtestsrv is away: say so, try again
+                    problem = f"{type(exc).__name__}: {exc}"
+                    if problem != failing:
+                        say(f"mock DNS: cannot publish the platform's names ({problem}); retrying")
+                    failing = problem
+                finally:
+                    # A new connection each round: this thread must not hold one across a restart.
+                    connection.close()
+                stop.wait(interval)
+
+        threading.Thread(target=loop, name="platform-dns", daemon=True).start()
+        return stop
