@@ -1,8 +1,10 @@
-"""API tokens: shown once when created, stored only as a hash, revocable."""
+"""API tokens (shown once when created, stored only as a hash, revocable) and the customers who
+hold them."""
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import models
 from django.utils import timezone
 
@@ -36,3 +38,11 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked is None
+
+
+class Customer(User):
+    """A user who owns apps and reaches the API with tokens, not staff: the admin's Customers page.
+    A proxy, so a customer is an ordinary user row; api/customers.py says which users are customers."""
+
+    class Meta:
+        proxy = True

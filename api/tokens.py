@@ -18,17 +18,34 @@ TOKEN_PREFIX = "cwt_"  # noqa: S105 (a marker, not a secret)
 LOOKUP_LENGTH = 12
 
 
+class InvalidTokenName(ValueError):
+    """A token name that cannot be stored; the message says why."""
+
+
+def check_token_name(name: str) -> str:
+    """`name` as it is stored (trimmed; "unnamed" when blank); raises InvalidTokenName when it is too
+    long or holds control characters (PostgreSQL refuses NUL: a 500 otherwise)."""
+    name = name.strip()
+    limit = ApiToken._meta.get_field("name").max_length
+    if len(name) > limit:
+        raise InvalidTokenName(f"a token name has at most {limit} characters (this one has {len(name)})")
+    if not name.isprintable():
+        raise InvalidTokenName("a token name cannot hold control characters")
+    return name or "unnamed"
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def create_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
     """Creates a token for `user`; returns the row and the token, which is shown once and never
-    stored."""
+    stored. Raises InvalidTokenName for a name check_token_name refuses."""
+    name = check_token_name(name)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(
         user=user,
-        name=name.strip() or "unnamed",
+        name=name,
         prefix=token[: len(TOKEN_PREFIX) + LOOKUP_LENGTH],
         digest=_digest(token),
     )

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from api.models import ApiToken
-from api.tokens import create_token, revoke_by_prefix
+from api.tokens import InvalidTokenName, create_token, revoke_by_prefix
 
 
 class Command(BaseCommand):
@@ -26,8 +26,14 @@ class Command(BaseCommand):
         if action == "create":
             user = get_user_model().objects.filter(username=options["username"]).first()
             if user is None:
-                raise CommandError(f"no user named {options['username']}")
-            _, token = create_token(user, options["name"])
+                raise CommandError(
+                    f"no user named {options['username']}: a new customer and its first token come from "
+                    f"`manage.py customer create {options['username']} [--email E]`"
+                )
+            try:
+                _, token = create_token(user, options["name"])
+            except InvalidTokenName as exc:
+                raise CommandError(str(exc)) from None
             self.stdout.write(token)
         elif action == "list":
             rows = ApiToken.objects.select_related("user")

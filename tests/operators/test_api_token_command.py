@@ -1,0 +1,34 @@
+"""`manage.py api_token create` refuses what it cannot do in words that say what to do instead."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from api.models import ApiToken
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_token_for_a_missing_user_says_how_to_create_the_customer():
+    with pytest.raises(CommandError) as refused:
+        call_command("api_token", "create", "alice", stdout=io.StringIO())
+
+    assert str(refused.value) == (
+        "no user named alice: a new customer and its first token come from "
+        "`manage.py customer create alice [--email E]`"
+    )
+
+
+def test_a_token_name_too_long_to_store_is_refused_in_words_not_a_database_error():
+    UserFactory(username="alice")
+
+    with pytest.raises(CommandError) as refused:
+        call_command("api_token", "create", "alice", "--name", "x" * 101, stdout=io.StringIO())
+
+    assert str(refused.value) == "a token name has at most 100 characters (this one has 101)"
+    assert not ApiToken.objects.exists()
