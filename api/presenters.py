@@ -20,9 +20,9 @@ from certificates.serving import in_serving_order
 from domains.models import Domain, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
+from domains.quota_policy import quota_of
 from domains.services import records_for
 from domains.targeting import target_in
-from domains.quota_policy import quota_of
 
 
 def _served_json(now: datetime.datetime) -> Subquery:

@@ -23,6 +23,7 @@ from certificates.serving import in_serving_order, served_certificate_of
 from domains.models import App, Domain, DomainEvent, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
+from domains.quota_policy import quota_of
 from domains.services import (
     DomainLimitReached,
     InvalidDomainName,
@@ -34,7 +35,6 @@ from domains.services import (
     retry_now,
     set_letsencrypt,
 )
-from domains.quota_policy import quota_of
 
 
 @admin.register(Region)

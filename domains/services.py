@@ -12,12 +12,14 @@ from django.utils import timezone
 from certificates import dns01
 from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
 from certificates.serving import NOTHING_SERVED, settle_status
+from domains.claims import claim_check_now, redrive_order_of, renew_now
+from domains.enqueue import check_domains_later
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
+from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
 from domains.status import change_status
 from domains.targeting import Target, records_to_add, target_in
-from domains.enqueue import check_domains_later
 
 
 class DomainNameTaken(Exception):
@@ -54,25 +56,6 @@ def platform_suffixes() -> list[str]:
 def target_of(app: App) -> Target:
     """Where the domains of `app` must point."""
     return target_in(app.region, app.name, tuple(Region.objects.values_list("domain_suffix", flat=True)))
-
-
-def claim_check_now(domain_id: int, *, reset_backoff: bool = False, now: datetime | None = None):
-    """Claims the domain's check now, whatever its next_attempt_at, and sends it after commit;
-    returns the claim token, or None when the domain is not waiting for a check."""
-    now = now or timezone.now()
-    token = uuid.uuid4()
-    fields = {
-        "claim_token": token,
-        "next_attempt_at": now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS),
-    }
-    if reset_backoff:
-        fields["consecutive_failures"] = 0
-    with transaction.atomic():
-        rows = Domain.objects.filter(pk=domain_id, status__in=SWEPT_STATUSES, letsencrypt_enabled=True)
-        if not rows.update(**fields):
-            return None
-        check_domains_later([domain_id], str(token))
-    return token
 
 
 def records_for(name: str, target: Target) -> list[str]:
@@ -199,8 +182,6 @@ def move_domain(domain: Domain, app: App, now: datetime | None = None) -> bool:
 def delete_domain(domain: Domain, now: datetime | None = None) -> None:
     """Deletes the domain in any state: its order stops, its tokens stop being served at once, its
     pending authorizations are deactivated at the CA, and its keys and certificates are purged."""
-    from workers.acme_steps import cancel_orders_of
-
     with transaction.atomic():
         locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
         if locked is None:
@@ -212,9 +193,6 @@ def delete_domain(domain: Domain, now: datetime | None = None) -> None:
 def retry_now(domain: Domain, now: datetime | None = None) -> str:
     """Continues the domain's order, or checks it, or renews its certificate, at once, with the
     backoff reset; says what it did."""
-    from workers.acme_steps import redrive_order_of
-    from workers.renewals import renew_now
-
     now = now or timezone.now()
     if redrive_order_of(domain.pk, now):
         return f"{domain.name}: continuing its order now"
@@ -235,8 +213,6 @@ def retry_now(domain: Domain, now: datetime | None = None) -> str:
 def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = None) -> bool:
     """Turns Let's Encrypt on (checked at once, backoff reset) or off (any order in flight is
     cancelled; the CA is never contacted again); returns whether it changed."""
-    from workers.acme_steps import cancel_orders_of
-
     now = now or timezone.now()
     with transaction.atomic():
         locked = (

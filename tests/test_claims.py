@@ -14,7 +14,7 @@ from certificates.models import Order, OrderState
 from certificates.sealing import seal
 from domains.models import Domain, DomainStatus
 from tests.factories import AcmeAccountFactory, DomainFactory
-from workers import acme_steps, domain_checks
+from workers import domain_checks, order_run
 
 
 def _due_domains(count: int) -> list[int]:
@@ -82,22 +82,22 @@ def test_a_step_delivered_twice_runs_once():
     now = timezone.now()
     token = uuid.uuid4()
     order = _order(lease_token=token, lease_until=now + datetime.timedelta(seconds=30))
-    assert acme_steps.claim(order.pk, str(token), now) is not None
-    assert acme_steps.claim(order.pk, str(token), now) is None
+    assert order_run.claim(order.pk, str(token), now) is not None
+    assert order_run.claim(order.pk, str(token), now) is None
 
 
 @pytest.mark.django_db
 def test_an_expired_lease_can_be_taken_over_but_a_live_one_cannot(settings):
     now = timezone.now()
     order = _order(lease_token=uuid.uuid4(), lease_until=now + datetime.timedelta(seconds=5))
-    assert acme_steps.claim(order.pk, None, now) is None
-    assert acme_steps.claim(order.pk, None, now + datetime.timedelta(seconds=6)) is not None
+    assert order_run.claim(order.pk, None, now) is None
+    assert order_run.claim(order.pk, None, now + datetime.timedelta(seconds=6)) is not None
 
 
 @pytest.mark.django_db
 def test_a_finished_order_is_never_claimed():
     order = _order(state=OrderState.VALID, lease_until=None)
-    assert acme_steps.claim(order.pk, None, timezone.now()) is None
+    assert order_run.claim(order.pk, None, timezone.now()) is None
 
 
 @pytest.mark.django_db
@@ -107,11 +107,11 @@ def test_redrive_takes_only_orders_whose_lease_expired(django_capture_on_commit_
     _order(lease_token=uuid.uuid4(), lease_until=now + datetime.timedelta(seconds=60))
     _order(state=OrderState.INVALID, lease_until=now - datetime.timedelta(days=1))
     with django_capture_on_commit_callbacks() as sent:
-        assert acme_steps.redrive_expired(now=now) == 1
+        assert order_run.redrive_expired(now=now) == 1
     assert len(sent) == 1
     expired.refresh_from_db()
     assert expired.lease_until > now
-    assert acme_steps.redrive_expired(now=now) == 0
+    assert order_run.redrive_expired(now=now) == 0
 
 
 @pytest.mark.django_db

@@ -19,7 +19,7 @@ from certificates.models import (
 from domains import quota_policy
 from domains.models import DomainStatus
 from tests.factories import AcmeAccountFactory, DomainFactory
-from workers import acme_steps
+from workers import order_run
 
 pytestmark = pytest.mark.django_db
 
@@ -168,7 +168,7 @@ def test_a_failed_order_gives_its_tokens_back_only_when_the_ca_certainly_issued_
         lease_token=held,
         quota_reservation=reservation,
     )
-    assert acme_steps.fail_order(order, held, "the CA said no")
+    assert order_run.fail_order(order, held, "the CA said no")
     left = quota_policy.get_quota().peek(buckets[0]).tokens_left
     assert left == (50 if refunded else 49)
 
@@ -188,12 +188,12 @@ def test_an_invalid_order_after_finalize_is_refunded_because_the_ca_said_so():
         lease_token=held,
         quota_reservation=reservation,
     )
-    acme_steps.fail_order(order, held, "invalid", issued_nothing=True)
+    order_run.fail_order(order, held, "invalid", issued_nothing=True)
     assert quota_policy.get_quota().peek(buckets[0]).tokens_left == 50
 
 
 def test_the_registered_domain_limit_message_is_told_apart_from_the_others():
-    pattern = acme_steps.REGISTERED_DOMAIN_LIMIT
+    pattern = order_run.REGISTERED_DOMAIN_LIMIT
     assert pattern.search('too many certificates (50) already issued for "example.com" in the last 168h0m0s')
     assert pattern.search("Error creating new order :: too many certificates already issued for: example.com")
     assert not pattern.search(

@@ -21,12 +21,13 @@ from django.utils import timezone
 from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
 from certificates.models import Certificate, CertificateSource
 from domains.backoff import retry_delay
-from domains.models import SWEPT_STATUSES, Domain, DomainStatus
-from domains.status import StatusWrite, bulk_change_status
-from workers.acme_steps import Start, start_orders
 from domains.enqueue import check_domains_later
+from domains.models import SWEPT_STATUSES, Domain, DomainStatus
+from domains.orders import Start, start_orders
+from domains.quota_policy import Candidate, Granted, refund, reserve, when
+from domains.status import StatusWrite, bulk_change_status
+from workers.poison import isolate_poison
 from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
-from domains.quota_policy import Candidate, Granted, refund, reserve
 
 
 def claim_due(now: datetime.datetime | None = None, limit: int | None = None) -> tuple[list[int], uuid.UUID]:
@@ -67,8 +68,33 @@ def sweep(now: datetime.datetime | None = None) -> int:
 def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | None = None) -> dict[str, int]:
     """Checks the domains of `domain_ids` that still carry `token`: resolves all of them
     concurrently, runs the CAA pre-flight for those that point at the platform, then writes every
-    outcome back in bulk and starts the orders, with a constant number of queries per chunk."""
+    outcome back in bulk and starts the orders, with a constant number of queries per chunk. A
+    domain that makes the chunk raise is set aside alone (workers/poison.py)."""
     now = now or timezone.now()
+    return isolate_poison(
+        domain_ids,
+        lambda ids: _check(ids, token, now),
+        lambda domain_id, problem: _set_aside(domain_id, token, problem, now),
+    )
+
+
+def _set_aside(domain_id: int, token: str, problem: str, now: datetime.datetime) -> None:
+    """A domain the check cannot process keeps its status, says why, and backs off."""
+    failures = Domain.objects.filter(pk=domain_id).values_list("consecutive_failures", flat=True).first()
+    if failures is None:
+        return
+    retry_at = now + retry_delay(failures + 1)
+    message = f"Certwright could not check this domain: {problem}; next attempt at {when(retry_at)}"
+    Domain.objects.filter(pk=domain_id, claim_token=token).update(
+        claim_token=None,
+        consecutive_failures=failures + 1,
+        next_attempt_at=retry_at,
+        last_error=message,
+        updated=now,
+    )
+
+
+def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[str, int]:
     # A renewal at Let's Encrypt: the domain holds a Let's Encrypt certificate for exactly its name.
     renewal = Exists(
         Certificate.objects.filter(
@@ -92,43 +118,59 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
             "renewal",
             "ownership_token",
             "ownership_verified_at",
+            named=True,
         )
     )
     counts = {"checked": 0, "ordered": 0, "failed": 0, "parked": 0, "waiting": 0}
     writes: list[StatusWrite] = []
     checkable = []
     for row in rows:
-        pk, name, failures = row[:3]
-        if parked_wildcard(name):
+        if parked_wildcard(row.name):
             writes.append(
                 StatusWrite(
-                    pk, DomainStatus.ACTION_REQUIRED, WILDCARD_MESSAGE, WILDCARD_MESSAGE, failures, None
+                    row.pk,
+                    DomainStatus.ACTION_REQUIRED,
+                    WILDCARD_MESSAGE,
+                    WILDCARD_MESSAGE,
+                    row.consecutive_failures,
+                    None,
                 )
             )
             counts["parked"] += 1
         else:
             checkable.append(row)
     verdicts, account = preflight(
-        [PreflightRow(row[0], row[1], row[3], row[4], "" if row[8] else row[7]) for row in checkable]
+        [
+            PreflightRow(
+                row.pk,
+                row.name,
+                row.app__name,
+                row.app__region_id,
+                "" if row.ownership_verified_at else row.ownership_token,
+            )
+            for row in checkable
+        ]
     )
     # Ownership is proven once: by the TXT record, or by a CNAME to the app's own hostname.
-    proven = [row[0] for row in checkable if row[8] is None and verdicts[row[0]].ok]
+    proven = [row.pk for row in checkable if row.ownership_verified_at is None and verdicts[row.pk].ok]
     if proven:
         Domain.objects.filter(pk__in=proven, claim_token=token).update(ownership_verified_at=now)
     # Domains to order for: what the quota needs of each, the reason, and its failures so far.
     to_order: dict[int, tuple[Candidate, str, int]] = {}
     # Domains that held a booked quota token and no longer want it (their DNS went wrong).
     released: list = []
-    for pk, name, failures, _, _, reservation, renewing, *_ in checkable:
+    for row in checkable:
         counts["checked"] += 1
-        verdict = verdicts[pk]
+        verdict = verdicts[row.pk]
+        failures = row.consecutive_failures
         if verdict.ok:
-            to_order[pk] = (Candidate(pk, name, reservation, renewing), verdict.message, failures)
+            candidate = Candidate(row.pk, row.name, row.quota_reservation, row.renewal)
+            to_order[row.pk] = (candidate, verdict.message, failures)
             continue
-        write = _failure(pk, verdict.status, verdict.message, failures, verdict.transient, now)
-        if reservation and write.consecutive_failures > failures:
+        write = _failure(row.pk, verdict.status, verdict.message, failures, verdict.transient, now)
+        if row.quota_reservation and write.consecutive_failures > failures:
             # A real failure (not the resolvers'): the booked token goes to the next in line.
-            released.append((reservation, name))
+            released.append((row.quota_reservation, row.name))
             write = dataclasses.replace(write, quota_reservation=None)
         writes.append(write)
     counts["failed"] = len(writes) - counts["parked"]
@@ -137,7 +179,7 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
     for pk, outcome in outcomes.items():
         candidate, reason, failures = to_order[pk]
         if isinstance(outcome, Granted):
-            starts.append(Start(pk, reason, outcome.reservation, outcome.renewal, candidate.name))
+            starts.append(Start(pk, candidate.name, reason, outcome.reservation, outcome.renewal))
         else:
             # Not a failure: the backoff does not grow; the domain is checked again when its token arrives.
             writes.append(
@@ -152,12 +194,18 @@ def check_claimed(domain_ids: list[int], token: str, now: datetime.datetime | No
                 )
             )
             counts["waiting"] += 1
-    bulk_change_status(writes, holding=token, now=now)
+    try:
+        bulk_change_status(writes, holding=token, now=now)
+        counts["ordered"] = start_orders(starts, token, account, now) if starts else 0
+    except Exception:
+        # The tokens just granted go back before the chunk is split to find the row that raised.
+        for start in starts:
+            refund(start.reservation, [start.name], account.pk, "its order could not be started")
+        raise
     for reservation, name in released:
         refund(
             reservation, [name], account.pk if account else None, "its DNS no longer points at the platform"
         )
-    counts["ordered"] = start_orders(starts, token, now, account=account if starts else None)
     if len(rows) < len(domain_ids):
         # Claimed but turned off meanwhile: release without a check.
         Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=False).update(

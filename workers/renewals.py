@@ -17,25 +17,24 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from certificates.keys import generate_private_key_pem
 from certificates.models import (
     ACTIVE_ORDER_STATES,
     AcmeAccount,
     Certificate,
-    CertificateSource,
     Order,
-    OrderState,
 )
-from certificates.sealing import seal
 from domains.backoff import retry_delay
+from domains.enqueue import renew_certificates_later
+from domains.locking import lock_certificates
 from domains.models import Domain
-from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
-from domains.enqueue import advance_order_later, renew_certificates_later
+from domains.orders import Start, create_orders, fresh_keys
 from domains.quota_policy import Candidate, Granted, refund, reserve, when
+from workers.poison import isolate_poison
+from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
 
 logger = logging.getLogger(__name__)
 
@@ -85,30 +84,6 @@ def sweep_renewals(now: datetime.datetime | None = None) -> int:
     return claimed
 
 
-def renew_now(domain_id: int, now: datetime.datetime | None = None) -> bool:
-    """Claims the domain's current Let's Encrypt certificate for renewal at once, whatever its
-    renew_at and backoff ("retry now"), and sends the renewal after commit; False when it has no
-    certificate to renew (none yet, Let's Encrypt off, or a renewal order already running)."""
-    now = now or timezone.now()
-    token = uuid.uuid4()
-    lease_end = now + datetime.timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS)
-    with transaction.atomic():
-        busy = Order.objects.filter(domain_id=domain_id, state__in=ACTIVE_ORDER_STATES).exists()
-        current = (
-            Certificate.objects.select_for_update()
-            .filter(domain_id=domain_id, source=CertificateSource.LETSENCRYPT, renew_at__isnull=False)
-            .order_by("-not_after")
-            .first()
-        )
-        if busy or current is None:
-            return False
-        Certificate.objects.filter(pk=current.pk).update(
-            renewal_claim=token, renew_at=lease_end, renewal_failures=0
-        )
-        renew_certificates_later([current.pk], str(token))
-    return True
-
-
 def _order_lease(now: datetime.datetime) -> datetime.datetime:
     """How long a certificate whose renewal order runs is left alone: the order's whole time
     budget, after which the sweep takes it again (an order that ended without a word)."""
@@ -119,8 +94,22 @@ def _order_lease(now: datetime.datetime) -> datetime.datetime:
 def renew_claimed(cert_ids: list[int], token: str, now: datetime.datetime | None = None) -> dict[str, int]:
     """Renews the certificates of `cert_ids` that still carry `token`: the DNS and CAA pre-flight
     for all of them at once, then the quota, then the orders; a constant number of queries per
-    chunk."""
+    chunk. A certificate that makes the chunk raise is set aside alone (isolate_poison)."""
     now = now or timezone.now()
+    return isolate_poison(
+        cert_ids,
+        lambda ids: _renew(ids, token, now),
+        lambda cert_id, problem: _set_aside(cert_id, token, problem, now),
+    )
+
+
+def _set_aside(cert_id: int, token: str, problem: str, now: datetime.datetime) -> None:
+    domain_id = Certificate.objects.filter(pk=cert_id).values_list("domain_id", flat=True).first()
+    if domain_id is not None:
+        record_renewal_failure(cert_id, domain_id, problem, now, holding=token)
+
+
+def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str, int]:
     busy = Exists(Order.objects.filter(domain_id=OuterRef("domain_id"), state__in=ACTIVE_ORDER_STATES))
     rows = list(
         Certificate.objects.filter(pk__in=cert_ids, renewal_claim=token)
@@ -129,7 +118,6 @@ def renew_claimed(cert_ids: list[int], token: str, now: datetime.datetime | None
         .values_list(
             "pk",
             "sans",
-            "renewal_failures",
             "renewal_reservation",
             "busy",
             "domain_id",
@@ -137,124 +125,132 @@ def renew_claimed(cert_ids: list[int], token: str, now: datetime.datetime | None
             "domain__letsencrypt_enabled",
             "domain__app__name",
             "domain__app__region_id",
+            named=True,
         )
     )
     counts = {"claimed": len(rows), "ordered": 0, "failed": 0, "waiting": 0, "skipped": 0}
     mine = Certificate.objects.filter(renewal_claim=token)
     # Let's Encrypt turned off: no renewal until it is turned on again (the normal check then).
-    off = [row[0] for row in rows if not row[7]]
+    off = [row.pk for row in rows if not row.domain__letsencrypt_enabled]
     # An order is already in flight for the domain: look again once it has had its time.
-    busy_ids = [row[0] for row in rows if row[7] and row[4]]
+    busy_ids = [row.pk for row in rows if row.domain__letsencrypt_enabled and row.busy]
     if off:
         mine.filter(pk__in=off).update(renewal_claim=None, renew_at=None)
     if busy_ids:
         mine.filter(pk__in=busy_ids).update(renewal_claim=None, renew_at=_order_lease(now))
     counts["skipped"] = len(off) + len(busy_ids)
-    rows = [row for row in rows if row[7] and not row[4]]
-    verdicts, account = preflight([PreflightRow(row[5], row[6], row[8], row[9]) for row in rows])
+    rows = [row for row in rows if row.domain__letsencrypt_enabled and not row.busy]
+    verdicts, account = preflight(
+        [
+            PreflightRow(row.domain_id, row.domain__name, row.domain__app__name, row.domain__app__region_id)
+            for row in rows
+        ]
+    )
     candidates: dict[int, tuple] = {}
     for row in rows:
-        cert_id, sans, failures, reservation, _, domain_id, name = row[:7]
-        verdict = verdicts[domain_id]
+        verdict = verdicts[row.domain_id]
+        name = row.domain__name
         if verdict.ok:
-            candidates[domain_id] = (Candidate(domain_id, name, reservation, sorted(sans) == [name]), row)
+            candidates[row.domain_id] = (
+                Candidate(row.domain_id, name, row.renewal_reservation, sorted(row.sans) == [name]),
+                row,
+            )
             continue
-        _renewal_failed(cert_id, domain_id, token, verdict.message, failures, verdict.transient, now)
-        if reservation and not verdict.transient:
-            refund(reservation, [name], account.pk if account else None, "its DNS no longer allows a renewal")
+        if verdict.transient:
+            # The resolvers' problem: retried soon, no failure counted, the booked token kept.
+            retry_at = now + TRANSIENT_RETRY
+            record_renewal_failure(
+                row.pk, row.domain_id, verdict.message, now, retry_at=retry_at, counted=False, holding=token
+            )
+        else:
+            record_renewal_failure(row.pk, row.domain_id, verdict.message, now, holding=token)
+            if row.renewal_reservation:
+                refund(
+                    row.renewal_reservation,
+                    [name],
+                    account.pk if account else None,
+                    "its DNS no longer allows a renewal",
+                )
         counts["failed"] += 1
     outcomes = reserve([c for c, _ in candidates.values()], account.pk, now) if candidates else {}
     starts = []
     for domain_id, outcome in outcomes.items():
         candidate, row = candidates[domain_id]
         if isinstance(outcome, Granted):
-            starts.append((row[0], domain_id, candidate.name, outcome.reservation))
+            starts.append(
+                Start(domain_id, candidate.name, reservation=outcome.reservation, renewal=True, renews=row.pk)
+            )
         else:
-            mine.filter(pk=row[0]).update(
+            mine.filter(pk=row.pk).update(
                 renewal_claim=None,
                 renew_at=outcome.until,
                 renewal_reservation=outcome.reservation,
                 renewal_error=outcome.message,
             )
             counts["waiting"] += 1
-    counts["ordered"] = start_renewals(starts, token, account, now) if starts else 0
+    try:
+        counts["ordered"] = start_renewals(starts, token, account, now) if starts else 0
+    except Exception:
+        # Nothing was ordered (one transaction): the tokens just granted go back before the chunk
+        # is split to find the row that raised.
+        for start in starts:
+            refund(start.reservation, [start.name], account.pk, "its renewal could not be started")
+        raise
     return counts
 
 
-def _renewal_failed(
+def record_renewal_failure(
     cert_id: int,
     domain_id: int,
-    token: str,
-    message: str,
-    failures: int,
-    transient: bool,
+    problem: str,
     now: datetime.datetime,
-) -> None:
-    """The pre-flight refused a renewal: the certificate stays served, the domain says why, and
-    the next try backs off (a resolver failure is retried soon and keeps any booked token)."""
-    failures = failures if transient else failures + 1
-    retry_at = now + (TRANSIENT_RETRY if transient else retry_delay(failures))
-    error = f"Renewal failed: {message.rstrip('.')}. Next renewal attempt at {when(retry_at)}."
-    fields = {
-        "renewal_claim": None,
-        "renew_at": retry_at,
-        "renewal_failures": failures,
-        "renewal_error": error,
-    }
-    if not transient:
-        fields["renewal_reservation"] = None
-    if Certificate.objects.filter(pk=cert_id, renewal_claim=token).update(**fields):
-        Domain.objects.filter(pk=domain_id).update(last_error=error, updated=now)
+    *,
+    retry_at: datetime.datetime | None = None,
+    counted: bool = True,
+    holding: str | None = None,
+) -> bool:
+    """The one writer of a renewal that did not happen (the pre-flight, the CA, a rate limit, or an
+    internal error): the certificate stays served, the domain keeps its status and says why in
+    `last_error`, and the next attempt is at `retry_at`, else on the backoff schedule. `counted`
+    False (the resolvers' or the CA's rate limit, not the customer's) keeps the backoff and any
+    booked quota token. With `holding`, only while the certificate is still claimed by it."""
+    with transaction.atomic():
+        rows = lock_certificates([cert_id], **({"renewal_claim": holding} if holding else {}))
+        cert = rows.only("pk", "renewal_failures").first()
+        if cert is None:
+            return False
+        failures = cert.renewal_failures + (1 if counted else 0)
+        retry_at = retry_at or now + retry_delay(failures)
+        message = f"Renewal failed: {problem.rstrip('.')}. Next renewal attempt at {when(retry_at)}."
+        fields = {
+            "renewal_claim": None,
+            "renew_at": retry_at,
+            "renewal_failures": failures,
+            "renewal_error": message,
+        }
+        if counted:
+            fields["renewal_reservation"] = None
+        Certificate.objects.filter(pk=cert_id).update(**fields)
+        Domain.objects.filter(pk=domain_id).update(last_error=message, updated=now)
+    return True
 
 
-def start_renewals(
-    starts: list[tuple[int, int, str, uuid.UUID | None]],
-    token: str,
-    account: AcmeAccount,
-    now: datetime.datetime,
-) -> int:
-    """Creates one renewal order (fresh key) per (certificate, domain, name, reservation) still
-    claimed by `token` and sends its first step; returns how many started. A domain that got an
+def start_renewals(starts: list[Start], token: str, account: AcmeAccount, now: datetime.datetime) -> int:
+    """Creates one renewal order (fresh key) per start whose certificate is still claimed by
+    `token`, and hands the certificate to its order; returns how many started. A domain that got an
     order meanwhile is skipped and its reservation refunded."""
-    lease_until = now + datetime.timedelta(seconds=settings.ACME_ORDER_LEASE_SECONDS)
-    started = 0
+    keys = fresh_keys(starts)
     with transaction.atomic():
         held = set(
-            Certificate.objects.select_for_update()
-            .filter(pk__in=[cert_id for cert_id, *_ in starts], renewal_claim=token)
-            .values_list("pk", flat=True)
-        )
-        for cert_id, domain_id, name, reservation in starts:
-            if cert_id not in held:
-                refund(reservation, [name], account.pk, "the renewal's claim was taken over")
-                continue
-            try:
-                # One savepoint per order: a domain whose order started meanwhile (the unique
-                # order_one_in_flight_per_domain) is skipped alone.
-                with transaction.atomic():
-                    order = Order.objects.create(
-                        domain_id=domain_id,
-                        account=account,
-                        names=[name],
-                        is_renewal=True,
-                        renews_id=cert_id,
-                        quota_reservation=reservation,
-                        private_key=seal(generate_private_key_pem(settings.ACME_KEY_TYPE)),
-                        lease_token=uuid.uuid4(),
-                        lease_until=lease_until,
-                        created=now,
-                    )
-            except IntegrityError:
-                transaction.on_commit(
-                    lambda r=reservation, n=name: refund(
-                        r, [n], account.pk, "the domain already had an order"
-                    )
-                )
-                order = None
-            Certificate.objects.filter(pk=cert_id).update(
-                renewal_claim=None, renew_at=_order_lease(now), renewal_reservation=None
+            lock_certificates([start.renews for start in starts], renewal_claim=token).values_list(
+                "pk", flat=True
             )
-            if order is not None:
-                advance_order_later(order.pk, str(order.lease_token), OrderState.PENDING)
-                started += 1
-    return started
+        )
+        for start in starts:
+            if start.renews not in held:
+                refund(start.reservation, [start.name], account.pk, "the renewal's claim was taken over")
+        orders = create_orders([start for start in starts if start.renews in held], keys, account, now)
+        Certificate.objects.filter(pk__in=held).update(
+            renewal_claim=None, renew_at=_order_lease(now), renewal_reservation=None
+        )
+    return len(orders)

@@ -12,7 +12,7 @@ from domains.services import create_domain
 from tests.conftest import RUN_DIR, start_celery_worker
 from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, unique_name, wait_for
-from workers import acme_steps
+from workers import order_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -66,7 +66,7 @@ def test_worker_killed_mid_order_is_continued_by_the_redrive_alone(
     try:
 
         def redrive_once_the_lease_expires():
-            acme_steps.redrive_expired()
+            order_run.redrive_expired()
             return status_of(domain) == DomainStatus.IN_USE
 
         wait_for(redrive_once_the_lease_expires, timeout=60, interval=0.5, what="in_use after the re-drive")

@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from workers import acme_steps
+from workers import acme_steps, order_run
 
 logger = logging.getLogger(__name__)
 
@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 @shared_task(name="workers.tasks.acme.advance_order", acks_late=True, time_limit=90, soft_time_limit=75)
 def advance_order(order_id: int, token: str | None, step: str = "") -> str:
     """Runs the order's next step; `step` only labels the task in Flower (the row decides)."""
-    outcome = acme_steps.run_step(int(order_id), token)
+    outcome = order_run.run_step(int(order_id), token)
     logger.info("order %s (%s): %s", order_id, step, outcome)
     return outcome
 
@@ -20,7 +20,7 @@ def advance_order(order_id: int, token: str | None, step: str = "") -> str:
 @shared_task(name="workers.tasks.acme.redrive_orders", time_limit=60, soft_time_limit=50)
 def redrive_orders() -> int:
     """Beat's tick: continues orders whose lease expired (a lost task or a dead worker)."""
-    return acme_steps.redrive_expired()
+    return order_run.redrive_expired()
 
 
 @shared_task(

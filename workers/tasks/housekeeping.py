@@ -2,10 +2,10 @@
 
 from celery import shared_task
 
+from domains.quota_policy import prune_ledger
 from workers.expiry import catch_up, prune_expired_certificates
 from workers.heartbeat import record_heartbeat
 from workers.models import Heartbeat
-from domains.quota_policy import prune_ledger
 
 
 @shared_task(name="workers.tasks.housekeeping.heartbeat", acks_late=True, time_limit=30, soft_time_limit=20)

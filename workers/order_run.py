@@ -1,0 +1,316 @@
+"""ACME issuance as a persisted state machine: the lease of an order, the loop that runs its steps
+(workers/acme_steps.py), and what a failure, a retry or a rate limit does to the order and its domain.
+
+An order row says which step runs next (its state). A step claims the row's lease, talks to the
+CA without holding a database transaction, then records what it learned and hands the lease to the
+next step in one transaction, and the next task is sent after that commit. A task delivered twice
+finds the lease taken and does nothing; a task lost with the broker or a worker killed mid-step
+leaves a lease that expires, and the periodic re-drive continues from the recorded state.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import time
+import uuid
+from email.utils import parsedate_to_datetime
+
+import requests
+from acme import errors, messages
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from certificates.acme_client import forget_clients, get_account, reset_account
+from certificates.models import ACTIVE_ORDER_STATES, Order, OrderState
+from domains.backoff import retry_delay
+from domains.enqueue import advance_order_later
+from domains.locking import lock_domains
+from domains.models import DomainStatus
+from domains.orders import BEFORE_FINALIZE, clean_challenge_records, ended, lease_until
+from domains.quota_policy import refund as refund_quota
+from domains.quota_policy import sync_registered_domains, when
+from domains.status import change_status
+from workers.acme_steps import STEPS, Carried, ChallengeNotPublished, Next, OrderFailed, describe_problem
+from workers.renewals import record_renewal_failure
+
+logger = logging.getLogger(__name__)
+
+# ACME problem types worth retrying as they are: the request was not processed.
+RETRYABLE_PROBLEMS = {"badNonce", "serverInternal"}
+# How long one task may keep running steps that need no wait before it hands over to a new task.
+INLINE_BUDGET_SECONDS = 20
+# Let's Encrypt's 429 for its per-registered-domain limit: "too many certificates (50) already
+# issued for "example.com" in the last 168h0m0s, retry after ...". Its exact-set limit says "for
+# this exact set of identifiers" instead, and new-order or failed-authorization limits say neither.
+REGISTERED_DOMAIN_LIMIT = re.compile(
+    r"too many certificates\b.*\balready issued for(?!\s*this exact set)", re.I
+)
+
+
+def claim(order_id: int, token: str | None, now: datetime.datetime) -> uuid.UUID | None:
+    """Takes the order's lease for one step: with the token the previous step handed over, or
+    because the lease expired. Returns the new token, or None when another task holds it."""
+    held = uuid.uuid4()
+    rows = Order.objects.filter(pk=order_id, state__in=ACTIVE_ORDER_STATES)
+    lease_free = rows.filter(lease_until__lte=now)
+    if token:
+        lease_free = lease_free | rows.filter(lease_token=token)
+    claimed = lease_free.update(lease_token=held, lease_until=lease_until(now))
+    return held if claimed == 1 else None
+
+
+def _hand_over(
+    order: Order, held: uuid.UUID, nxt: Next, now: datetime.datetime, inline: bool = False
+) -> bool:
+    """Moves the order to its next state, if this task still holds it, and sends the next step,
+    unless this task runs it itself (`inline`, keeping the lease)."""
+    token = held if inline else uuid.uuid4()
+    fields = dict(nxt.fields or {})
+    fields.update(state=nxt.state, lease_token=token, lease_until=lease_until(now, nxt.delay), updated=now)
+    if nxt.state != order.state:
+        fields["step_attempts"] = 0
+    moved = Order.objects.filter(pk=order.pk, lease_token=held).update(**fields)
+    if moved != 1:
+        return False
+    # The next step, when this task runs it, reads the order as just written.
+    for name, value in fields.items():
+        setattr(order, name, value)
+    if not inline:
+        advance_order_later(order.pk, str(token), nxt.state, nxt.delay)
+    return True
+
+
+# --- running one step --------------------------------------------------------------------------
+
+
+def run_step(order_id: int, token: str | None, now: datetime.datetime | None = None) -> str:
+    """Runs the order's next step if this task may; returns what happened (for logs and tests).
+
+    A step that needs no wait before the next one (the order was placed, the CA says ready, the
+    certificate is there) is followed by the next step in the same task, still under the lease:
+    every step's outcome is committed before the next starts, so a crash between them loses
+    nothing, but a certificate needs four tasks instead of eight.
+    """
+    now = now or timezone.now()
+    held = claim(order_id, token, now)
+    if held is None:
+        return "skipped: another task holds this order, or it is finished"
+    started = time.monotonic()
+    trail: list[str] = []
+    order = Order.objects.select_related("account").get(pk=order_id)
+    carried = Carried()
+    if not order.account.account_url:
+        # The account was reset (the CA forgot it): register its new key before using it.
+        order.account = get_account(order.account.directory_url)
+    while True:
+        if timezone.now() - order.created > datetime.timedelta(seconds=settings.ACME_ORDER_TIMEOUT_SECONDS):
+            fail_order(order, held, f"the CA did not issue within {settings.ACME_ORDER_TIMEOUT_SECONDS} s")
+            return "failed: timeout"
+        nxt, outcome = _run_one(order, held, carried)
+        if nxt is None:
+            return "; ".join([*trail, outcome])
+        trail.append(f"{order.state} -> {nxt.state}")
+        if nxt.state == OrderState.VALID:
+            clean_challenge_records(order)
+            return "; ".join(trail)
+        inline = nxt.delay == 0 and time.monotonic() - started < INLINE_BUDGET_SECONDS
+        if not _hand_over(order, held, nxt, timezone.now(), inline=inline):
+            return "; ".join([*trail, "lost the lease before handing over"])
+        if not inline:
+            return "; ".join(trail)
+        carried = nxt.carry
+
+
+def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | None, str]:
+    """One step; maps what the CA or the network did to a retry or a failure (then Next is None)."""
+    try:
+        return STEPS[order.state](order, carried), ""
+    except OrderFailed as failure:
+        fail_order(order, held, str(failure), issued_nothing=failure.issued_nothing)
+        return None, f"failed: {failure}"
+    except messages.Error as problem:
+        if problem.code == "accountDoesNotExist":
+            reset_account(order.account)
+            fail_order(
+                order, held, "the CA no longer knows the platform's ACME account; a new one is registered"
+            )
+            return None, "failed: account unknown to the CA"
+        if problem.code in RETRYABLE_PROBLEMS:
+            delay = 0 if problem.code == "badNonce" else 2
+            return None, _retry(order, held, f"the CA answered {problem.code}", delay)
+        if problem.code == "rateLimited":
+            return None, rate_limited(order, held, problem)
+        fail_order(order, held, describe_problem(problem))
+        return None, f"failed: {problem}"
+    except (requests.RequestException, errors.ClientError, errors.NonceError) as exc:
+        forget_clients()
+        return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2)
+    except ChallengeNotPublished as exc:
+        return None, _retry(order, held, f"the DNS-01 record could not be published: {exc}", 2)
+    except Exception as exc:
+        # A fault of Certwright's own with this order (a bug, a row it cannot read): logged, and
+        # retried with the step's backoff until ACME_STEP_RETRIES fails the order, so the order
+        # never wedges in a loop of lease expiries and the other orders are not held up.
+        logger.exception("order %s: step %s raised", order.pk, order.state)
+        return None, _retry(order, held, f"internal error in step {order.state} ({type(exc).__name__})", 2)
+
+
+def _retry_after(problem: messages.Error, now: datetime.datetime) -> datetime.datetime:
+    """When the CA said to come back (Retry-After in seconds or as an HTTP date), or in an hour."""
+    header = getattr(problem, "retry_after", None)
+    if header:
+        if header.strip().isdigit():
+            return now + datetime.timedelta(seconds=int(header))
+        try:
+            return max(now, parsedate_to_datetime(header))
+        except (TypeError, ValueError):
+            pass
+    return now + datetime.timedelta(hours=1)
+
+
+def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
+    """A 429 from the CA. At newOrder nothing was issued: the order ends, its tokens go back, and
+    the domain waits until the CA's Retry-After without counting a failure. Only "too many
+    certificates already issued for <registered domain>" also empties that registered domain's
+    bucket until then (the CA counted certificates we did not issue). Later in an order, the
+    step is retried after Retry-After."""
+    now = timezone.now()
+    retry_at = _retry_after(problem, now)
+    if order.state != OrderState.PENDING:
+        return _retry(
+            order, held, f"the CA is rate limiting ({problem.detail})", (retry_at - now).total_seconds()
+        )
+    text = describe_problem(problem)
+    with transaction.atomic():
+        stopped = Order.objects.filter(pk=order.pk, lease_token=held, state=OrderState.PENDING).update(
+            **ended(OrderState.INVALID, now, f"rate limited by the CA: {text}")
+        )
+        if stopped != 1:
+            return "skipped: lost the lease"
+        limit = f"Let's Encrypt's rate limit: {problem.detail or text}"
+        if order.renews_id:
+            # The certificate stays served; it is renewed after Retry-After, no failure counted.
+            record_renewal_failure(
+                order.renews_id, order.domain_id, limit, now, retry_at=retry_at, counted=False
+            )
+        else:
+            _wait_for_rate_limit(order, f"{limit}; next attempt at {when(retry_at)}", retry_at, now)
+    refund_quota(order.quota_reservation, order.names, order.account_id, "the CA refused the new order (429)")
+    synced = []
+    if REGISTERED_DOMAIN_LIMIT.search(problem.detail or ""):
+        synced = sync_registered_domains(order.names, retry_at)
+    logger.info(
+        "order %s for %s: rate limited until %s (%s); synced %s",
+        order.pk,
+        order.names,
+        retry_at,
+        text,
+        synced,
+    )
+    return f"rate limited until {retry_at.isoformat()}"
+
+
+def _wait_for_rate_limit(
+    order: Order, message: str, retry_at: datetime.datetime, now: datetime.datetime
+) -> None:
+    """The domain waits in `creating` until the CA's Retry-After, without counting a failure."""
+    change_status(
+        order.domain_id,
+        DomainStatus.CREATING,
+        message,
+        allowed_from=[DomainStatus.CREATING],
+        now=now,
+        next_attempt_at=retry_at,
+        last_error=message,
+    )
+
+
+def _retry(order: Order, held: uuid.UUID, reason: str, delay: float) -> str:
+    attempts = order.step_attempts + 1
+    if attempts > settings.ACME_STEP_RETRIES:
+        fail_order(order, held, f"{reason}, {attempts - 1} times in a row")
+        return f"failed: {reason}"
+    delay = delay * (2 ** (attempts - 1)) if delay else 0
+    logger.info("order %s: retrying %s in %.1f s (%s)", order.pk, order.state, delay, reason)
+    token = uuid.uuid4()
+    now = timezone.now()
+    moved = Order.objects.filter(pk=order.pk, lease_token=held).update(
+        step_attempts=attempts, lease_token=token, lease_until=lease_until(now, delay), updated=now
+    )
+    if moved == 1:
+        advance_order_later(order.pk, str(token), order.state, delay)
+    return f"retry {order.state}: {reason}"
+
+
+def fail_order(
+    order: Order,
+    held: uuid.UUID,
+    problem: str,
+    now: datetime.datetime | None = None,
+    issued_nothing: bool | None = None,
+) -> bool:
+    """Ends the order as invalid and puts the domain in `failing` with backoff (a renewal's domain
+    keeps its status and its certificate: record_renewal_failure); False if not held.
+
+    Its quota tokens are refunded only when the CA certainly issued nothing: before finalize, or
+    when the CA said so (`issued_nothing`). Otherwise they stay spent: a certificate may exist."""
+    now = now or timezone.now()
+    if issued_nothing is None:
+        issued_nothing = order.state in BEFORE_FINALIZE
+    with transaction.atomic():
+        stopped = Order.objects.filter(pk=order.pk, lease_token=held, state__in=ACTIVE_ORDER_STATES).update(
+            **ended(OrderState.INVALID, now, problem)
+        )
+        if stopped != 1:
+            return False
+        if order.renews_id:
+            record_renewal_failure(order.renews_id, order.domain_id, problem, now)
+        else:
+            _domain_failed(order, problem, now)
+    clean_challenge_records(order)
+    if issued_nothing:
+        refund_quota(
+            order.quota_reservation,
+            order.names,
+            order.account_id,
+            f"order {order.pk} failed before any certificate: {problem}",
+        )
+    logger.info("order %s for %s failed: %s", order.pk, order.names, problem)
+    return True
+
+
+def _domain_failed(order: Order, problem: str, now: datetime.datetime) -> None:
+    """An order for a domain without a certificate failed: the domain is `failing` and backs off."""
+    failures = lock_domains([order.domain_id]).get().consecutive_failures + 1
+    change_status(
+        order.domain_id,
+        DomainStatus.FAILING,
+        f"certificate order failed: {problem}",
+        allowed_from=[DomainStatus.CREATING],
+        now=now,
+        consecutive_failures=failures,
+        next_attempt_at=now + retry_delay(failures),
+        last_error=f"Let's Encrypt could not issue the certificate: {problem}",
+    )
+
+
+def redrive_expired(now: datetime.datetime | None = None, limit: int = 1000) -> int:
+    """Continues every active order whose lease expired (its task was lost or its worker died)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        expired = list(
+            Order.objects.select_for_update(skip_locked=True)
+            .filter(state__in=ACTIVE_ORDER_STATES, lease_until__lte=now)
+            .order_by("lease_until")
+            .values_list("pk", "state")[:limit]
+        )
+        for order_id, state in expired:
+            token = uuid.uuid4()
+            Order.objects.filter(pk=order_id).update(lease_token=token, lease_until=lease_until(now))
+            advance_order_later(order_id, str(token), state)
+    if expired:
+        logger.info("re-drove %d order(s) whose lease had expired", len(expired))
+    return len(expired)
