@@ -17,7 +17,7 @@ rows are due every time; only the call is timed. 5 warm-up calls, then the media
 `EXPLAIN (ANALYZE, BUFFERS)` of the same statement with the same parameters is printed at each
 size. For scale only, the same claim with index and bitmap scans turned off (so the table is
 scanned) is timed a few times; it is not part of the result. Then, at each size, a whole /metrics
-answer (workers/metrics.py) is timed, 5 times (it counts every domain; no target, reported).
+answer (api/metrics.py) is timed, 5 times (it counts every domain; no target, reported).
 """
 
 from __future__ import annotations
@@ -334,8 +334,8 @@ def main() -> int:
 
 
 def measure_metrics(label: str, runs: int = 5) -> float:
-    """The median time of a whole /metrics answer (workers/metrics.py) over this table."""
-    from workers.metrics import render
+    """The median time of a whole /metrics answer (api/metrics.py) over this table."""
+    from api.metrics import render
 
     times = []
     for _ in range(runs):

@@ -177,7 +177,7 @@ def main() -> int:
         ca_pem, chain, key = _pki(stack.state_dir)
         names = fill(chain, key)
         say(f"    {len(names):,} domains, each with a certificate")
-        from certificates.routers import create_router_token
+        from api.routers import create_router_token
         from devstack.caddy import caddy_endpoint_directive
 
         token = create_router_token("bench")

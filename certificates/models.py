@@ -65,7 +65,7 @@ class Certificate(models.Model):
     class Meta:
         ordering = ["-not_after"]
         # Held by the routers' user (manage.py router_token): the routers' endpoint hands its
-        # tokens the served certificate with its private key (certificates/routers.py).
+        # tokens the served certificate with its private key (api/routers.py).
         permissions = [
             ("fetch_served_keys", "Can fetch served certificates with their private keys (routers)")
         ]

@@ -11,7 +11,7 @@ from django.utils import timezone
 from certificates.custom import CheckedUpload, UploadRejected, check_upload
 from certificates.models import Certificate, CertificateSource
 from certificates.sealing import seal
-from certificates.serving import settle_status
+from domains.status import settle_status
 from domains.models import Domain
 
 

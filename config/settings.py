@@ -218,11 +218,11 @@ CACHES = {
     }
 }
 
-# /metrics (workers/metrics.py): open when empty (keep it on the internal network), else it asks
+# /metrics (api/metrics.py): open when empty (keep it on the internal network), else it asks
 # for `Authorization: Bearer <METRICS_TOKEN>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", "")
 
-# The routers' endpoint (certificates/routers.py): how long a router may keep an answer before it
+# The routers' endpoint (api/routers.py): how long a router may keep an answer before it
 # asks again (with If-None-Match); never past the certificate's expiry.
 ROUTER_CACHE_SECONDS = env.int("ROUTER_CACHE_SECONDS", 60, minimum=0)
 

@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from certificates import routers
-from workers.views import healthz, metrics
+from api import routers
+from api.monitoring import healthz, metrics
 
 admin.site.site_header = "Certwright"
 admin.site.site_title = "Certwright"

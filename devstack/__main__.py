@@ -317,7 +317,7 @@ def ensure_router_token() -> str:
     """A token for the demo router (devstack/router.py), kept in `.env`; a new one when the saved
     one no longer works."""
     from api.tokens import check_token
-    from certificates.routers import create_router_token
+    from api.routers import create_router_token
 
     saved = read_env_file(ENV_FILE).get("CERTWRIGHT_ROUTER_TOKEN", "")
     if saved and check_token(saved):

@@ -11,14 +11,13 @@ from django.utils import timezone
 
 from certificates import dns01
 from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
-from certificates.serving import NOTHING_SERVED, settle_status
 from domains.claims import claim_check_now, redrive_order_of, renew_now
 from domains.enqueue import check_domains_later
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
-from domains.status import change_status
+from domains.status import NOTHING_SERVED, change_status, settle_status
 from domains.targeting import Target, records_to_add, target_in
 
 

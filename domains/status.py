@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,6 +10,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from certificates.models import Certificate, CertificateSource
 from domains.models import Domain, DomainEvent, DomainStatus
 
 
@@ -101,3 +103,65 @@ def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None 
     sql = _BULK_WRITE.format(values=", ".join([_ROW] * len(writes)))
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, holding, now, now, now])
+
+
+NOTHING_SERVED = (
+    "No certificate is served: Let's Encrypt is disabled for this domain and it has no valid custom "
+    "certificate. Upload a certificate or enable Let's Encrypt."
+)
+
+
+def settle_status(domain_id: int, why: str, now: dt.datetime | None = None) -> bool:
+    """After what is served changed (an upload, a deletion, an expiry), makes the domain's status
+    say so: `not_used` while a valid custom certificate is served, `in_use` while its Let's Encrypt
+    one is, `failing` when a served domain has nothing valid left; a domain with Let's Encrypt
+    disabled keeps `disabled` and says whether anything is served. Statuses of domains still on
+    their way to a first certificate (pending DNS, creating...) are left to that flow. Returns
+    whether anything changed."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        domain = (
+            Domain.objects.select_for_update()
+            .filter(pk=domain_id)
+            .values_list("status", "letsencrypt_enabled", "last_error", "next_attempt_at")
+            .first()
+        )
+        if domain is None:
+            return False
+        status, enabled, last_error, next_attempt_at = domain
+        valid = set(
+            Certificate.objects.filter(domain_id=domain_id, not_before__lte=now, not_after__gt=now)
+            .values_list("source", flat=True)
+            .distinct()
+        )
+        custom = CertificateSource.CUSTOM in valid
+        if not enabled:
+            error = "" if custom else NOTHING_SERVED
+            if error == last_error:
+                return False
+            return bool(Domain.objects.filter(pk=domain_id).update(last_error=error, updated=now))
+        # `failing` without a next attempt is what this function sets when nothing valid is left
+        # (the renewal sweep owns that domain); a `failing` order's domain has its backoff instead.
+        expired = status == DomainStatus.FAILING and next_attempt_at is None
+        if status not in (DomainStatus.IN_USE, DomainStatus.NOT_USED) and not expired:
+            return False
+        if custom:
+            to, reason, error = DomainStatus.NOT_USED, why, ""
+        elif CertificateSource.LETSENCRYPT in valid:
+            to, reason, error = DomainStatus.IN_USE, f"{why}; the Let's Encrypt certificate is served", ""
+        else:
+            renewal = (
+                Certificate.objects.filter(domain_id=domain_id, source=CertificateSource.LETSENCRYPT)
+                .exclude(renewal_error="")
+                .values_list("renewal_error", flat=True)
+                .first()
+            )
+            to, reason = DomainStatus.FAILING, f"{why}; no valid certificate is served"
+            error = f"{why[0].upper()}{why[1:]}: no valid certificate is served." + (
+                f" {renewal}" if renewal else ""
+            )
+        if to == status and (to != DomainStatus.FAILING or error == last_error):
+            return False
+        # A renewal error stays on a served domain; an expiry's message goes once something is served.
+        fields = {"last_error": error} if DomainStatus.FAILING in (to, status) else {}
+        return change_status(domain_id, to, reason, now=now, **fields)

@@ -21,13 +21,13 @@ from certificates.custom import UploadRejected
 from certificates.models import Certificate, CertificateSource, Order
 from certificates.services import install_custom_certificate, remove_custom_certificate
 from certificates.serving import (
-    NOTHING_SERVED,
     has_valid_custom_certificate,
     served_certificate,
     served_certificate_of,
 )
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
+from domains.status import NOTHING_SERVED
 from tests.factories import AppFactory, CertificateFactory, DomainFactory
 from tests.pki import Pki, der, key_der, key_pem, pem, pfx
 from workers.expiry import catch_up

@@ -17,10 +17,10 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
 
+from api import routers
+from api.routers import create_router_token
 from api.tokens import create_token
-from certificates import routers
 from certificates.models import Certificate, CertificateSource
-from certificates.routers import create_router_token
 from certificates.sealing import seal
 from certificates.services import install_custom_certificate, remove_custom_certificate
 from certificates.serving import served_certificate, served_certificate_of

@@ -16,8 +16,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from certificates.models import Certificate, CertificateSource
-from certificates.serving import NOTHING_SERVED, settle_status
 from domains.models import Domain, DomainStatus
+from domains.status import NOTHING_SERVED, settle_status
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certificates.routers import create_router_token
+from api.routers import create_router_token
 from certificates.services import install_custom_certificate, remove_custom_certificate
 from devstack.caddy import caddy_endpoint_directive, start_caddy
 from devstack.ports import free_port

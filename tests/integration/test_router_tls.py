@@ -13,7 +13,7 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from certificates.routers import create_router_token
+from api.routers import create_router_token
 from certificates.services import install_custom_certificate, remove_custom_certificate
 from devstack.router import CertificateCache, make_server
 from tests.integration.polling import issued

@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from workers import metrics as metrics_module
-from workers.health import run_checks
+from api import metrics as metrics_module
+from api.health import run_checks
 
 
 @never_cache

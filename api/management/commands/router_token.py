@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from api.models import ApiToken
+from api.routers import ROUTERS_USERNAME, create_router_token
 from api.tokens import revoke_by_prefix
-from certificates.routers import ROUTERS_USERNAME, create_router_token
 
 
 class Command(BaseCommand):

@@ -26,11 +26,13 @@ import threading
 import time
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from api.tokens import check_token
+from api.tokens import check_token, create_token
 from certificates.sealing import SecretUnreadable
 from certificates.serving import served_certificate
 
@@ -170,11 +172,6 @@ ROUTERS_USERNAME = "routers"
 def create_router_token(name: str) -> str:
     """A new token for a router (shown once): it belongs to the `routers` user, created on first
     use with no password (it cannot sign in) and the permission to fetch keys."""
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
-
-    from api.tokens import create_token
-
     user, created = get_user_model().objects.get_or_create(
         username=ROUTERS_USERNAME, defaults={"is_active": True, "is_staff": False}
     )
