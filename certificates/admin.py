@@ -9,9 +9,7 @@ from certificates.models import (
     Issuance,
     Order,
     QuotaOverride,
-    RegisteredDomain,
 )
-from domains.quota_policy import quota_of
 
 
 @admin.register(AcmeAccount)
@@ -137,45 +135,4 @@ class IssuanceAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(RegisteredDomain)
-class RegisteredDomainAdmin(admin.ModelAdmin):
-    """Each registered domain with custom domains, and its Let's Encrypt quota read from Redis (one
-    round trip per page)."""
-
-    list_display = ["name", "domain_count", "limit", "tokens_left", "next_token_at"]
-    search_fields = ["name"]
-    list_per_page = 100
-
-    def get_changelist_instance(self, request):
-        changelist = super().get_changelist_instance(request)
-        rows = list(changelist.result_list)
-        report = {entry.registered_domain: entry for entry in quota_of([row.name for row in rows])}
-        for row in rows:
-            row.quota = report[row.name]
-        changelist.result_list = rows
-        return changelist
-
-    @admin.display(description="limit")
-    def limit(self, obj) -> str:
-        return obj.quota.limit
-
-    @admin.display(description="tokens left")
-    def tokens_left(self, obj) -> str:
-        left = obj.quota.tokens_left
-        return "quota store unreachable" if left is None else f"{left} of {obj.quota.capacity}"
-
-    @admin.display(description="next token at")
-    def next_token_at(self, obj):
-        return obj.quota.next_token_at or "-"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
         return False
