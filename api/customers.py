@@ -11,8 +11,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 
 from api.models import Customer
+from api.routers import ROUTERS_USERNAME
 from api.tokens import InvalidTokenName, check_token_name, create_token
-from certificates.routers import ROUTERS_USERNAME
 
 # Certwright's own accounts: a customer of that name would be handed what the account is given
 # (`manage.py router_token` gives the routers' user the right to fetch every private key).
