@@ -3,6 +3,8 @@ schema); input serializers check shapes and sizes, and the services check everyt
 
 from __future__ import annotations
 
+import re
+
 from rest_framework import serializers
 
 from certificates.custom import MAX_UPLOAD_BYTES
@@ -81,20 +83,39 @@ class DomainSerializer(serializers.Serializer):
     created = serializers.DateTimeField()
 
 
-def _pem_field(help_text: str) -> serializers.CharField:
-    # Capped before anything parses it; the certificate checks say the rest.
-    return serializers.CharField(
-        required=False,
-        allow_blank=False,
-        trim_whitespace=False,
-        max_length=MAX_UPLOAD_BYTES,
-        help_text=help_text,
-    )
+# Control characters (C0 but tab and line ends, DEL, C1) and U+FFFD, what binary turns into when
+# decoded as text: no PEM file has them, every DER or PKCS#12 file does.
+_BINARY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+
+
+class PemField(serializers.CharField):
+    """PEM text, capped before anything parses it (the certificate checks say the rest); a binary
+    file put into the JSON string is refused as such, with what to do instead."""
+
+    def __init__(self, what: str, **kwargs) -> None:
+        self.what = what
+        kwargs.update(required=False, allow_blank=False, trim_whitespace=False, max_length=MAX_UPLOAD_BYTES)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if _BINARY.search(value):
+            raise serializers.ValidationError(
+                f"this is binary data (a DER or PKCS#12 file?), not PEM text: the API takes {self.what} "
+                "as PEM text; ./certwright domains-ssl converts DER, PKCS#7 and PKCS#12 files to PEM "
+                "for you",
+                code="binary",
+            )
+        return value
 
 
 class DomainCertificateInput(serializers.Serializer):
-    tlscert = _pem_field("The certificate, PEM: the leaf and its intermediates, in any order.")
-    tlskey = _pem_field("Its private key, PEM (PKCS#1, PKCS#8 or SEC1), maybe encrypted.")
+    tlscert = PemField(
+        "the certificate", help_text="The certificate, PEM: the leaf and its intermediates, in any order."
+    )
+    tlskey = PemField(
+        "the private key", help_text="Its private key, PEM (PKCS#1, PKCS#8 or SEC1), maybe encrypted."
+    )
     tlskey_passphrase = serializers.CharField(
         required=False,
         trim_whitespace=False,

@@ -16,6 +16,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from api.pagination import ByName, NewestFirst
+from api.parsers import MAX_JSON_DEPTH
 from api.presenters import domain_page, present_domains, with_served
 from api.serializers import (
     AppSerializer,
@@ -41,11 +42,29 @@ from domains.services import (
     set_letsencrypt,
 )
 
+# What a 400 holds: a list of messages per field, or `detail` alone.
+BAD_REQUEST = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
 ERRORS = {
-    400: OpenApiResponse(description="Invalid input: a message per field."),
+    400: OpenApiResponse(
+        BAD_REQUEST,
+        description="Invalid input: a message per field, or `detail` for a body that cannot be read "
+        f"(not JSON, not UTF-8, nested deeper than {MAX_JSON_DEPTH} levels).",
+    ),
     401: OpenApiResponse(ErrorSerializer, description="No valid API token."),
     404: OpenApiResponse(ErrorSerializer, description="No such app or domain (or not yours)."),
-    413: OpenApiResponse(ErrorSerializer, description="The request body is too large."),
+    411: OpenApiResponse(
+        ErrorSerializer,
+        description="A chunked body, on a server that cannot de-chunk it: send Content-Length.",
+    ),
+    413: OpenApiResponse(
+        ErrorSerializer,
+        description="The request body is larger than API_MAX_BODY_BYTES (refused unread; a chunked body "
+        "is read no further).",
+    ),
     429: OpenApiResponse(ErrorSerializer, description="Too many writes with this token; retry later."),
 }
 # Upload fields of the API, by the field the certificate checks blame.
@@ -129,7 +148,11 @@ class AppList(GenericAPIView):
 
     @extend_schema(
         request=AppSerializer,
-        responses={201: AppSerializer, 409: OpenApiResponse(ErrorSerializer), **_errors(400, 401, 413, 429)},
+        responses={
+            201: AppSerializer,
+            409: OpenApiResponse(ErrorSerializer),
+            **_errors(400, 401, 411, 413, 429),
+        },
     )
     def post(self, request):
         """Creates an app in a region; its name is unique across the platform."""
@@ -204,7 +227,7 @@ class DomainList(GenericAPIView):
         responses={
             201: DomainSerializer,
             409: OpenApiResponse(ErrorSerializer, description="In use by another app, or the app's limit."),
-            **_errors(400, 401, 404, 413, 429),
+            **_errors(400, 401, 404, 411, 413, 429),
         },
     )
     def post(self, request, app):
@@ -242,7 +265,7 @@ class DomainDetail(GenericAPIView):
 
     @extend_schema(
         request=DomainUpdateSerializer,
-        responses={200: DomainSerializer, **_errors(400, 401, 404, 413, 429)},
+        responses={200: DomainSerializer, **_errors(400, 401, 404, 411, 413, 429)},
     )
     def patch(self, request, app, name):
         """Uploads a custom certificate (tlscert, tlskey, tlskey_passphrase), turns Let's Encrypt on or
@@ -300,7 +323,7 @@ class DomainCertificate(GenericAPIView):
 class DomainRetry(GenericAPIView):
     serializer_class = MessageSerializer
 
-    @extend_schema(request=None, responses={202: MessageSerializer, **_errors(401, 404, 429)})
+    @extend_schema(request=None, responses={202: MessageSerializer, **_errors(401, 404, 411, 413, 429)})
     def post(self, request, app, name):
         """Checks the domain, continues its order or renews its certificate now, backoff reset."""
         domain = get_domain(request, app, name)

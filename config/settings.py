@@ -155,6 +155,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: answers ACME HTTP-01 challenges for any Host, before host validation.
     "certificates.responder.Http01ResponderMiddleware",
+    # Then, before anything reads a body: the API's bodies capped (413) and chunked ones buffered.
+    "api.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -229,6 +231,8 @@ ROUTER_CACHE_SECONDS = env.int("ROUTER_CACHE_SECONDS", 60, minimum=0)
 # The REST API: bearer tokens (and the admin session, for the browsable API), JSON bodies capped
 # at API_MAX_BODY_BYTES, writes throttled per token at API_WRITE_RATE.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", 262144, minimum=1024)
+# Django's own cap on a body read into memory must not undercut the API's.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2621440, API_MAX_BODY_BYTES)
 API_WRITE_RATE = env.str("API_WRITE_RATE", "120/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -490,8 +490,8 @@ def test_a_json_body_above_api_max_body_bytes_is_413_with_the_limit(alice_api, s
 
     assert response.status_code == 413
     assert response.json() == {
-        "detail": f"the request body is larger than {settings.API_MAX_BODY_BYTES:,} bytes, "
-        "the most the API accepts"
+        "detail": f"the request body is larger than {settings.API_MAX_BODY_BYTES:,} bytes "
+        "(API_MAX_BODY_BYTES), the most the API accepts"
     }
     assert not Domain.objects.exists()
 
