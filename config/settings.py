@@ -168,6 +168,10 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# Error reports (the DEBUG 500 page, error e-mails) hide keys, passphrases and tokens by name and
+# by value, with DEBUG on too.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "api.error_reports.SecretsReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "api.error_reports.SecretsExceptionReporter"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
