@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
-from cli.errors import AuthError, ServerError, UserError
+from cli.errors import WHERE_TOKENS_COME_FROM, AuthError, ServerError, UserError
 
 API_PREFIX = "/api/v1/"
 # Connecting is quick or hopeless; an upload's checks or a page of 500 domains may take a while.
@@ -124,6 +124,9 @@ def error_for(response: requests.Response) -> UserError | AuthError | ServerErro
     lines = error_lines(body) if body not in (None, {}, []) else []
     if status in (401, 403):
         hint = "check the token (CERTWRIGHT_API_TOKEN or --token)"
+        if status == 401:
+            # No token the API knows (mistyped, revoked, its user deactivated): only a new one helps.
+            hint += f"; {WHERE_TOKENS_COME_FROM}"
         return AuthError(*(f"{line}: {hint}" for line in lines or ["authentication failed"]))
     if status >= 500:
         return ServerError(

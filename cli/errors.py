@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# Where a customer's token comes from: the platform's operator runs one of these on the service.
+WHERE_TOKENS_COME_FROM = (
+    "the platform's operator makes one with `manage.py customer create NAME` (a new customer) "
+    "or `manage.py api_token create NAME` (an existing user)"
+)
+
 # Exit codes (argparse uses 2 for usage errors).
 OK = 0
 USER_ERROR = 1

@@ -1,4 +1,4 @@
-"""`certwright --app APP COMMAND`: the commands, their arguments, and how their results are printed."""
+"""`certwright [--app APP] COMMAND`: the commands, their arguments, and how their results are printed."""
 
 from __future__ import annotations
 
@@ -13,12 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from cli.client import ApiClient, segment
-from cli.errors import SERVER_ERROR, AuthError, CliError, UsageError, UserError
+from cli.errors import (
+    SERVER_ERROR,
+    WHERE_TOKENS_COME_FROM,
+    AuthError,
+    CliError,
+    ServerError,
+    UsageError,
+    UserError,
+)
 from cli.files import Passphrase, build_upload
 
 ROOT = Path(__file__).resolve().parent.parent
-# `make run` writes the API's URL and a token here, so that the CLI works with no set-up.
-DOTENV = ROOT / ".env"
+# `make run` writes the API's URL and a token to the checkout's .env, so that the CLI works there
+# with no set-up. An installed CLI (pip install) sits in site-packages, which has no .env to read.
+DOTENV: Path | None = ROOT / ".env" if (ROOT / "manage.py").is_file() else None
 DEFAULT_API_URL = "http://localhost:8000"
 EVENTS_SHOWN = 5
 ERROR_WIDTH = 60
@@ -36,10 +45,13 @@ configuration (a flag wins over the environment, which wins over .env):
   CERTWRIGHT_API_URL    the API's base URL (--api-url; default http://localhost:8000)
   CERTWRIGHT_API_TOKEN  an API token, cwt_... (--token)
   CERTWRIGHT_APP        the default app (--app)
-  When unset, CERTWRIGHT_API_URL and CERTWRIGHT_API_TOKEN are read from the .env file at the
-  repository's root, which `make run` writes.
+  When unset and the CLI runs from a Certwright checkout (./certwright), CERTWRIGHT_API_URL and
+  CERTWRIGHT_API_TOKEN are read from the .env file at its root, which `make run` writes.
+  A token comes from the platform's operator: `manage.py customer create NAME` makes a customer
+  and prints its first token.
 
 examples:
+  certwright apps-create my-app --region osc-fr1
   certwright --app demo domains
   certwright -a demo domains-add www.example.com
   certwright -a demo domains-ssl --cert site.pfx --passphrase-file pass.txt www.example.com
@@ -73,12 +85,13 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-def resolve_config(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Path) -> Config:
-    """The API URL, token and app: flags, then the environment, then `dotenv` (URL and token only)."""
-    app = args.app or environ.get("CERTWRIGHT_APP")
-    if not app:
+def resolve_config(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Path | None) -> Config:
+    """The API URL, token and app: flags, then the environment, then `dotenv` (URL and token only).
+    The app is required only by the commands on one app's domains."""
+    app = args.app or environ.get("CERTWRIGHT_APP") or ""
+    if not app and getattr(args, "needs_app", True):
         raise UsageError("no app: give --app APP or set CERTWRIGHT_APP")
-    saved = read_dotenv(dotenv)
+    saved = read_dotenv(dotenv) if dotenv is not None else {}
     api_url = (
         args.api_url
         or environ.get("CERTWRIGHT_API_URL")
@@ -89,9 +102,9 @@ def resolve_config(args: argparse.Namespace, environ: Mapping[str, str], dotenv:
         raise UserError(f"the API URL must start with http:// or https://, not {api_url!r}")
     token = args.token or environ.get("CERTWRIGHT_API_TOKEN") or saved.get("CERTWRIGHT_API_TOKEN")
     if not token:
+        made_by_run = f"; in this checkout, `make run` writes one to {dotenv}" if dotenv is not None else ""
         raise AuthError(
-            "no API token: set CERTWRIGHT_API_TOKEN, give --token, "
-            f"or run `make run` (it writes one to {dotenv})"
+            f"no API token: set CERTWRIGHT_API_TOKEN or give --token; {WHERE_TOKENS_COME_FROM}{made_by_run}"
         )
     return Config(api_url=api_url, token=token, app=app)
 
@@ -266,6 +279,53 @@ def event_line(event: dict) -> str:
 # Commands.
 
 
+def cmd_apps(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    apps = list(client.paginate("apps"))
+    if args.json:
+        emit_json(apps)
+        return
+    if not apps:
+        print("No apps yet: create one with `certwright apps-create NAME`.")
+        return
+    rows = [
+        (
+            app.get("name", "?"),
+            app.get("region", "?"),
+            app.get("hostname", "?"),
+            str(app.get("domain_count", "?")),
+            day(app.get("created")),
+        )
+        for app in apps
+    ]
+    print("\n".join(table(["APP", "REGION", "HOSTNAME", "DOMAINS", "CREATED"], rows)))
+
+
+def _only_region(client: ApiClient) -> str:
+    """The platform's region when it has exactly one; otherwise the user must choose."""
+    regions = client.get("regions")
+    if not isinstance(regions, list):
+        raise ServerError(
+            f"{client.url('regions')} did not answer a list of regions: is it a Certwright API?"
+        )
+    names = [region["name"] for region in regions if isinstance(region, dict) and region.get("name")]
+    if not names:
+        raise UserError("the platform has no regions yet: ask its operator to add one")
+    if len(names) > 1:
+        raise UsageError(f"give --region, one of: {', '.join(names)}")
+    return names[0]
+
+
+def cmd_apps_create(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    region = args.region or _only_region(client)
+    app = client.request("POST", "apps", json={"name": args.name, "region": region})
+    if args.json:
+        emit_json(app)
+        return
+    name = app.get("name", args.name)
+    print(f"Created {name} in {app.get('region', region)}: it answers at {app.get('hostname', '?')}.")
+    print(f"Add a domain to it: certwright --app {name} domains-add www.example.com")
+
+
 def _domains_path(config: Config, name: str | None = None, *rest: str) -> str:
     path = f"apps/{segment(config.app)}/domains"
     if name is not None:
@@ -424,10 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
+    def command(name: str, handler: Handler, summary: str, needs_app: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=summary, description=summary)
-        sub.set_defaults(handler=handler, command_parser=sub)
+        sub.set_defaults(handler=handler, command_parser=sub, needs_app=needs_app)
         return sub
+
+    command("apps", cmd_apps, "list your apps", needs_app=False)
+    sub = command("apps-create", cmd_apps_create, "create an app, to add domains to", needs_app=False)
+    sub.add_argument("--region", help="its region (needed when the platform has several)")
+    sub.add_argument("name", metavar="NAME")
 
     sub = command("domains", cmd_domains, "list the app's domains")
     sub.add_argument("--status", help="only domains in this status (such as in_use, pending_dns)")

@@ -60,3 +60,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   fi
   echo "$wanted" > "$stamp"
 fi
+
+# The project itself, editable: .venv/bin/certwright runs this checkout's cli/ (the project's package
+# is the CLI alone, see pyproject.toml). Offline: no dependencies (installed above), no isolated build
+# (setuptools is pinned in requirements-dev.txt). Again whenever pyproject.toml changes.
+project_stamp=.venv/.project.sha256
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$project_stamp" 2>/dev/null)" != "$wanted" ] || [ ! -x .venv/bin/certwright ]; then
+  say "installing the certwright CLI into .venv"
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-index --no-deps \
+      --no-build-isolation -e . > .venv/pip-install-project.log 2>&1; then
+    cat .venv/pip-install-project.log; say "installing the project failed"; exit 1
+  fi
+  echo "$wanted" > "$project_stamp"
+fi

@@ -416,11 +416,21 @@ def test_each_api_error_exits_with_its_code_and_one_stderr_line_per_problem(
     assert all("Traceback" not in line for line in err)
 
 
-def test_an_auth_error_says_which_token_to_check(api, capsys):
+def test_a_refused_token_says_which_token_to_check_and_where_a_new_one_comes_from(api, capsys):
     api.route("GET", "/api/v1/apps/demo/domains", 401, {"detail": "invalid or revoked API token"})
     assert run(api, "domains") == 3
     assert stderr_lines(capsys) == [
-        "certwright: invalid or revoked API token: check the token (CERTWRIGHT_API_TOKEN or --token)"
+        "certwright: invalid or revoked API token: check the token (CERTWRIGHT_API_TOKEN or --token); "
+        "the platform's operator makes one with `manage.py customer create NAME` (a new customer) "
+        "or `manage.py api_token create NAME` (an existing user)"
+    ]
+
+
+def test_a_forbidden_answer_says_to_check_the_token_without_asking_for_a_new_one(api, capsys):
+    api.route("GET", "/api/v1/apps/demo/domains", 403, {"detail": "You do not have permission."})
+    assert run(api, "domains") == 3
+    assert stderr_lines(capsys) == [
+        "certwright: You do not have permission.: check the token (CERTWRIGHT_API_TOKEN or --token)"
     ]
 
 
@@ -512,10 +522,21 @@ def test_no_app_is_a_usage_error_exit_2(capsys):
     assert stderr_lines(capsys)[-1] == "certwright: error: no app: give --app APP or set CERTWRIGHT_APP"
 
 
-def test_no_token_anywhere_exits_3(capsys):
+def test_no_token_anywhere_exits_3_and_says_where_tokens_come_from(capsys, tmp_path):
+    assert main(["-a", "demo", "domains"], environ={}) == 3
+    assert stderr_lines(capsys) == [
+        "certwright: no API token: set CERTWRIGHT_API_TOKEN or give --token; the platform's operator "
+        "makes one with `manage.py customer create NAME` (a new customer) or `manage.py api_token create "
+        f"NAME` (an existing user); in this checkout, `make run` writes one to {tmp_path / 'absent.env'}"
+    ]
+
+
+def test_an_installed_cli_reads_no_dotenv_and_does_not_mention_make_run(capsys, monkeypatch):
+    # Installed by pip, cli/ sits in site-packages, not in a checkout (no manage.py beside it).
+    monkeypatch.setattr(cli.main, "DOTENV", None)
     assert main(["-a", "demo", "domains"], environ={}) == 3
     [line] = stderr_lines(capsys)
-    assert line.startswith("certwright: no API token: set CERTWRIGHT_API_TOKEN, give --token")
+    assert line.endswith("`manage.py api_token create NAME` (an existing user)")
 
 
 def test_read_dotenv_skips_comments_and_blank_lines_and_unquotes_values(tmp_path):
@@ -625,6 +646,66 @@ def test_domains_show_json_is_the_apis_domain(api, capsys):
 def test_a_unicode_or_wildcard_name_is_sent_as_one_path_segment(api):
     assert run(api, "domains-show", "*.bücher.example") == 1
     assert api.seen[0].path == "/api/v1/apps/demo/domains/%2A.b%C3%BCcher.example"
+
+
+SHOP = {
+    "name": "shop",
+    "region": "osc-fr1",
+    "owner": "alice",
+    "hostname": "shop.osc-fr1.example-paas.io",
+    "domain_count": 2,
+    "created": "2025-01-01T00:00:00Z",
+}
+
+
+def region(name: str) -> dict:
+    return {"name": name, "domain_suffix": f"{name}.example-paas.io", "cname_target": "x", "ingress_ipv4": []}
+
+
+def without_app(api: FakeApi, *argv: str) -> int:
+    return main(list(argv), environ={"CERTWRIGHT_API_URL": api.url, "CERTWRIGHT_API_TOKEN": TOKEN})
+
+
+def test_apps_lists_your_apps_without_needing_an_app(api, capsys):
+    api.route("GET", "/api/v1/apps", 200, {"next": None, "results": [SHOP]})
+    assert without_app(api, "apps") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "APP   REGION   HOSTNAME                      DOMAINS  CREATED",
+        "shop  osc-fr1  shop.osc-fr1.example-paas.io  2        2025-01-01",
+    ]
+
+
+def test_apps_without_any_says_how_to_create_one(api, capsys):
+    api.route("GET", "/api/v1/apps", 200, {"next": None, "results": []})
+    assert without_app(api, "apps") == 0
+    assert capsys.readouterr().out == "No apps yet: create one with `certwright apps-create NAME`.\n"
+
+
+def test_apps_create_takes_the_platforms_only_region_and_says_how_to_add_a_domain(api, capsys):
+    api.route("GET", "/api/v1/regions", 200, [region("osc-fr1")])
+    api.route("POST", "/api/v1/apps", 201, SHOP)
+    assert without_app(api, "apps-create", "shop") == 0
+    assert api.seen[-1].body == {"name": "shop", "region": "osc-fr1"}
+    assert capsys.readouterr().out.splitlines() == [
+        "Created shop in osc-fr1: it answers at shop.osc-fr1.example-paas.io.",
+        "Add a domain to it: certwright --app shop domains-add www.example.com",
+    ]
+
+
+def test_apps_create_among_several_regions_without_region_is_a_usage_error_naming_them(api, capsys):
+    api.route("GET", "/api/v1/regions", 200, [region("osc-fr1"), region("osc-secnum-fr1")])
+    assert without_app(api, "apps-create", "shop") == 2
+    assert stderr_lines(capsys)[-1] == "certwright: error: give --region, one of: osc-fr1, osc-secnum-fr1"
+    assert [seen.method for seen in api.seen] == ["GET"]
+
+
+def test_apps_create_with_a_region_sends_it_and_a_taken_name_exits_1_with_the_apis_words(api, capsys):
+    api.route("POST", "/api/v1/apps", 409, {"detail": "an app named shop already exists"})
+    assert without_app(api, "apps-create", "--region", "osc-fr1", "shop") == 1
+    assert [(seen.method, seen.body) for seen in api.seen] == [
+        ("POST", {"name": "shop", "region": "osc-fr1"})
+    ]
+    assert stderr_lines(capsys) == ["certwright: an app named shop already exists"]
 
 
 def test_domains_add_sends_the_name_and_letsencrypt_and_prints_the_records(api, capsys):
