@@ -3,8 +3,8 @@
 Django's own filter hides settings by name and, with DEBUG on, nothing else: the frames' local
 variables showed an upload's private key, its passphrase and the request's token. Here secrets are
 hidden by name (`tlskey`, `passphrase`, `token`, `authorization`...) and by value: whatever holds a
-PEM private key, a Fernet token (a sealed key) or an API token is hidden whatever it is called, in
-DEBUG as in production, and the finished report is scrubbed of all three once more.
+PEM private key, a Fernet token (a sealed key), an API token or a URL's password is hidden whatever
+it is called, in DEBUG as in production, and the finished report is scrubbed of them once more.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ SECRET_VALUES = re.compile(
     r"|gAAAAA[A-Za-z0-9_=-]+"
     # An API token (api/tokens.py).
     r"|cwt_[A-Za-z0-9_-]{8,}"
+    # The user and password of a URL (a broker's, a database's).
+    r"|(?<=://)[^/\s:@'\"]*:[^/\s@'\"]+(?=@)"
     # The base64 of a DER private key without its PEM lines, from how its encoding begins (PKCS#8
     # EC, PKCS#8 RSA, SEC1 P-256, SEC1 P-384, PKCS#1), to the end of the run.
     r"|(?:AgEAMBMGByqGSM49|AgEAMA0GCSqGSIb3DQEBAQUA|MHcCAQEE|MIGkAgEBBDA|MII[A-Za-z0-9+/]{2}[Ag]IBAAKCA)"

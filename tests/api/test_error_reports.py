@@ -72,9 +72,10 @@ def test_the_apis_500_is_json_without_internals(crashing_upload):
     assert shown(secrets, response.content.decode()) == []
 
 
-@override_settings(DEBUG=True)
+@override_settings(DEBUG=True, EXAMPLE_SERVICE_URL="redis://ops:hunter2-in-a-url@127.0.0.1:1/0")
 def test_the_debug_500_page_of_a_crashed_upload_shows_no_key_passphrase_or_token(crashing_upload):
     secrets, post = crashing_upload
+    secrets["a password in a URL setting"] = "hunter2-in-a-url"
 
     response = post()
 
