@@ -111,10 +111,13 @@ class PemField(serializers.CharField):
 
 class DomainCertificateInput(serializers.Serializer):
     tlscert = PemField(
-        "the certificate", help_text="The certificate, PEM: the leaf and its intermediates, in any order."
+        "the certificate",
+        help_text="The certificate as PEM text: the leaf and its intermediates, in any order. Binary "
+        "files (DER, PKCS#12) are refused: ./certwright domains-ssl converts them to PEM.",
     )
     tlskey = PemField(
-        "the private key", help_text="Its private key, PEM (PKCS#1, PKCS#8 or SEC1), maybe encrypted."
+        "the private key",
+        help_text="Its private key as PEM text (PKCS#1, PKCS#8 or SEC1), maybe encrypted.",
     )
     tlskey_passphrase = serializers.CharField(
         required=False,
