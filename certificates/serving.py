@@ -40,7 +40,7 @@ def served_certificate_of(domain_id: int, now: datetime.datetime | None = None) 
 
 # The rule of in_serving_order, with a name's own domain before the wildcard one label up, as one
 # hand-written statement: this runs on routers' handshakes, where compiling the ORM's CASE
-# expressions cost several times the query itself. tests/test_routers.py pins it to the rule.
+# expressions cost several times the query itself. tests/web/test_routers.py pins it to the rule.
 _SERVED_SQL = """
 SELECT c.*, d.name AS domain_name
 FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
