@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.models import ApiToken
 from api.routers import ROUTERS_USERNAME, create_router_token
-from api.tokens import revoke_by_prefix
+from api.tokens import InvalidTokenName, check_token_name, revoke_by_prefix
 
 
 class Command(BaseCommand):
@@ -26,7 +26,12 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options) -> None:
         rows = ApiToken.objects.filter(user__username=ROUTERS_USERNAME)
         if action == "create":
-            self.stdout.write(create_router_token(options["name"]))
+            try:
+                # Checked first: create_router_token makes the routers' user before the token.
+                name = check_token_name(options["name"])
+            except InvalidTokenName as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(create_router_token(name))
         elif action == "list":
             for row in rows:
                 state = f"revoked {row.revoked:%Y-%m-%d}" if row.revoked else "active"
