@@ -265,7 +265,9 @@ def main() -> int:
         f"  API       http://localhost:{WEB_PORT}/api/v1/  (token {api_token[:16]}..., whole in .env)",
         f"  API docs  http://localhost:{WEB_PORT}/api/docs/",
         f"  Router    https://localhost:{ROUTER_PORT}/  (TLS, the served certificates by SNI)",
-        "  CLI       ./certwright --app demo domains  (reads CERTWRIGHT_API_URL and _TOKEN from .env)",
+        "  CLI       ./certwright --app demo domains  (from any directory; .venv/bin/certwright too;"
+        " URL and token from .env)",
+        "  Customer  make manage ARGS='customer create NAME'  (a customer and their API token, printed once)",
         f"  Flower    http://localhost:{FLOWER_PORT}/  user {user}  password {password}",
         f"  Pebble    {pebble.directory_url}  (its listener's CA: {shown(env['ACME_CA_BUNDLE'])})",
         f"  Mock DNS  DNS 127.0.0.1:{PEBBLE_PORTS['dns']}, management http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}"
@@ -316,8 +318,8 @@ def ensure_api_token(username: str) -> str:
 def ensure_router_token() -> str:
     """A token for the demo router (devstack/router.py), kept in `.env`; a new one when the saved
     one no longer works."""
-    from api.tokens import check_token
     from api.routers import create_router_token
+    from api.tokens import check_token
 
     saved = read_env_file(ENV_FILE).get("CERTWRIGHT_ROUTER_TOKEN", "")
     if saved and check_token(saved):

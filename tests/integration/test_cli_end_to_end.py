@@ -148,5 +148,7 @@ def test_a_bad_token_exits_3_with_one_line_on_stderr(cli):
     result = cli("domains", token="cwt_" + "x" * 40)
     assert result.returncode == 3
     assert result.stderr == (
-        "certwright: invalid or revoked API token: check the token (CERTWRIGHT_API_TOKEN or --token)\n"
+        "certwright: invalid or revoked API token: check the token (CERTWRIGHT_API_TOKEN or --token);"
+        " the platform's operator makes one with `manage.py customer create NAME` (a new customer)"
+        " or `manage.py api_token create NAME` (an existing user)\n"
     )
