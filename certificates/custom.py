@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -17,10 +16,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from certificates.formats import der_certificates, looks_like_pkcs12, open_pkcs12, pem_blocks
+from certificates.kdf import EncryptionRefused, check_private_key
 from certificates.verify import ChainRejected, trusted_roots
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ _NOT_A_KEY = "the key file is not a private key: expected PEM or DER (PKCS#1, PK
 _KEY_IS_ENCRYPTED = "the private key is encrypted: give its passphrase"
 _GOOD_KEYS = "use an RSA key of 2048 bits or more or an ECDSA key on P-256 or P-384"
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
 _PEM_KEY_LABELS = {
     b"PRIVATE KEY",
     b"ENCRYPTED PRIVATE KEY",
@@ -47,10 +47,6 @@ _PEM_KEY_LABELS = {
     b"EC PRIVATE KEY",
     b"DSA PRIVATE KEY",
 }
-# PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo { contentType OID 1.2.840.113549.1.7.x ...
-_PKCS12_VERSION = bytes.fromhex("020103")
-_PKCS7_CONTENT_TYPE_PREFIX = bytes.fromhex("06092a864886f70d0107")
-
 _ACCEPTED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _WEAK_SIGNATURES = {
     SignatureAlgorithmOID.RSA_WITH_SHA1: "SHA-1",
@@ -217,8 +213,7 @@ def _parse_certificates(
     if b"-----BEGIN " in data:
         certs: list[x509.Certificate] = []
         key_block = None
-        for number, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
-            block_label, block = match.group(1), match.group(0)
+        for number, (block_label, block) in enumerate(pem_blocks(data), start=1):
             try:
                 if block_label == b"CERTIFICATE":
                     certs.append(x509.load_pem_x509_certificate(block))
@@ -235,70 +230,53 @@ def _parse_certificates(
         if not certs:
             raise not_certificate
         return certs, key_block
-    try:
-        return [x509.load_der_x509_certificate(data)], None
-    except ValueError:
-        pass
-    try:
-        certs = pkcs7.load_der_pkcs7_certificates(data)
-    except (ValueError, UnsupportedAlgorithm):
-        certs = []
+    certs = der_certificates(data)
     if certs:
         return certs, None
-    if allow_pkcs12 and _looks_like_pkcs12(data):
+    if allow_pkcs12 and looks_like_pkcs12(data):
         return _load_pkcs12(data, password)
     raise not_certificate
-
-
-def _looks_like_pkcs12(data: bytes) -> bool:
-    """Whether `data` starts like a PFX, so a failure to open it is a passphrase problem, not a format one."""
-    if len(data) < 4 or data[0] != 0x30:
-        return False
-    header = 2 + (data[1] & 0x7F if data[1] & 0x80 else 0)
-    body = data[header : header + 32]
-    if not body.startswith(_PKCS12_VERSION):
-        return False
-    content_info = body[len(_PKCS12_VERSION) :]
-    inner_header = 2 + (content_info[1] & 0x7F if len(content_info) > 1 and content_info[1] & 0x80 else 0)
-    return content_info[:1] == b"\x30" and content_info[inner_header:].startswith(_PKCS7_CONTENT_TYPE_PREFIX)
 
 
 def _load_pkcs12(
     data: bytes, password: bytes | None
 ) -> tuple[list[x509.Certificate], PrivateKeyTypes | None]:
-    # Unprotected files use either "no password" or "empty password" (PKCS#12 tells them apart, exporters
-    # differ); they are tried after the customer's passphrase, which an unprotected file does not need.
-    attempts = [None, b""] if password is None else [password, None, b""]
-    for attempt in attempts:
-        try:
-            private_key, cert, extra = pkcs12.load_key_and_certificates(data, attempt)
-        except ValueError:
-            continue
-        except UnsupportedAlgorithm:
-            raise UploadRejected(
-                "the PKCS#12 file is encrypted with an algorithm that is no longer supported: "
-                "export it again with AES encryption",
-                "cert",
-            ) from None
-        certs = ([cert] if cert is not None else []) + list(extra)
-        if not certs:
-            raise UploadRejected("the PKCS#12 file contains no certificate", "cert")
-        return certs, private_key
-    if password is None:
-        raise UploadRejected(_KEY_IS_ENCRYPTED, "passphrase")
-    raise UploadRejected("wrong passphrase for the PKCS#12 file", "passphrase")
+    # An unprotected file is tried after the customer's passphrase, which it does not need.
+    try:
+        opened = open_pkcs12(data, [None] if password is None else [password, None])
+    except EncryptionRefused as exc:
+        raise UploadRejected(str(exc), "cert") from None
+    except UnsupportedAlgorithm:
+        raise UploadRejected(
+            "the PKCS#12 file is encrypted with an algorithm that is no longer supported: "
+            "export it again with AES encryption",
+            "cert",
+        ) from None
+    if opened is None:
+        if password is None:
+            raise UploadRejected(_KEY_IS_ENCRYPTED, "passphrase")
+        raise UploadRejected("wrong passphrase for the PKCS#12 file", "passphrase")
+    certs, private_key = opened
+    if not certs:
+        raise UploadRejected("the PKCS#12 file contains no certificate", "cert")
+    return certs, private_key
 
 
 def _load_private_key(data: bytes, password: bytes | None) -> PrivateKeyTypes:
     """Loads a PEM or DER key, decrypting it when it is encrypted."""
     if b"-----BEGIN " in data:
-        blocks = [match.group(0) for match in _PEM_BLOCK.finditer(data) if match.group(1) in _PEM_KEY_LABELS]
+        blocks = [block for label, block in pem_blocks(data) if label in _PEM_KEY_LABELS]
         if not blocks:
             raise UploadRejected(_NOT_A_KEY, "key")
         # Only the key block: files from `openssl ecparam -genkey` put an EC PARAMETERS block first.
         data, loader = blocks[0], serialization.load_pem_private_key
     else:
         loader = serialization.load_der_private_key
+    try:
+        # Before any loader: cryptography derives the key without showing what it will cost.
+        check_private_key(data)
+    except EncryptionRefused as exc:
+        raise UploadRejected(str(exc), "key") from None
     try:
         return loader(data, None)
     except TypeError:

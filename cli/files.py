@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import getpass
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,20 +20,17 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.hazmat.primitives.serialization import pkcs7
 
+from certificates.formats import der_certificates, looks_like_pkcs12, open_pkcs12, pem_blocks
+from certificates.kdf import EncryptionRefused, check_private_key
 from cli.errors import UserError
 
 # A certificate bundle is a few kilobytes; anything this large is the wrong file (the API takes 64 KiB).
 MAX_FILE_BYTES = 1024 * 1024
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
 _CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE"}
 _PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
 _CSR_LABELS = {b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"}
-# PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo { contentType id-data | id-signedData ...
-_PFX_VERSION = b"\x02\x01\x03\x30"
-_ID_DATA = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01"
-_ID_SIGNED_DATA = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02"
 FORMATS = "PEM, DER, PKCS#7 (.p7b) or PKCS#12 (.pfx)"
 
 
@@ -105,49 +101,47 @@ def read_file(path: str) -> bytes:
     return data
 
 
-def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(label, whole block) for each PEM block; text around them (openssl's `subject=` lines) is ignored."""
-    return [(match.group(1), match.group(0)) for match in _PEM_BLOCK.finditer(data)]
-
-
 def _pem_body(block: bytes) -> bytes:
     """The DER inside an unencrypted PEM block (its header lines, if any, skipped)."""
     lines = block.splitlines()[1:-1]
     return base64.b64decode(b"".join(line for line in lines if b":" not in line), validate=True)
 
 
-def _is_pkcs12(data: bytes) -> bool:
-    if len(data) < 4 or data[0] != 0x30:
-        return False
-    header = 2 + (data[1] & 0x7F if data[1] & 0x80 else 0)
-    content = data[header : header + 32]
-    return content.startswith(_PFX_VERSION) and (_ID_DATA in content or _ID_SIGNED_DATA in content)
-
-
 def _load_pkcs12(
     path: str, data: bytes, passphrase: Callable[[str], str]
 ) -> tuple[list[x509.Certificate], PrivateKeyTypes | None]:
-    loaded = None
     # Unencrypted files, and those exported with an empty password, open without asking.
-    for password in (None, b""):
-        try:
-            loaded = pkcs12.load_key_and_certificates(data, password)
-            break
-        except ValueError:
-            continue
+    loaded = _open_pkcs12(path, data, None)
     if loaded is None:
-        try:
-            loaded = pkcs12.load_key_and_certificates(data, passphrase(path).encode())
-        except (ValueError, UnsupportedAlgorithm):
-            raise UserError(
-                f"{path}: cannot open this PKCS#12 file: wrong passphrase, a damaged file, or an old "
-                "encryption this system cannot read (export it again with AES)"
-            ) from None
-    key, cert, extra = loaded
-    certs = ([cert] if cert is not None else []) + list(extra)
+        loaded = _open_pkcs12(path, data, passphrase(path).encode())
+    if loaded is None:
+        raise UserError(
+            f"{path}: cannot open this PKCS#12 file: wrong passphrase, a damaged file, or an old "
+            "encryption this system cannot read (export it again with AES)"
+        )
+    certs, key = loaded
     if not certs:
         raise UserError(f"{path}: the PKCS#12 file holds no certificate")
     return certs, key
+
+
+def _open_pkcs12(
+    path: str, data: bytes, password: bytes | None
+) -> tuple[list[x509.Certificate], PrivateKeyTypes | None] | None:
+    try:
+        return open_pkcs12(data, [password])
+    except EncryptionRefused as exc:
+        raise UserError(f"{path}: {exc}") from None
+    except UnsupportedAlgorithm:
+        return None
+
+
+def _check_key_cost(path: str, data: bytes) -> None:
+    """Refuses locally, before anything derives, a key whose encryption costs more than the API accepts."""
+    try:
+        check_private_key(data)
+    except EncryptionRefused as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _looks_like_der_key(data: bytes) -> bool:
@@ -164,7 +158,7 @@ def _pem_certificates(path: str, data: bytes) -> tuple[list[x509.Certificate], l
     """The certificates of a PEM file, and its private key blocks (a combined file is common)."""
     certs: list[x509.Certificate] = []
     keys: list[bytes] = []
-    for number, (label, block) in enumerate(_pem_blocks(data), start=1):
+    for number, (label, block) in enumerate(pem_blocks(data), start=1):
         if label.endswith(b"PRIVATE KEY"):
             keys.append(block)
             continue
@@ -201,17 +195,10 @@ def load_certificates(
             raise UserError(f"{path} holds no certificate{hint}")
         key = _pem_key(path, key_blocks, passphrase) if key_blocks and want_key else None
         return certs, key
-    if _is_pkcs12(data):
+    if looks_like_pkcs12(data):
         certs, private_key = _load_pkcs12(path, data, passphrase)
         return certs, (_unencrypted_pem(private_key) if private_key is not None and want_key else None)
-    try:
-        return [x509.load_der_x509_certificate(data)], None
-    except ValueError:
-        pass
-    try:
-        certs = pkcs7.load_der_pkcs7_certificates(data)
-    except ValueError:
-        certs = None
+    certs = der_certificates(data)
     if certs is not None:
         if not certs:
             raise UserError(f"{path}: the PKCS#7 file holds no certificate")
@@ -232,6 +219,7 @@ def _pem_key(path: str, blocks: list[bytes], passphrase: Callable[[str], str]) -
     if len(blocks) > 1:
         raise UserError(f"{path} holds {len(blocks)} private keys: give a file with only the certificate's")
     block = blocks[0]
+    _check_key_cost(path, block)
     encrypted = block.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY") or b"Proc-Type: 4,ENCRYPTED" in block
     return KeyPem(block.decode("ascii") + "\n", passphrase(path) if encrypted else None)
 
@@ -243,15 +231,16 @@ def load_key(path: str, passphrase: Callable[[str], str]) -> KeyPem:
     if not data.strip():
         raise UserError(f"{path} is empty")
     if b"-----BEGIN " in data:
-        blocks = [block for label, block in _pem_blocks(data) if label.endswith(b"PRIVATE KEY")]
+        blocks = [block for label, block in pem_blocks(data) if label.endswith(b"PRIVATE KEY")]
         if not blocks:
             raise UserError(f"{path} holds no private key (no PEM block '... PRIVATE KEY')")
         return _pem_key(path, blocks, passphrase)
-    if _is_pkcs12(data):
+    if looks_like_pkcs12(data):
         _, key = _load_pkcs12(path, data, passphrase)
         if key is None:
             raise UserError(f"{path}: the PKCS#12 file holds no private key")
         return _unencrypted_pem(key)
+    _check_key_cost(path, data)
     try:
         return _unencrypted_pem(serialization.load_der_private_key(data, None))
     except TypeError:

@@ -4,16 +4,25 @@ PKCS#12, encrypted keys). Nothing touches the disk unless asked (`write_root`)."
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hmac
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certificates.pbe import pkcs12_kdf, pkcs12_password_forms
 
 ONE_DAY = datetime.timedelta(days=1)
 TEN_YEARS = datetime.timedelta(days=3652)
@@ -342,3 +351,168 @@ def pfx(
             passphrase.encode() if isinstance(passphrase, str) else passphrase
         )
     return pkcs12.serialize_key_and_certificates(b"certwright", key, cert, list(cas) or None, encryption)
+
+
+# --- encrypted keys and PKCS#12 files with chosen key-derivation costs -------------------------------------
+
+
+def pbkdf2_key(key: PrivateKey, passphrase: str, rounds: int = 2048) -> bytes:
+    """The key as encrypted PKCS#8 PEM: PBES2 with PBKDF2-HMAC-SHA256 over `rounds` iterations and
+    AES-256-CBC (what `openssl pkcs8 -topk8 -iter N` writes; cryptography's own always takes 2,048)."""
+    salt = os.urandom(16)
+    secret = PBKDF2HMAC(hashes.SHA256(), length=32, salt=salt, iterations=rounds).derive(passphrase.encode())
+    prf = _der(0x30, _der(0x06, _HMAC_SHA256_OID) + b"\x05\x00")
+    kdf = _der(0x30, _der(0x06, _PBKDF2_OID) + _der(0x30, _der(0x04, salt) + _der_integer(rounds) + prf))
+    return _pbes2_key(key, secret, kdf)
+
+
+def scrypt_key(key: PrivateKey, passphrase: str, n: int = 16384, r: int = 8, p: int = 1) -> bytes:
+    """The key as encrypted PKCS#8 PEM with PBES2 over scrypt and AES-256-CBC, as `openssl pkcs8 -topk8
+    -scrypt` writes it (cryptography cannot write one)."""
+    salt = os.urandom(16)
+    secret = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+    params = _der(0x30, _der(0x04, salt) + _der_integer(n) + _der_integer(r) + _der_integer(p))
+    return _pbes2_key(key, secret, _der(0x30, _der(0x06, _SCRYPT_OID) + params))
+
+
+def _pbes2_key(key: PrivateKey, secret: bytes, kdf: bytes) -> bytes:
+    plain = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return _pbes2_seal(plain, secret, kdf)
+
+
+def _pbes2_seal(plain: bytes, secret: bytes, kdf: bytes) -> bytes:
+    """`plain` encrypted with AES-256-CBC under `secret`, as an EncryptedPrivateKeyInfo PEM naming `kdf`."""
+    iv = os.urandom(16)
+    padder = sym_padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+    cipher = _der(0x30, _der(0x06, _AES256_CBC_OID) + _der(0x04, iv))
+    algorithm = _der(0x30, _der(0x06, _PBES2_OID) + _der(0x30, kdf + cipher))
+    return der_to_pem(_der(0x30, algorithm + _der(0x04, ciphertext)), "ENCRYPTED PRIVATE KEY")
+
+
+def pfx_with_rounds(
+    key: PrivateKey | None,
+    cert: x509.Certificate | None,
+    cas: Sequence[x509.Certificate] = (),
+    passphrase: str = "",
+    rounds: int = 2048,
+    legacy: bool = False,
+) -> bytes:
+    """A PKCS#12 file whose key and certificates are encrypted with `rounds` iterations (PBES2/PBKDF2 and
+    AES, or the legacy PKCS#12 scheme with 3DES); its MAC takes cryptography's 2,048."""
+    scheme = pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC if legacy else pkcs12.PBES.PBESv2SHA256AndAES256CBC
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(rounds)
+        .key_cert_algorithm(scheme)
+        .build(passphrase.encode())
+    )
+    return pkcs12.serialize_key_and_certificates(b"certwright", key, cert, list(cas) or None, encryption)
+
+
+def with_integer(der: bytes, old: int, new: int) -> bytes:
+    """`der` with every INTEGER equal to `old` set to `new` and the lengths around it fixed, as an attacker
+    edits an iteration count; looks inside OCTET STRINGs that hold DER (PKCS#12 wraps its parts in them)."""
+    edited, count = _rewrite_integers(der, old, new)
+    if not count:
+        raise ValueError(f"no INTEGER {old} in the DER")
+    return edited
+
+
+def pem_to_der(pem_data: bytes) -> bytes:
+    body = b"".join(line for line in pem_data.strip().splitlines()[1:-1] if b":" not in line)
+    return base64.b64decode(body)
+
+
+def der_to_pem(der_data: bytes, label: str) -> bytes:
+    body = base64.encodebytes(der_data).replace(b"\n", b"")
+    lines = b"\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN {label}-----\n".encode() + lines + f"\n-----END {label}-----\n".encode()
+
+
+_SCRYPT_OID = bytes.fromhex("2b06010401da47040b")  # 1.3.6.1.4.1.11591.4.11
+_AES256_CBC_OID = bytes.fromhex("60864801650304012a")  # 2.16.840.1.101.3.4.1.42
+_PBES2_OID = bytes.fromhex("2a864886f70d01050d")  # 1.2.840.113549.1.5.13
+_PBKDF2_OID = bytes.fromhex("2a864886f70d01050c")  # 1.2.840.113549.1.5.12
+_HMAC_SHA256_OID = bytes.fromhex("2a864886f70d0209")  # 1.2.840.113549.2.9
+
+
+def _der_integer(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+
+
+def _rewrite_integers(data: bytes, old: int, new: int) -> tuple[bytes, int]:
+    out, count, offset = b"", 0, 0
+    while offset < len(data):
+        tag = data[offset]
+        header, size = _der_header_length(data[offset:])
+        if size < 0 or offset + header + size > len(data) or tag & 0x1F == 0x1F:
+            raise ValueError("not DER")
+        content = data[offset + header : offset + header + size]
+        whole = data[offset : offset + header + size]
+        if tag == 0x02 and int.from_bytes(content, "big", signed=True) == old:
+            out += _der_integer(new)
+            count += 1
+        elif tag & 0x20 or tag == 0x04:
+            try:
+                inner, found = _rewrite_integers(content, old, new)
+            except (ValueError, IndexError):
+                inner, found = content, 0  # an OCTET STRING of plain bytes
+            out += _der(tag, inner) if found else whole
+            count += found
+        else:
+            out += whole
+        offset += header + size
+    return out, count
+
+
+def pfx_hiding_key(cert: x509.Certificate, shrouded_key: bytes, passphrase: str) -> bytes:
+    """A PKCS#12 file whose key bag (`shrouded_key`, an EncryptedPrivateKeyInfo) sits with the certificate
+    INSIDE the part encrypted with the passphrase (PBES2, 2,048 PBKDF2 iterations), with a SHA-1 MAC: its
+    key's cost shows only once that part is decrypted. cryptography never writes one like it."""
+    password = passphrase.encode()
+    cert_bag = _der(0x30, _der(0x06, _X509_CERTIFICATE_OID) + _der(0xA0, _der(0x04, der(cert))))
+    bags = _der(0x30, _der(0x06, _CERT_BAG_OID) + _der(0xA0, cert_bag))
+    bags += _der(0x30, _der(0x06, _SHROUDED_KEY_BAG_OID) + _der(0xA0, shrouded_key))
+    encrypted_bags = pem_to_der(_pbes2_encrypt_pem(_der(0x30, bags), password))
+    algorithm, ciphertext = _split_encrypted_key_info(encrypted_bags)
+    content_info = _der(0x30, _der(0x06, _DATA_OID) + algorithm + _der(0x80, ciphertext))
+    encrypted_data = _der(0x30, _der_integer(0) + content_info)
+    auth_safe = _der(0x30, _der(0x30, _der(0x06, _ENCRYPTED_DATA_OID) + _der(0xA0, encrypted_data)))
+    salt = os.urandom(8)
+    mac_key = pkcs12_kdf(pkcs12_password_forms(password)[0], salt, 3, 2048, 20)
+    mac = hmac.new(mac_key, auth_safe, "sha1").digest()
+    digest_info = _der(0x30, _der(0x30, _der(0x06, _SHA1_OID) + b"\x05\x00") + _der(0x04, mac))
+    mac_data = _der(0x30, digest_info + _der(0x04, salt) + _der_integer(2048))
+    outer = _der(0x30, _der(0x06, _DATA_OID) + _der(0xA0, _der(0x04, auth_safe)))
+    return _der(0x30, _der_integer(3) + outer + mac_data)
+
+
+def _pbes2_encrypt_pem(plain: bytes, password: bytes) -> bytes:
+    salt = os.urandom(16)
+    secret = PBKDF2HMAC(hashes.SHA256(), length=32, salt=salt, iterations=2048).derive(password)
+    prf = _der(0x30, _der(0x06, _HMAC_SHA256_OID) + b"\x05\x00")
+    kdf = _der(0x30, _der(0x06, _PBKDF2_OID) + _der(0x30, _der(0x04, salt) + _der_integer(2048) + prf))
+    return _pbes2_seal(plain, secret, kdf)
+
+
+def _split_encrypted_key_info(info: bytes) -> tuple[bytes, bytes]:
+    """(AlgorithmIdentifier TLV, ciphertext) of an EncryptedPrivateKeyInfo."""
+    header, _ = _der_header_length(info)
+    body = info[header:]
+    algorithm_header, algorithm_size = _der_header_length(body)
+    algorithm = body[: algorithm_header + algorithm_size]
+    rest = body[len(algorithm) :]
+    octets_header, octets_size = _der_header_length(rest)
+    return algorithm, rest[octets_header : octets_header + octets_size]
+
+
+_DATA_OID = bytes.fromhex("2a864886f70d010701")  # 1.2.840.113549.1.7.1
+_ENCRYPTED_DATA_OID = bytes.fromhex("2a864886f70d010706")  # 1.2.840.113549.1.7.6
+_CERT_BAG_OID = bytes.fromhex("2a864886f70d010c0a0103")  # 1.2.840.113549.1.12.10.1.3
+_SHROUDED_KEY_BAG_OID = bytes.fromhex("2a864886f70d010c0a0102")  # 1.2.840.113549.1.12.10.1.2
+_X509_CERTIFICATE_OID = bytes.fromhex("2a864886f70d01091601")  # 1.2.840.113549.1.9.22.1
+_SHA1_OID = bytes.fromhex("2b0e03021a")  # 1.3.14.3.2.26
