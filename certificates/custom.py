@@ -6,10 +6,9 @@ customer as is, so it names the problem and the certificate concerned in plain w
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import hashlib
 import logging
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from certificates.facts import CertificateFacts, certificate_facts, dns_names
 from certificates.formats import der_certificates, looks_like_pkcs12, open_pkcs12, pem_blocks
 from certificates.kdf import EncryptionRefused, check_private_key
 from certificates.verify import ChainRejected, trusted_roots
@@ -67,18 +67,12 @@ class UploadRejected(Exception):
         self.field = field
 
 
-@dataclass(frozen=True)
-class CheckedUpload:
-    """What is stored about an accepted upload."""
+@dataclasses.dataclass(frozen=True)
+class CheckedUpload(CertificateFacts):
+    """What is stored about an accepted upload: its facts and its key."""
 
-    fullchain_pem: str  # leaf first, then the intermediates in path order; no self-signed root
-    private_key_pem: bytes  # unencrypted PKCS#8 PEM: the caller seals it before storing
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-    sans: list[str]
-    issuer: str
-    serial: str
-    fingerprint_sha256: str
+    # Unencrypted PKCS#8 PEM: the caller seals it before storing.
+    private_key_pem: bytes = dataclasses.field(default=b"", repr=False)
 
 
 def covers(pattern: str, name: str) -> bool:
@@ -167,16 +161,10 @@ def _check_upload(
     _verify_with_policy(domain_name, path, roots, now)
 
     return CheckedUpload(
-        fullchain_pem="".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in path),
+        **vars(certificate_facts(path)),
         private_key_pem=private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
-        sans=sans,
-        issuer=leaf.issuer.rfc4514_string(),
-        serial=format(leaf.serial_number, "x"),
-        fingerprint_sha256=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
     )
 
 
@@ -394,10 +382,10 @@ def _check_signature_algorithm(cert: x509.Certificate, *, field: str) -> None:
 
 
 def _dns_names(leaf: x509.Certificate) -> list[str]:
-    names = _extension(leaf, x509.SubjectAlternativeName)
-    if names is None:
-        return []
-    return [name.lower() for name in names.get_values_for_type(x509.DNSName)]
+    try:
+        return dns_names(leaf)
+    except ValueError:  # duplicate or malformed extensions surface on first access
+        raise UploadRejected(f"the certificate {_describe(leaf)} has malformed extensions", "cert") from None
 
 
 def _check_coverage(domain_name: str, sans: list[str]) -> None:

@@ -183,10 +183,7 @@ def check_cost(algorithm: algos.EncryptionAlgorithm, what: str) -> None:
                 algorithm["parameters"]["iterations"].native, MAX_PBKDF2_ITERATIONS, what, "PBKDF1"
             )
         else:
-            raise EncryptionRefused(
-                f"{what} is encrypted with a scheme that is not accepted ({algorithm['algorithm'].dotted}): "
-                f"{_USE_AES}"
-            )
+            raise _not_accepted(f"{what} is encrypted with a scheme", algorithm["algorithm"].dotted)
     except EncryptionRefused:
         raise
     except _UNREADABLE:
@@ -201,14 +198,10 @@ def _check_pbes2(params: algos.Pbes2Params, what: str) -> None:
     elif oid == SCRYPT_OID:
         _check_scrypt(kdf, what)
     else:
-        raise EncryptionRefused(
-            f"{what} is encrypted with a key derivation that is not accepted ({oid}): {_USE_AES}"
-        )
+        raise _not_accepted(f"{what} is encrypted with a key derivation", oid)
     cipher = params["encryption_scheme"]["algorithm"]
     if cipher.native not in PBES2_CIPHERS:
-        raise EncryptionRefused(
-            f"{what} is encrypted with a cipher that is not accepted ({cipher.dotted}): {_USE_AES}"
-        )
+        raise _not_accepted(f"{what} is encrypted with a cipher", cipher.dotted)
 
 
 def _check_pbkdf2(params: algos.Pbkdf2Params, what: str) -> None:
@@ -218,9 +211,7 @@ def _check_pbkdf2(params: algos.Pbkdf2Params, what: str) -> None:
         )
     prf = params["prf"]["algorithm"]
     if prf.native not in PBKDF2_HASHES:
-        raise EncryptionRefused(
-            f"{what} is encrypted with PBKDF2 over a hash that is not accepted ({prf.dotted}): {_USE_AES}"
-        )
+        raise _not_accepted(f"{what} is encrypted with PBKDF2 over a hash", prf.dotted)
     _check_iterations(params["iteration_count"].native, MAX_PBKDF2_ITERATIONS, what, "PBKDF2")
 
 
@@ -271,12 +262,14 @@ def _check_mac(mac_data: pkcs12.MacData) -> None:
         params = algos.Pbmac1Params.load(algorithm["parameters"].dump(), strict=True)
         kdf = params["key_derivation_func"]
         if kdf["algorithm"].dotted != _PBKDF2_OID:
-            raise EncryptionRefused(
-                f"{what} uses a key derivation that is not accepted ({kdf['algorithm'].dotted})"
-            )
+            raise _not_accepted(f"{what} uses a key derivation", kdf["algorithm"].dotted)
         _check_pbkdf2(kdf["parameters"], what)
     elif algorithm["algorithm"].native not in _MAC_DIGESTS:
-        raise EncryptionRefused(f"{what} uses a hash that is not accepted ({oid}): {_USE_AES}")
+        raise _not_accepted(f"{what} uses a hash", oid)
+
+
+def _not_accepted(refused: str, oid: str) -> EncryptionRefused:
+    return EncryptionRefused(f"{refused} that is not accepted ({oid}): {_USE_AES}")
 
 
 def _encrypted_part(data: cms.EncryptedData) -> tuple[algos.EncryptionAlgorithm, bytes]:

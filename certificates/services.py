@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from certificates.custom import CheckedUpload, UploadRejected, check_upload
 from certificates.models import Certificate, CertificateSource
-from certificates.sealing import seal
-from domains.status import settle_status
+from certificates.store import store_certificate
 from domains.models import Domain
+from domains.status import settle_status
 
 
 def install_custom_certificate(
@@ -32,19 +32,15 @@ def install_custom_certificate(
         if not Domain.objects.select_for_update().filter(pk=domain.pk).exists():
             raise UploadRejected(f"{domain.name} no longer exists")
         Certificate.objects.filter(domain_id=domain.pk, source=CertificateSource.CUSTOM).delete()
-        stored = Certificate.objects.create(
-            domain_id=domain.pk,
-            source=CertificateSource.CUSTOM,
-            fullchain_pem=checked.fullchain_pem,
-            private_key=seal(checked.private_key_pem),
-            not_before=checked.not_before,
-            not_after=checked.not_after,
-            sans=checked.sans,
-            issuer=checked.issuer,
-            serial=checked.serial,
-            fingerprint_sha256=checked.fingerprint_sha256,
-            created=now,
-        )
+        stored = store_certificate(domain.pk, CertificateSource.CUSTOM, checked, checked.private_key_pem, now)
+        if stored is None:
+            # With the custom one deleted just above, only the Let's Encrypt certificate can have this leaf;
+            # the exception undoes the deletion.
+            raise UploadRejected(
+                "this is the domain's Let's Encrypt certificate, which Certwright already serves and renews: "
+                "upload a certificate of your own",
+                "cert",
+            )
         settle_status(domain.pk, f"custom certificate uploaded ({_describe(checked)})", now)
     return stored
 

@@ -4,12 +4,10 @@ validates up to a trusted root with `cryptography.x509.verification`."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from functools import lru_cache
 
 import certifi
@@ -19,24 +17,13 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from django.conf import settings
 
+from certificates.facts import CertificateFacts, certificate_facts
+
 logger = logging.getLogger(__name__)
 
 
 class ChainRejected(Exception):
     """The chain is unusable; the message says why in plain words."""
-
-
-@dataclass(frozen=True)
-class ChainFacts:
-    """What is stored about a verified certificate."""
-
-    fullchain_pem: str
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-    sans: list[str]
-    issuer: str
-    serial: str
-    fingerprint_sha256: str
 
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -87,8 +74,9 @@ def public_key_der(key) -> bytes:
 
 def verify_issued_chain(
     fullchain_pem: str, private_key_pem: bytes, names: list[str], now: datetime.datetime | None = None
-) -> ChainFacts:
-    """Verifies the chain the CA returned for `names` and our key; raises ChainRejected."""
+) -> CertificateFacts:
+    """Verifies the chain the CA returned for `names` and our key and returns what is stored about it;
+    raises ChainRejected."""
     chain = split_chain(fullchain_pem)
     leaf, intermediates = chain[0], chain[1:]
     key = serialization.load_pem_private_key(private_key_pem, password=None)
@@ -115,12 +103,4 @@ def verify_issued_chain(
         verifier.verify(leaf, intermediates)
     except VerificationError as exc:
         raise ChainRejected(f"the chain does not validate up to a trusted root: {exc}") from None
-    return ChainFacts(
-        fullchain_pem="".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain),
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
-        sans=list(sans),
-        issuer=leaf.issuer.rfc4514_string(),
-        serial=format(leaf.serial_number, "x"),
-        fingerprint_sha256=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
-    )
+    return certificate_facts(chain)
