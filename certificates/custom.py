@@ -315,16 +315,26 @@ def _find_leaf(certs: list[x509.Certificate]) -> x509.Certificate:
         )
     if not leaves and len(certs) == 1 and _is_self_signed(certs[0]):
         # `openssl req -x509` makes CA certificates: the usual self-made certificate lands here.
-        raise UploadRejected(
-            f"the certificate {_describe(certs[0])} is self-signed: browsers trust only certificates "
-            "issued by a public certificate authority (upload that one, with its intermediates)",
-            "cert",
-        )
+        raise UploadRejected(_self_signed(certs[0]), "cert")
     if not leaves:
         raise UploadRejected(
             "the upload has no leaf certificate: every certificate in it is a CA certificate", "cert"
         )
     return leaves[0]
+
+
+def _self_signed(cert: x509.Certificate) -> str:
+    return (
+        f"the certificate {_describe(cert)} is self-signed: browsers trust only certificates issued by a "
+        "public certificate authority (upload that one, with its intermediates)"
+    )
+
+
+def _untrusted_root(name: str) -> str:
+    return (
+        f"the chain ends at {name}, a root that browsers do not trust (a private or self-signed CA): "
+        "use a certificate from a public CA"
+    )
 
 
 def _spki(public_key: PublicKeyTypes) -> bytes:
@@ -436,9 +446,9 @@ def _build_path(
         # A trusted root is always found as an issuer below, before it could become `current`: a self-signed
         # certificate reached here (or a self-signed leaf) is one the customer uploaded and nobody trusts.
         if _is_self_signed(current):
-            raise UploadRejected(
-                f"the chain ends at {_describe(current)}, which is not a trusted root", "chain"
-            )
+            if current is leaf:
+                raise UploadRejected(_self_signed(leaf), "cert")
+            raise UploadRejected(_untrusted_root(_describe(current)), "chain")
         if current is not leaf:
             _check_signature_algorithm(current, field="chain")
         # Trusted roots first: when a cross-signed intermediate and a root share a name, the shorter path
@@ -455,10 +465,17 @@ def _build_path(
                 f"{_describe(named[0])}",
                 "chain",
             )
+        missing = current.issuer.rfc4514_string()
+        if issuer is None and current is not leaf:
+            # The customer sent the CA certificates up to one whose issuer nobody trusts: a private CA's root
+            # far more often than a second missing intermediate, so that is said first.
+            raise UploadRejected(
+                f"{_untrusted_root(missing)} (if {missing} is an intermediate, add its certificate)", "chain"
+            )
         if issuer is None:
             raise UploadRejected(
-                f"an intermediate certificate is missing: add the certificate of "
-                f"{current.issuer.rfc4514_string()} (the issuer of {_describe(current)})",
+                f"an intermediate certificate is missing: add the certificate of {missing} "
+                f"(the issuer of {_describe(current)})",
                 "chain",
             )
         if issuer in roots:

@@ -465,20 +465,48 @@ def test_issuer_with_the_right_name_but_another_key_is_rejected(trusted):
     )
 
 
-def test_chain_ending_at_an_untrusted_root_is_rejected(trusted):
+UNTRUSTED_ROOT = (
+    "the chain ends at CN=Certwright Untrusted Root CA,O=Certwright Tests, a root that browsers do not trust "
+    "(a private or self-signed CA): use a certificate from a public CA"
+)
+
+
+def test_chain_ending_at_an_uploaded_untrusted_root_says_browsers_do_not_trust_that_root(trusted):
     other = Pki("Certwright Untrusted")
     leaf, key = other.leaf([DOMAIN])
     error = rejection(DOMAIN, pem(leaf, other.intermediate, other.root), key_pem(key))
-    assert str(error) == (
-        "the chain ends at CN=Certwright Untrusted Root CA,O=Certwright Tests, which is not a trusted root"
+    assert (str(error), error.field) == (UNTRUSTED_ROOT, "chain")
+
+
+def test_chain_whose_intermediate_hangs_from_an_untrusted_root_names_that_root_not_a_missing_intermediate(
+    trusted,
+):
+    other = Pki("Certwright Untrusted")
+    leaf, key = other.leaf([DOMAIN])
+    error = rejection(DOMAIN, pem(leaf, other.intermediate), key_pem(key))
+    assert (str(error), error.field) == (
+        f"{UNTRUSTED_ROOT} (if CN=Certwright Untrusted Root CA,O=Certwright Tests is an intermediate, "
+        "add its certificate)",
+        "chain",
+    )
+
+
+def test_leaf_of_an_untrusted_ca_without_its_intermediate_asks_for_the_intermediate(trusted):
+    other = Pki("Certwright Untrusted")
+    leaf, key = other.leaf([DOMAIN])
+    assert str(rejection(DOMAIN, pem(leaf), key_pem(key))).startswith(
+        "an intermediate certificate is missing: add the certificate of "
+        "CN=Certwright Untrusted Intermediate CA,O=Certwright Tests"
     )
 
 
 def test_self_signed_certificate_is_rejected_as_untrusted(trusted):
     leaf, key = trusted.leaf([DOMAIN], issuer="self")
     error = rejection(DOMAIN, pem(leaf), key_pem(key))
-    assert (
-        str(error) == "the chain ends at CN=www.example.com,O=Certwright Tests, which is not a trusted root"
+    assert (str(error), error.field) == (
+        "the certificate CN=www.example.com,O=Certwright Tests is self-signed: browsers trust only "
+        "certificates issued by a public certificate authority (upload that one, with its intermediates)",
+        "cert",
     )
 
 
