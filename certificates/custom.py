@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from certfiles.formats import der_certificates, looks_like_pkcs12, open_pkcs12, pem_blocks
+from certfiles.kdf import EncryptionRefused, check_private_key
 from certificates.facts import CertificateFacts, certificate_facts, dns_names
-from certificates.formats import der_certificates, looks_like_pkcs12, open_pkcs12, pem_blocks
-from certificates.kdf import EncryptionRefused, check_private_key
 from certificates.verify import ChainRejected, trusted_roots
 
 logger = logging.getLogger(__name__)

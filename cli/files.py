@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from certificates.formats import der_certificates, looks_like_pkcs12, open_pkcs12, pem_blocks
-from certificates.kdf import EncryptionRefused, check_private_key
+from certfiles.formats import der_certificates, looks_like_pkcs12, open_pkcs12, pem_blocks
+from certfiles.kdf import EncryptionRefused, check_private_key
 from cli.errors import UserError
 
 # A certificate bundle is a few kilobytes; anything this large is the wrong file (the API takes 64 KiB).

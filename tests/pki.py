@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certificates.pbe import pkcs12_kdf, pkcs12_password_forms
+from certfiles.pbe import pkcs12_kdf, pkcs12_password_forms
 
 ONE_DAY = datetime.timedelta(days=1)
 TEN_YEARS = datetime.timedelta(days=3652)

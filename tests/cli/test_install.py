@@ -50,7 +50,8 @@ def wheel(tmp_path_factory) -> Path:
     source = work / "source"
     source.mkdir()
     shutil.copy(ROOT / "pyproject.toml", source)
-    shutil.copytree(ROOT / "cli", source / "cli", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("cli", "certfiles"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     pip("wheel", "--no-build-isolation", "--wheel-dir", str(work / "dist"), "./source", cwd=work)
     [built] = (work / "dist").glob("certwright-*.whl")
     return built
@@ -78,18 +79,24 @@ def third_party_imports(package: Path) -> set[str]:
     return found - set(sys.stdlib_module_names) - {"__future__", package.name}
 
 
+# What the wheel ships: the CLI, and the Django-free reading of certificate and key files it shares
+# with the server.
+WHEEL_PACKAGES = {"cli", "certfiles"}
+
+
 def test_the_wheel_holds_the_cli_alone_with_its_entry_point_and_declares_every_import(wheel):
     names, headers = wheel_metadata(wheel)
 
     packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
-    assert packages == {"cli"}
+    assert packages == WHEEL_PACKAGES
     with zipfile.ZipFile(wheel) as archive:
         [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
         assert "certwright = cli.main:main" in archive.read(entry_points).decode()
     declared = {canonicalize_name(Requirement(line).name) for line in headers["Requires-Dist"]}
     assert {"requests", "cryptography", "asn1crypto"} <= declared
     distributions = metadata.packages_distributions()
-    modules = third_party_imports(ROOT / "cli")
+    modules = set().union(*(third_party_imports(ROOT / package) for package in WHEEL_PACKAGES))
+    modules -= WHEEL_PACKAGES
     # Such as a package of this checkout: the wheel does not hold it, so the installed CLI cannot run.
     assert not {module for module in modules if module not in distributions}, (
         "cli/ imports modules that are neither in the wheel nor an installed distribution"

@@ -1,4 +1,4 @@
-"""certificates/kdf.py: every key-derivation cost is read and capped before anything derives, and what is
+"""certfiles/kdf.py: every key-derivation cost is read and capped before anything derives, and what is
 within the caps (or cheap, like legacy PEM encryption) still passes. Keys are built with a small cost and
 the DER integer then edited to a huge one, as the attacker did."""
 
@@ -8,14 +8,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from certificates.kdf import (
+from certfiles.kdf import (
     MAX_PBKDF2_ITERATIONS,
     EncryptionRefused,
     Pkcs12Locked,
     check_pkcs12,
     check_private_key,
 )
-from certificates.pbe import rc2_decrypt_block, rc2_key_schedule
+from certfiles.pbe import rc2_decrypt_block, rc2_key_schedule
 from tests.pki import (
     Pki,
     der_to_pem,

@@ -3,7 +3,7 @@
 checked BEFORE any loader derives a key, because `cryptography` shows none of them first and one edited
 integer (2^31-1 PBKDF2 iterations) otherwise holds a web worker for minutes.
 
-A PKCS#12 file's encrypted parts are opened here (certificates/pbe.py) to check the key bags inside them
+A PKCS#12 file's encrypted parts are opened here (certfiles/pbe.py) to check the key bags inside them
 too: OpenSSL decrypts them, then derives again for the key they hold.
 
 Django-free: cli/files.py imports it and the CLI must not need Django."""
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from asn1crypto import algos, cms, keys, parser, pkcs12
 from asn1crypto.core import Void
 
-from certificates.pbe import (
+from certfiles.pbe import (
     PBES2_CIPHERS,
     PBKDF2_HASHES,
     PKCS12_SCHEMES,

@@ -11,7 +11,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
-from certificates.kdf import Pkcs12Locked, check_pkcs12
+from certfiles.kdf import Pkcs12Locked, check_pkcs12
 
 PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----.*?-----END \1-----", re.DOTALL)
 # PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo { contentType OID 1.2.840.113549.1.7.x ...

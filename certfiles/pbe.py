@@ -1,5 +1,5 @@
 """Password-based decryption of a PKCS#12 file's encrypted parts (RFC 7292 and PKCS#5 PBES2), so that
-certificates/kdf.py can look inside them before OpenSSL does. Costs are checked by the caller first.
+certfiles/kdf.py can look inside them before OpenSSL does. Costs are checked by the caller first.
 
 Django-free: the CLI imports it. OpenSSL's PKCS#12 key derivation is not exposed by `cryptography`, and
 its RC2 takes 128-bit keys only, so both are written out here (legacy files encrypt with 40-bit RC2)."""
