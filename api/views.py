@@ -29,7 +29,7 @@ from api.serializers import (
     RegionSerializer,
 )
 from certificates.custom import UploadRejected
-from certificates.services import install_custom_certificate, remove_custom_certificate
+from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, normalize_domain_name
 from domains.services import (

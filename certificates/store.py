@@ -1,4 +1,4 @@
-"""The one writer of Certificate rows: uploads (certificates/services.py) and issued certificates
+"""The one writer of Certificate rows: uploads (domains/custom_certificates.py) and issued certificates
 (workers/acme_steps.py) store through store_certificate."""
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from django.utils.html import format_html
 
 from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
 from certificates.models import Certificate, CertificateSource, RegisteredDomain
-from certificates.services import install_custom_certificate, remove_custom_certificate
 from certificates.serving import in_serving_order, served_certificate_of
+from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import App, Domain, DomainEvent, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record

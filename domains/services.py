@@ -12,6 +12,7 @@ from django.utils import timezone
 from certificates import dns01
 from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
 from domains.claims import claim_check_now, redrive_order_of, renew_now
+from domains.custom_certificates import install_custom_certificate
 from domains.enqueue import check_domains_later
 from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
@@ -138,8 +139,6 @@ def add_domain(
 ) -> Domain:
     """create_domain, with a custom certificate installed in the same transaction when `cert` is
     given: a rejected certificate (UploadRejected) adds no domain."""
-    from certificates.services import install_custom_certificate
-
     with transaction.atomic():
         domain = create_domain(app, raw_name, letsencrypt=letsencrypt, now=now)
         if cert is not None:

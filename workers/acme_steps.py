@@ -30,10 +30,9 @@ from certificates.models import (
     Issuance,
     Order,
     OrderState,
-    renewal_due,
 )
-from certificates.sealing import seal
 from certificates.serving import has_valid_custom_certificate
+from certificates.store import store_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.orders import ended
@@ -254,26 +253,8 @@ def step_download(order: Order, carried: Carried) -> Next:
         )
         if current is None:
             return Next(OrderState.VALID)
-        # ON CONFLICT DO NOTHING: storing the same certificate twice is a no-op, not an error.
-        Certificate.objects.bulk_create(
-            [
-                Certificate(
-                    domain_id=order.domain_id,
-                    fingerprint_sha256=facts.fingerprint_sha256,
-                    source=CertificateSource.LETSENCRYPT,
-                    fullchain_pem=facts.fullchain_pem,
-                    private_key=seal(key_pem),
-                    not_before=facts.not_before,
-                    not_after=facts.not_after,
-                    sans=facts.sans,
-                    issuer=facts.issuer,
-                    serial=facts.serial,
-                    renew_at=renewal_due(facts.not_before, facts.not_after),
-                    created=now,
-                )
-            ],
-            ignore_conflicts=True,
-        )
+        # None when the domain already holds this leaf: storing it twice is a no-op, not an error.
+        store_certificate(order.domain_id, CertificateSource.LETSENCRYPT, facts, key_pem, now)
         # The certificates this one replaces are served no more (the newest is) and not renewed.
         Certificate.objects.filter(domain_id=order.domain_id, source=CertificateSource.LETSENCRYPT).exclude(
             fingerprint_sha256=facts.fingerprint_sha256

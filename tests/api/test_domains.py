@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from django.utils import timezone
 
-import certificates.services
+import domains.custom_certificates
 from api.serializers import DomainSerializer
 from api.throttling import WriteRateThrottle
 from certificates.custom import UploadRejected, check_upload
@@ -272,7 +272,9 @@ def test_adding_a_domain_with_a_certificate_but_no_key_is_400(alice_api, shop, u
 
 def test_a_certificate_longer_than_64_kib_is_400_before_anything_parses_it(alice_api, shop, monkeypatch):
     parsed = []
-    monkeypatch.setattr(certificates.services, "check_upload", lambda *args, **kwargs: parsed.append(args))
+    monkeypatch.setattr(
+        domains.custom_certificates, "check_upload", lambda *args, **kwargs: parsed.append(args)
+    )
 
     response = alice_api.post(
         DOMAINS, {"name": "www.example.com", "tlscert": "x" * 65537, "tlskey": "key"}, format="json"

@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from api.routers import create_router_token
-from certificates.services import install_custom_certificate, remove_custom_certificate
 from devstack.caddy import caddy_endpoint_directive, start_caddy
 from devstack.ports import free_port
+from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from tests.integration.polling import issued, wait_for
 from tests.integration.tls import fingerprint, shown
 from tests.pki import key_pem

@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from api.routers import create_router_token
-from certificates.services import install_custom_certificate, remove_custom_certificate
 from devstack.router import CertificateCache, make_server
+from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from tests.integration.polling import issued
 from tests.integration.tls import fingerprint, shown
 from tests.pki import key_pem

@@ -13,9 +13,9 @@ from api.tokens import create_token
 from certificates.custom import UploadRejected, check_upload
 from certificates.facts import certificate_facts
 from certificates.models import Certificate, CertificateSource, renewal_due
-from certificates.services import install_custom_certificate
 from certificates.store import store_certificate
 from certificates.verify import verify_issued_chain
+from domains.custom_certificates import install_custom_certificate
 from tests.factories import AppFactory, CertificateFactory, DomainFactory
 from tests.pki import der, key_pem
 

@@ -22,8 +22,8 @@ from api.routers import create_router_token
 from api.tokens import create_token
 from certificates.models import Certificate, CertificateSource
 from certificates.sealing import seal
-from certificates.services import install_custom_certificate, remove_custom_certificate
 from certificates.serving import served_certificate, served_certificate_of
+from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import Domain, DomainStatus
 from tests.factories import DomainFactory, UserFactory
 from tests.pki import Pki, der, key_pem

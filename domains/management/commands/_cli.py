@@ -10,7 +10,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
-from certificates.services import install_custom_certificate
+from domains.custom_certificates import install_custom_certificate
 from domains.models import App, Domain
 from domains.names import InvalidDomainName, normalize_domain_name
 

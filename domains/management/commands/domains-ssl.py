@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from certificates.services import remove_custom_certificate
+from domains.custom_certificates import remove_custom_certificate
 from domains.management.commands._cli import (
     add_app_argument,
     add_certificate_arguments,

@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from certificates.custom import UploadRejected
 from certificates.models import Certificate, CertificateSource, Order
-from certificates.services import install_custom_certificate, remove_custom_certificate
 from certificates.serving import (
     has_valid_custom_certificate,
     served_certificate,
     served_certificate_of,
 )
+from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from domains.status import NOTHING_SERVED

@@ -26,7 +26,7 @@ from cli.files import Passphrase, build_upload, load_key
 from cli.main import main, read_dotenv
 from tests.pki import Pki, der, key_der, key_pem, p7b, pem, pfx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "www.example.com"
 PASSPHRASE = "correct horse battery staple"
 TOKEN = "cwt_test-token-for-the-fake-api"

@@ -1,5 +1,6 @@
 """Custom certificates: the one way to upload and remove them (the admin, the management
-commands and the REST API all call these)."""
+commands and the REST API all call these). An upload changes what is served, so the domain's
+status follows at once (settle_status)."""
 
 from __future__ import annotations
 
