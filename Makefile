@@ -24,6 +24,7 @@ bench: bootstrap
 lint: bootstrap
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	.venv/bin/lint-imports
 
 format: bootstrap
 	$(PYTHON) -m ruff format .
