@@ -64,7 +64,7 @@ _BULK_WRITE = """
 WITH v(id, status, reason, error, failures, next_at, keep_reservation, reservation) AS (VALUES {values}),
 old AS (
     SELECT d.id, d.status FROM domains_domain d JOIN v ON v.id = d.id
-    WHERE d.claim_token = %s FOR UPDATE OF d
+    WHERE d.claim_token = %s ORDER BY d.id FOR UPDATE OF d
 ),
 changed AS (
     UPDATE domains_domain d
@@ -84,7 +84,8 @@ _ROW = "(%s::bigint, %s::varchar, %s::text, %s::text, %s::integer, %s::timestamp
 def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None = None) -> None:
     """Writes many claimed domains' outcomes in one statement (a constant number of queries per
     chunk, whatever its size): only rows still carrying the claim token `holding` change, the
-    claim is released, and each change of status leaves a history row."""
+    claim is released, and each change of status leaves a history row. Rows are locked in id
+    order, as every multi-row lock is (domains/locking.py), so no two writers deadlock."""
     if not writes:
         return
     now = now or timezone.now()
