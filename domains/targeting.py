@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from domains.names import registered_domain
 
 if TYPE_CHECKING:
+    # For the annotation only: the diagnosis stays pure, importable without Django's app registry.
     from domains.models import Region
 
 
