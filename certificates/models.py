@@ -325,3 +325,34 @@ class RegisteredDomain(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# The routers' change feed: PostgreSQL's NOTIFY channel a commit of feed rows wakes, and the key of
+# the advisory lock that orders those commits (migration 0010 writes both into its trigger).
+SERVED_CHANGES_CHANNEL = "certwright_served_changes"
+
+
+class ServedChange(models.Model):
+    """One change of what a TLS name serves: the routers' change feed (issue, renewal switch,
+    upload, replacement or removal of a certificate, Let's Encrypt turned on or off, a domain
+    deleted, renamed or moved). Written by the database itself (migration 0010's triggers), in
+    the transaction of the change, at its commit: `seq` increases in commit order, so a router
+    that has read up to `seq` never misses a change committed later. A row names what changed;
+    what the name serves now is read from the certificates (certificates/feed.py)."""
+
+    seq = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=255)
+    # The region whose routers serve the name (a domain's app's region); null when the domain and
+    # its app are both gone, which every router is told.
+    region_id = models.BigIntegerField(null=True)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [
+            # A scoped router's changes: WHERE (region_id = ANY(...) OR region_id IS NULL)
+            # AND seq > after ORDER BY seq.
+            models.Index(fields=["region_id", "seq"], name="served_change_region_seq_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.name}"

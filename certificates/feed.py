@@ -1,0 +1,85 @@
+"""Reading the routers' change feed (certificates.ServedChange): what changed after a cursor, and
+what each changed name may serve from now on.
+
+A name's candidates are every certificate it may serve at any moment from now: the valid custom
+one first, then its Let's Encrypt ones (only while Let's Encrypt is on), newest first, each with
+its validity window. A router picks, at each handshake, the first candidate whose window holds
+the moment; that is `certificates.serving`'s rule, so a custom certificate that ends at T is served
+until T and the Let's Encrypt one from T, at the second, by the router's own clock and with no
+event at T (and with Certwright down). An empty list tells the router to drop the name.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from certificates.models import Certificate, CertificateSource, ServedChange
+
+
+@dataclass(frozen=True)
+class NameChange:
+    """The latest change of one name after the cursor, and what the name may serve now."""
+
+    seq: int
+    name: str
+    candidates: list[Certificate]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The changes after a cursor, one per name, and the cursor to ask from next."""
+
+    cursor: int
+    names: list[NameChange]
+
+
+def candidates(names: list[str], now: datetime.datetime, regions: list[int] | None = None) -> dict:
+    """For each of `names`, the certificates it may serve from `now` on, in serving order (the
+    domain's region among `regions`, when given)."""
+    rows = (
+        Certificate.objects.filter(domain__name__in=names, not_after__gt=now)
+        .filter(Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True))
+        .select_related("domain")
+        .order_by("domain__name", "source", "-not_after")
+    )
+    if regions is not None:
+        rows = rows.filter(domain__app__region_id__in=regions)
+    found: dict[str, list[Certificate]] = {name: [] for name in names}
+    for certificate in rows:
+        found[certificate.domain.name].append(certificate)
+    for listed in found.values():
+        # Custom first, then Let's Encrypt; newest first within each (the rule of serving.py).
+        listed.sort(key=lambda c: (c.source != CertificateSource.CUSTOM, -c.not_after.timestamp()))
+    return found
+
+
+def changes_after(
+    after: int,
+    regions: list[int] | None = None,
+    limit: int = 1000,
+    now: datetime.datetime | None = None,
+) -> Changes:
+    """The names changed after `after` (in `regions`, with the changes of no region that every
+    router is told), at most `limit` feed rows read, each with what it may serve now. Read in one
+    snapshot, so the certificates are at least as new as the cursor returned."""
+    now = now or timezone.now()
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if not outer:
+            # The feed rows and the certificates from one snapshot (only possible as the first
+            # statement of a transaction; inside a caller's, its own isolation applies).
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        rows = ServedChange.objects.filter(seq__gt=after)
+        if regions is not None:
+            rows = rows.filter(Q(region_id__in=regions) | Q(region_id__isnull=True))
+        read = list(rows.order_by("seq").values_list("seq", "name")[:limit])
+        latest = {name: seq for seq, name in read}
+        served = candidates(list(latest), now, regions)
+    names = [NameChange(seq, name, served[name]) for name, seq in sorted(latest.items(), key=lambda i: i[1])]
+    return Changes(read[-1][0] if read else after, names)
