@@ -28,11 +28,12 @@ import time
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from api.tokens import check_token, create_token
+from certificates.feed import changes_after
 from certificates.sealing import SecretUnreadable
 from certificates.serving import served_certificate
 
@@ -163,6 +164,63 @@ def certificate(request: HttpRequest) -> HttpResponse:
         response = HttpResponse(body, content_type="application/x-pem-file")
     for header, value in headers.items():
         response[header] = value
+    return response
+
+
+MAX_CHANGES = 1000
+
+
+def _candidate(certificate) -> dict:
+    return {
+        "source": certificate.source,
+        "fingerprint": certificate.fingerprint_sha256,
+        "not_before": certificate.not_before.isoformat(),
+        "not_after": certificate.not_after.isoformat(),
+        # The chain, leaf first, then the key: the body the certificate endpoint answers.
+        "pem": certificate.fullchain_pem.strip()
+        + "\n"
+        + certificate.private_key.reveal().decode("ascii").strip()
+        + "\n",
+    }
+
+
+@require_GET
+def changes(request: HttpRequest) -> HttpResponse:
+    """The routers' change feed: the names changed after the cursor `after` (at most `limit` feed
+    rows, 1,000 by default and at most), each with every certificate it may serve from now on in
+    serving order (a router serves, at each moment, the first whose window holds it; no
+    candidates: drop the name), and the cursor to ask from next. Answered at once (the long-poll
+    `wait` is not there yet)."""
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    try:
+        after = int(request.GET.get("after", "0"))
+        limit = int(request.GET.get("limit", str(MAX_CHANGES)))
+    except ValueError:
+        return _text(
+            400, "after and limit are whole numbers: the cursor the last answer gave, and a page size."
+        )
+    if after < 0 or not 1 <= limit <= MAX_CHANGES:
+        return _text(400, f"after is 0 or more (0: from the start), and limit between 1 and {MAX_CHANGES}.")
+    found = changes_after(after, limit=limit)
+    try:
+        body = {
+            "cursor": found.cursor,
+            "changes": [
+                {
+                    "seq": change.seq,
+                    "name": change.name,
+                    "candidates": [_candidate(c) for c in change.candidates],
+                }
+                for change in found.names
+            ],
+        }
+    except SecretUnreadable as exc:
+        logger.error("the routers' change feed after %s: %s", after, exc)
+        return _text(503, f"A private key of the changed certificates cannot be read: {exc}.")
+    response = JsonResponse(body)
+    response["Cache-Control"] = "no-store"
     return response
 
 
