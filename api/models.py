@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -20,6 +21,9 @@ class ApiToken(models.Model):
     created = models.DateTimeField(default=timezone.now, editable=False)
     last_used = models.DateTimeField(null=True, blank=True, editable=False)
     revoked = models.DateTimeField(null=True, blank=True, editable=False)
+    # A router token's scope: the ids of the regions whose certificates (and keys) it may fetch;
+    # empty, every region. Customers' tokens do not use it.
+    regions = ArrayField(models.BigIntegerField(), default=list, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created"]

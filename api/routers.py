@@ -32,6 +32,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from api.models import ApiToken
 from api.tokens import check_token, create_token
 from certificates.feed import changes_after
 from certificates.sealing import SecretUnreadable
@@ -94,21 +95,28 @@ def _may_fetch_keys(user) -> bool:
     return allowed
 
 
-def _refused(request: HttpRequest) -> HttpResponse | None:
-    """A 401 or 403 for a caller that is not a router, else None."""
+def _router(request: HttpRequest) -> tuple[ApiToken | None, HttpResponse | None]:
+    """The router's token row, or a 401 or 403 for a caller that is not a router."""
     token = _token_from(request)
     if token is None:
-        return _text(401, "Authentication required: send a router token (Authorization: Bearer).", CHALLENGE)
+        return None, _text(
+            401, "Authentication required: send a router token (Authorization: Bearer).", CHALLENGE
+        )
     row = check_token(token) if token else None
     if row is None or not row.user.is_active:
-        return _text(401, "Invalid or revoked token.", CHALLENGE)
+        return None, _text(401, "Invalid or revoked token.", CHALLENGE)
     if not _may_fetch_keys(row.user):
-        return _text(
+        return None, _text(
             403,
             "This token may not fetch private keys: it is not a router's token "
             "(create one with `manage.py router_token create`).",
         )
-    return None
+    return row, None
+
+
+def scope_of(row: ApiToken) -> list[int] | None:
+    """The regions a router token may fetch certificates of; None: every region."""
+    return list(row.regions) or None
 
 
 def _server_name(request: HttpRequest) -> tuple[str | None, str]:
@@ -127,14 +135,15 @@ def _server_name(request: HttpRequest) -> tuple[str | None, str]:
 
 @require_GET
 def certificate(request: HttpRequest) -> HttpResponse:
-    refused = _refused(request)
+    router, refused = _router(request)
     if refused is not None:
         return refused
     name, problem = _server_name(request)
     if name is None:
         return _text(400, problem)
     now = timezone.now()
-    served = served_certificate(name, now=now)
+    # A name of a region outside the token's scope is, for this router, a name with nothing served.
+    served = served_certificate(name, now=now, regions=scope_of(router))
     if served is None:
         # Caddy's protocol: nothing here, fall back. Asked again next time (no-store).
         response = HttpResponse(status=204)
@@ -191,7 +200,7 @@ def changes(request: HttpRequest) -> HttpResponse:
     serving order (a router serves, at each moment, the first whose window holds it; no
     candidates: drop the name), and the cursor to ask from next. Answered at once (the long-poll
     `wait` is not there yet)."""
-    refused = _refused(request)
+    router, refused = _router(request)
     if refused is not None:
         return refused
     try:
@@ -203,7 +212,7 @@ def changes(request: HttpRequest) -> HttpResponse:
         )
     if after < 0 or not 1 <= limit <= MAX_CHANGES:
         return _text(400, f"after is 0 or more (0: from the start), and limit between 1 and {MAX_CHANGES}.")
-    found = changes_after(after, limit=limit)
+    found = changes_after(after, regions=scope_of(router), limit=limit)
     try:
         body = {
             "cursor": found.cursor,
@@ -227,9 +236,10 @@ def changes(request: HttpRequest) -> HttpResponse:
 ROUTERS_USERNAME = "routers"
 
 
-def create_router_token(name: str) -> str:
+def create_router_token(name: str, regions: list[int] | None = None) -> str:
     """A new token for a router (shown once): it belongs to the `routers` user, created on first
-    use with no password (it cannot sign in) and the permission to fetch keys."""
+    use with no password (it cannot sign in) and the permission to fetch keys; with `regions`
+    (ids), it fetches only those regions' certificates."""
     user, created = get_user_model().objects.get_or_create(
         username=ROUTERS_USERNAME, defaults={"is_active": True, "is_staff": False}
     )
@@ -238,5 +248,7 @@ def create_router_token(name: str) -> str:
         user.save(update_fields=["password"])
     app_label, codename = PERMISSION.split(".")
     user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    _, token = create_token(user, name)
+    row, token = create_token(user, name)
+    if regions:
+        ApiToken.objects.filter(pk=row.pk).update(regions=sorted(set(regions)))
     return token

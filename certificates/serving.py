@@ -44,23 +44,35 @@ def served_certificate_of(domain_id: int, now: datetime.datetime | None = None) 
 _SERVED_SQL = """
 SELECT c.*, d.name AS domain_name
 FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
+  JOIN domains_app a ON a.id = d.app_id
 WHERE d.name = ANY(%(names)s) AND c.not_before <= %(now)s AND c.not_after > %(now)s
   AND (c.source = %(custom)s OR d.letsencrypt_enabled)
+  AND (%(all_regions)s OR a.region_id = ANY(%(regions)s))
 ORDER BY d.name <> %(name)s, c.source <> %(custom)s, c.not_after DESC
 LIMIT 1
 """
 
 
-def served_certificate(server_name: str, now: datetime.datetime | None = None) -> Certificate | None:
+def served_certificate(
+    server_name: str, now: datetime.datetime | None = None, regions: list[int] | None = None
+) -> Certificate | None:
     """The certificate for a TLS client asking for `server_name` (SNI) at `now`: the domain's own,
     else the wildcard domain one label up (`*.example.com` for `www.example.com`); one query. The
-    domain's name is on the result as `domain_name`."""
+    domain's name is on the result as `domain_name`. With `regions`, only a domain of those
+    regions' apps (a router scoped to them never gets another region's key)."""
     now = now or timezone.now()
     name = server_name.strip().rstrip(".").lower()
     names = [name]
     if "." in name:
         names.append("*." + name.split(".", 1)[1])
-    params = {"names": names, "name": name, "now": now, "custom": CertificateSource.CUSTOM.value}
+    params = {
+        "names": names,
+        "name": name,
+        "now": now,
+        "custom": CertificateSource.CUSTOM.value,
+        "all_regions": regions is None,
+        "regions": list(regions or []),
+    }
     return next(iter(Certificate.objects.raw(_SERVED_SQL, params)), None)
 
 
