@@ -18,7 +18,8 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from certificates.models import Certificate, CertificateSource, ServedChange
+from certificates.models import Certificate, ServedChange
+from certificates.serving import servable_source, serving_order
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,15 @@ def candidates(names: list[str], now: datetime.datetime, regions: list[int] | No
     """For each of `names`, the certificates it may serve from `now` on, in serving order (the
     domain's region among `regions`, when given)."""
     rows = (
-        Certificate.objects.filter(domain__name__in=names, not_after__gt=now)
-        .filter(Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True))
+        Certificate.objects.filter(servable_source(), domain__name__in=names, not_after__gt=now)
         .select_related("domain")
-        .order_by("domain__name", "source", "-not_after")
+        .order_by(*serving_order())
     )
     if regions is not None:
         rows = rows.filter(domain__app__region_id__in=regions)
     found: dict[str, list[Certificate]] = {name: [] for name in names}
     for certificate in rows:
         found[certificate.domain.name].append(certificate)
-    for listed in found.values():
-        # Custom first, then Let's Encrypt; newest first within each (the rule of serving.py).
-        listed.sort(key=lambda c: (c.source != CertificateSource.CUSTOM, -c.not_after.timestamp()))
     return found
 
 

@@ -15,22 +15,25 @@ from django.utils import timezone
 from certificates.models import Certificate, CertificateSource
 
 
-def _servable(now: datetime.datetime) -> Q:
-    return Q(not_before__lte=now, not_after__gt=now) & (
-        Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True)
-    )
+def servable_source() -> Q:
+    """A custom certificate, or a Let's Encrypt one while Let's Encrypt is on for its domain."""
+    return Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True)
 
 
-def _custom_first():
-    return Case(
+def serving_order() -> tuple:
+    """The order in which a domain's valid certificates are served: custom first, then newest."""
+    custom_first = Case(
         When(source=CertificateSource.CUSTOM, then=Value(0)), default=Value(1), output_field=IntegerField()
     )
+    return (custom_first, "-not_after")
 
 
 def in_serving_order(now: datetime.datetime) -> QuerySet[Certificate]:
     """The certificates that may be served at `now`, the one served first for each domain: the
     rule itself, for callers that narrow it to one domain (or an OuterRef in a subquery)."""
-    return Certificate.objects.filter(_servable(now)).order_by(_custom_first(), "-not_after")
+    return Certificate.objects.filter(servable_source(), not_before__lte=now, not_after__gt=now).order_by(
+        *serving_order()
+    )
 
 
 def served_certificate_of(domain_id: int, now: datetime.datetime | None = None) -> Certificate | None:
