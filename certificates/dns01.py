@@ -11,6 +11,12 @@ CNAME delegation do. The label is derived from the domain's name, so the record 
 even across renewals and app moves. Let's Encrypt follows the CNAME (as Pebble does through
 pebble-challtestsrv, which follows one level).
 
+A name whose challenge record itself lies inside DNS01_ZONE (the platform's own `*.<region
+suffix>`, when the suffix is in the platform's zone) needs no delegation: its TXT is published
+at `_acme-challenge.<base>` directly. `txt_owner` is that one rule; publishing, cleaning up, the
+pre-flight and the records shown all ask it. Customers cannot add names under DNS01_ZONE
+(domains/services.py reserves it), so only the platform's names are published directly.
+
 Where the TXT records are written (DNS01_PROVIDER):
 - `rfc2136`: dynamic updates (RFC 2136), signed with TSIG (RFC 8945), to the zone's primary
   (DNS01_RFC2136_SERVER): BIND, Knot, PowerDNS and most DNS servers take them.
@@ -62,6 +68,25 @@ def parked_wildcard(name: str) -> bool:
 def challenge_owner(name: str) -> str:
     """Where the CA looks for the TXT record of `name` (a wildcard's lives at its base name)."""
     return "_acme-challenge." + name.removeprefix("*.")
+
+
+def in_zone(owner: str) -> bool:
+    """Whether `owner` lies inside DNS01_ZONE (the zone itself included)."""
+    zone = settings.DNS01_ZONE.strip(".").lower()
+    owner = owner.strip(".").lower()
+    return bool(zone) and (owner == zone or owner.endswith("." + zone))
+
+
+def delegated(name: str) -> bool:
+    """Whether `name`'s challenge record must be delegated by a CNAME into DNS01_ZONE (it lies
+    outside the zone), rather than published where the CA looks."""
+    return not in_zone(challenge_owner(name))
+
+
+def txt_owner(name: str) -> str:
+    """Where Certwright publishes the TXT record of `name`'s DNS-01 challenge: the challenge
+    record itself when it lies inside DNS01_ZONE, else the target of its delegation."""
+    return delegation_target(name) if delegated(name) else challenge_owner(name)
 
 
 def delegation_target(name: str) -> str:

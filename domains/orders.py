@@ -167,7 +167,7 @@ def clean_challenge_records(order: Order, identifiers: list[str] | None = None) 
         return
     for identifier in published_challenges(order.pk) if identifiers is None else identifiers:
         try:
-            dns01.provider().remove(dns01.delegation_target(identifier))
+            dns01.provider().remove(dns01.txt_owner(identifier))
         except dns01.PublishFailed as exc:
             logger.warning("order %s: the DNS-01 record of %s stays: %s", order.pk, identifier, exc)
 

@@ -190,9 +190,10 @@ def step_answer_challenges(order: Order, carried: Carried) -> Next:
             if current is None or current.status != messages.STATUS_PENDING:
                 continue
         if challenge.kind == ChallengeKind.DNS_01:
-            # The record first (at the target of the customer's CNAME): the CA looks right away.
+            # The record first (at the target of the customer's CNAME, or where the CA looks for
+            # the platform's own names): the CA looks right away.
             try:
-                target = dns01.delegation_target(challenge.identifier)
+                target = dns01.txt_owner(challenge.identifier)
                 dns01.provider().publish(target, dns01.txt_value(challenge.key_authorization))
             except dns01.PublishFailed as exc:
                 raise ChallengeNotPublished(str(exc)) from None

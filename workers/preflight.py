@@ -81,8 +81,9 @@ def preflight(rows: list[PreflightRow]) -> tuple[dict[int, Verdict], AcmeAccount
         return challenge_name(name)
 
     def delegation(name: str) -> str | None:
-        """Where a wildcard's DNS-01 CNAME must be (certificates/dns01.py)."""
-        return dns01.challenge_owner(name) if is_wildcard(name) else None
+        """Where a wildcard's DNS-01 CNAME must be (certificates/dns01.py); none is needed when its
+        challenge record lies in the platform's zone, where Certwright publishes it directly."""
+        return dns01.challenge_owner(name) if is_wildcard(name) and dns01.delegated(name) else None
 
     _, caa, txt, cnames = resolve_for_check(
         list(by_name),
