@@ -17,24 +17,31 @@ set a header, and a password in a URL stays out of access logs, unlike a query s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import json
 import logging
 import math
 import re
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connection, connections
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from api.feed_wakeups import LISTENER, TOKEN
 from api.models import ApiToken
 from api.tokens import check_token, create_token
-from certificates.feed import changes_after
+from certificates.feed import changes_after, feed_end, snapshot
 from certificates.sealing import SecretUnreadable
 from certificates.serving import served_certificate
 
@@ -177,6 +184,9 @@ def certificate(request: HttpRequest) -> HttpResponse:
 
 
 MAX_CHANGES = 1000
+# The longest long-poll (seconds): a router asks again after it, so a proxy between them sees
+# traffic at least this often.
+MAX_WAIT = 60
 
 
 def _candidate(certificate) -> dict:
@@ -193,26 +203,35 @@ def _candidate(certificate) -> dict:
     }
 
 
-@require_GET
-def changes(request: HttpRequest) -> HttpResponse:
-    """The routers' change feed: the names changed after the cursor `after` (at most `limit` feed
-    rows, 1,000 by default and at most), each with every certificate it may serve from now on in
-    serving order (a router serves, at each moment, the first whose window holds it; no
-    candidates: drop the name), and the cursor to ask from next. Answered at once (the long-poll
-    `wait` is not there yet)."""
-    router, refused = _router(request)
-    if refused is not None:
-        return refused
+def _changes_query(request: HttpRequest) -> tuple[tuple[int, int, float] | None, str]:
     try:
         after = int(request.GET.get("after", "0"))
         limit = int(request.GET.get("limit", str(MAX_CHANGES)))
+        wait = float(request.GET.get("wait", "0"))
     except ValueError:
-        return _text(
-            400, "after and limit are whole numbers: the cursor the last answer gave, and a page size."
+        return None, (
+            "after and limit are whole numbers (the cursor the last answer gave, a page size), and wait "
+            "a number of seconds to wait for a change."
         )
     if after < 0 or not 1 <= limit <= MAX_CHANGES:
-        return _text(400, f"after is 0 or more (0: from the start), and limit between 1 and {MAX_CHANGES}.")
-    found = changes_after(after, regions=scope_of(router), limit=limit)
+        return None, f"after is 0 or more (0: from the start), and limit between 1 and {MAX_CHANGES}."
+    if not 0 <= wait <= MAX_WAIT:  # also refuses nan and inf
+        return None, f"wait is between 0 and {MAX_WAIT} seconds."
+    return (after, limit, wait), ""
+
+
+def _changes_body(after: int, limit: int, scope: list[int] | None) -> tuple[int, dict | None, str]:
+    """(status, body, message): the feed after the cursor, or why it cannot be answered."""
+    found = changes_after(after, regions=scope, limit=limit)
+    if not found.names and after > (end := feed_end()):
+        return (
+            409,
+            None,
+            (
+                f"The cursor {after} is beyond the end of the feed ({end}): this Certwright's "
+                "database is not the one the cursor came from. Take a snapshot (GET /routers/v1/snapshot)."
+            ),
+        )
     try:
         body = {
             "cursor": found.cursor,
@@ -227,8 +246,150 @@ def changes(request: HttpRequest) -> HttpResponse:
         }
     except SecretUnreadable as exc:
         logger.error("the routers' change feed after %s: %s", after, exc)
-        return _text(503, f"A private key of the changed certificates cannot be read: {exc}.")
+        return 503, None, f"A private key of the changed certificates cannot be read: {exc}."
+    return 200, body, ""
+
+
+def _release_database() -> None:
+    """Gives the request's database connection back before a long wait, so that a hundred waiting
+    routers hold no connection (unless a test's transaction holds it)."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def _recheck(token: str) -> ApiToken | None:
+    row = check_token(token)
+    if row is None or not row.user.is_active or not _may_fetch_keys(row.user):
+        return None
+    return row
+
+
+async def changes(request: HttpRequest) -> HttpResponse:
+    """The routers' change feed: the names changed after the cursor `after` (at most `limit` feed
+    rows, 1,000 by default and at most), each with every certificate it may serve from now on in
+    serving order (a router serves, at each moment, the first whose window holds it; no
+    candidates: drop the name), and the cursor to ask from next. With `wait` (seconds, at most 60)
+    and nothing new, the answer waits until a change commits (woken by PostgreSQL's NOTIFY, see
+    api/feed_wakeups.py) or the time runs out. Revoking the token cuts the wait with a 401."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    router, refused = await sync_to_async(_router)(request)
+    if refused is not None:
+        return refused
+    query, problem = _changes_query(request)
+    if query is None:
+        return _text(400, problem)
+    after, limit, wait = query
+    token = _token_from(request) or ""
+    waiter = LISTENER.subscribe(router.pk) if wait > 0 else None
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            status, body, message = await sync_to_async(_changes_body)(after, limit, scope_of(router))
+            if status != 200:
+                return _text(status, message)
+            remaining = deadline - loop.time()
+            if body["changes"] or waiter is None or remaining <= 0:
+                break
+            await sync_to_async(_release_database)()
+            reasons = await waiter.wait(remaining)
+            if TOKEN in reasons:
+                router = await sync_to_async(_recheck)(token)
+                if router is None:
+                    return _text(401, "Invalid or revoked token.", CHALLENGE)
+    finally:
+        if waiter is not None:
+            LISTENER.unsubscribe(waiter)
     response = JsonResponse(body)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _snapshot_lines(scope: list[int] | None) -> Iterator[bytes]:
+    """The snapshot as JSON lines: the cursor, a line per name, and the end line (a stream without
+    it was cut short). A key that cannot be read ends the stream with an error line instead."""
+    names = 0
+    stream = snapshot(regions=scope)
+    try:
+        yield json.dumps({"cursor": next(stream)}).encode() + b"\n"
+        batch: list[bytes] = []
+        for name, certificates in stream:
+            batch.append(
+                json.dumps({"name": name, "candidates": [_candidate(c) for c in certificates]}).encode()
+            )
+            names += 1
+            if len(batch) >= 100:
+                yield b"\n".join(batch) + b"\n"
+                batch = []
+        if batch:
+            yield b"\n".join(batch) + b"\n"
+        yield json.dumps({"end": True, "names": names}).encode() + b"\n"
+    except SecretUnreadable as exc:
+        logger.error("the routers' snapshot, after %s names: %s", names, exc)
+        yield json.dumps({"error": f"A private key cannot be read: {exc}."}).encode() + b"\n"
+    finally:
+        stream.close()
+
+
+async def _in_a_thread(lines: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
+    """Runs a synchronous stream (and its database work) in a thread of its own, handing its chunks
+    over through a short queue: an ASGI server streams it without loading it all, and a client that
+    goes away stops the thread at its next chunk."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=4)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in lines():
+                if stop.is_set():
+                    break
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+        except Exception as exc:
+            logger.exception("the routers' snapshot failed")
+            error = json.dumps({"error": f"The snapshot failed: {type(exc).__name__}."}).encode() + b"\n"
+            if not stop.is_set():
+                asyncio.run_coroutine_threadsafe(queue.put(error), loop).result()
+        finally:
+            close_old_connections_of_thread()
+            if not stop.is_set():
+                asyncio.run_coroutine_threadsafe(queue.put(done), loop).result()
+
+    thread = threading.Thread(target=produce, name="routers-snapshot", daemon=True)
+    thread.start()
+    try:
+        while True:
+            chunk = await queue.get()
+            if chunk is done:
+                break
+            yield chunk
+    finally:
+        stop.set()
+        while not queue.empty():  # unblock a producer waiting on a full queue
+            queue.get_nowait()
+
+
+def close_old_connections_of_thread() -> None:
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+
+
+def snapshot_view(request: HttpRequest) -> HttpResponse:
+    """Everything served now or later for the token's regions, streamed as JSON lines (see
+    _snapshot_lines), with the feed's cursor it is consistent with: where a router starts."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    router, refused = _router(request)
+    if refused is not None:
+        return refused
+    scope = scope_of(router)
+    if isinstance(request, ASGIRequest):
+        content = _in_a_thread(lambda: _snapshot_lines(scope))
+    else:
+        content = _snapshot_lines(scope)
+    response = StreamingHttpResponse(content, content_type="application/x-ndjson")
     response["Cache-Control"] = "no-store"
     return response
 

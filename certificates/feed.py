@@ -12,6 +12,7 @@ event at T (and with Certwright down). An empty list tells the router to drop th
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -80,3 +81,45 @@ def changes_after(
         served = candidates(list(latest), now, regions)
     names = [NameChange(seq, name, served[name]) for name, seq in sorted(latest.items(), key=lambda i: i[1])]
     return Changes(read[-1][0] if read else after, names)
+
+
+def feed_end() -> int:
+    """The last sequence number of the feed (0 while it is empty): a cursor beyond it comes from
+    another database (restored or replaced), and its router must take a snapshot again."""
+    last = ServedChange.objects.order_by("-seq").values_list("seq", flat=True).first()
+    return last or 0
+
+
+# Rows the snapshot reads from PostgreSQL at a time (a server-side cursor): its memory is this many
+# certificates, whatever the number served.
+SNAPSHOT_BATCH = 500
+
+
+def snapshot(
+    regions: list[int] | None = None, now: datetime.datetime | None = None
+) -> Iterator[int | tuple[str, list[Certificate]]]:
+    """Everything served now or later (in `regions`, when given), read in one snapshot: first the
+    feed's cursor it is consistent with (an int), then each name with its candidates in serving
+    order, names sorted. Streamed from a server-side cursor, SNAPSHOT_BATCH rows at a time; the
+    transaction stays open until the generator is exhausted or closed."""
+    now = now or timezone.now()
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if not outer:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield feed_end()
+        rows = Certificate.objects.filter(servable_source(), not_after__gt=now).select_related("domain")
+        if regions is not None:
+            rows = rows.filter(domain__app__region_id__in=regions)
+        name, group = None, []
+        for certificate in rows.order_by("domain__name", *serving_order()).iterator(
+            chunk_size=SNAPSHOT_BATCH
+        ):
+            if certificate.domain.name != name:
+                if group:
+                    yield name, group
+                name, group = certificate.domain.name, []
+            group.append(certificate)
+        if group:
+            yield name, group

@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("api.urls")),
     path("routers/v1/certificate", routers.certificate, name="routers-certificate"),
     path("routers/v1/changes", routers.changes, name="routers-changes"),
+    path("routers/v1/snapshot", routers.snapshot_view, name="routers-snapshot"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

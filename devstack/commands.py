@@ -19,6 +19,14 @@ def web_command(bind: str, workers: int = 2, access_log: bool = True) -> list[st
     return [*argv, "--access-logfile", "-"] if access_log else argv
 
 
+def feed_command(bind: str, workers: int = 1, access_log: bool = True) -> list[str]:
+    """The feed service: the same Django project under gunicorn's ASGI worker, for the routers'
+    long-poll and snapshot (one process holds thousands of waiting routers)."""
+    argv = [sys.executable, "-m", "gunicorn", "config.asgi:application", "-k", "asgi"]
+    argv += ["--bind", bind, "--workers", str(workers), "--graceful-timeout", "5"]
+    return [*argv, "--access-logfile", "-"] if access_log else argv
+
+
 def worker_command(
     name: str, queues: str = "dns,acme,default", log_level: str = "INFO", concurrency: int | None = None
 ) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from devstack.commands import web_command, worker_command
+from devstack.commands import feed_command, web_command, worker_command
 from devstack.pebble import PebbleStack
 from devstack.processes import ManagedProcess, http_ok
 from devstack.redis_server import start_redis
@@ -170,6 +170,25 @@ def web_server(django_db_setup, redis_servers) -> ManagedProcess:
         env=celery_subprocess_env(),
     ).start()
     server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/admin/login/"), timeout=30, what="answering")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def feed_server(django_db_setup, redis_servers) -> ManagedProcess:
+    """The feed service (the routers' long-poll and snapshot under gunicorn's ASGI worker) on the test
+    database; its URL is `feed_server.url`."""
+    from devstack.ports import free_port
+
+    port = free_port()
+    server = ManagedProcess(
+        "feed",
+        feed_command(f"127.0.0.1:{port}"),
+        RUN_DIR / "logs",
+        env=celery_subprocess_env(),
+    ).start()
+    server.url = f"http://127.0.0.1:{port}"
+    server.wait_until(lambda: http_ok(f"{server.url}/routers/v1/changes"), timeout=30, what="answering")
     yield server
     server.stop()
 

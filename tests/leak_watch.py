@@ -23,9 +23,9 @@ LEAKS = {
 
 
 # The places keys leave by design: the routers' endpoints answering a router's token with a
-# certificate or the change feed (200). Their other answers (401, 403, 204, 304...) are checked
+# certificate, the change feed or the snapshot (200). Their other answers (401, 403, 204, 304...) are checked
 # like any response.
-ROUTERS_ENDPOINTS = {"GET /routers/v1/certificate", "GET /routers/v1/changes"}
+ROUTERS_ENDPOINTS = {"GET /routers/v1/certificate", "GET /routers/v1/changes", "GET /routers/v1/snapshot"}
 
 
 class LeakWatch:
