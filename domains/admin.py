@@ -20,9 +20,10 @@ from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
 from certificates.models import Certificate, CertificateSource, RegisteredDomain
 from certificates.serving import in_serving_order, served_certificate_of
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
-from domains.models import App, Domain, DomainEvent, Region
+from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
+from domains.platform import ensure_platform_domain, platform_apps, platform_domains, remove_platform_domain
 from domains.quota_policy import quota_of
 from domains.services import (
     DomainLimitReached,
@@ -39,9 +40,78 @@ from domains.services import (
 
 @admin.register(Region)
 class RegionAdmin(admin.ModelAdmin):
-    list_display = ["name", "domain_suffix", "cname_target", "ingress_ipv4", "ingress_ipv6", "created"]
+    """Saving a region gives it its platform certificate domain `*.<suffix>` (domains/platform.py),
+    or replaces it when the suffix changed; deleting one removes it."""
+
+    list_display = [
+        "name",
+        "domain_suffix",
+        "platform_certificate",
+        "cname_target",
+        "ingress_ipv4",
+        "ingress_ipv6",
+        "created",
+    ]
     search_fields = ["name", "domain_suffix"]
-    readonly_fields = ["created", "updated"]
+    readonly_fields = ["platform_certificate", "created", "updated"]
+
+    def get_queryset(self, request):
+        now = timezone.now()
+        platform = platform_domains().filter(app__region_id=OuterRef("pk")).order_by("pk")
+        served = in_serving_order(now).filter(domain_id=OuterRef("pk"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                platform_domain_id=Subquery(platform.values("pk")[:1]),
+                platform_domain_name=Subquery(platform.values("name")[:1]),
+                platform_domain_status=Subquery(platform.values("status")[:1]),
+                platform_served_not_after=Subquery(
+                    platform.annotate(served_not_after=Subquery(served.values("not_after")[:1])).values(
+                        "served_not_after"
+                    )[:1]
+                ),
+            )
+        )
+
+    @admin.display(description="Platform certificate")
+    def platform_certificate(self, obj: Region) -> str:
+        if getattr(obj, "platform_domain_id", None) is None:
+            return "none yet (made when the region is saved, or at beat's next tick)"
+        served = obj.platform_served_not_after
+        return format_html(
+            '<a href="{}">{}</a>: {}, {}',
+            reverse("admin:domains_domain_change", args=[obj.platform_domain_id]),
+            obj.platform_domain_name,
+            DomainStatus(obj.platform_domain_status).label,
+            f"served until {served:%Y-%m-%d}" if served else "nothing served yet",
+        )
+
+    def save_model(self, request, obj: Region, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        done = ensure_platform_domain(obj)
+        if done is not None:
+            level = messages.ERROR if done.what.startswith("refused") else messages.INFO
+            self.message_user(request, f"Platform certificate {done.name}: {done.what}", level)
+
+    def delete_model(self, request, obj: Region) -> None:
+        remove_platform_domain(obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for region in queryset:
+            self.delete_model(request, region)
+
+    def get_deleted_objects(self, objs, request):
+        # The platform's own app would "protect" the region: it goes with it (delete_model), so
+        # only customers' apps may stop the deletion.
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        ours = [
+            reverse("admin:domains_app_change", args=[pk])
+            for pk in platform_apps().filter(region__in=list(objs)).values_list("pk", flat=True)
+        ]
+        protected = [entry for entry in protected if not any(f'href="{url}"' in str(entry) for url in ours)]
+        return deleted, counts, perms, protected
 
 
 @admin.register(App)

@@ -44,8 +44,9 @@ def check_room_for_a_domain(app: App, *, lock: bool = True) -> None:
 
 
 def platform_suffixes() -> list[str]:
-    """Names that belong to the platform itself: every region's app suffix and CNAME target."""
-    suffixes: set[str] = set()
+    """Names that belong to the platform itself: every region's app suffix and CNAME target, and
+    the DNS-01 zone (where Certwright publishes challenge records, domains/platform.py's directly)."""
+    suffixes: set[str] = {settings.DNS01_ZONE} if settings.DNS01_ZONE else set()
     for suffix, target in Region.objects.values_list("domain_suffix", "cname_target"):
         suffixes.add(suffix)
         if target:
@@ -62,7 +63,7 @@ def records_for(name: str, target: Target) -> list[str]:
     """The records that point `name` at its app: a CNAME for a subdomain (a wildcard included),
     A/AAAA for an apex; for a wildcard, also the CNAME delegating its DNS-01 record."""
     records = records_to_add(name, target)
-    if is_wildcard(name) and dns01.enabled():
+    if is_wildcard(name) and dns01.enabled() and dns01.delegated(name):
         records.append(dns01.delegation_record(name))
     return records
 
@@ -78,17 +79,23 @@ def clean_domain_name(raw: str) -> str:
 
 
 def create_domain(
-    app: App, raw_name: str, *, letsencrypt: bool = True, now: datetime | None = None
+    app: App,
+    raw_name: str,
+    *,
+    letsencrypt: bool = True,
+    now: datetime | None = None,
+    platform_owned: bool = False,
 ) -> Domain:
     """Attaches a custom domain to `app`; its first check is sent as soon as the row is committed.
 
     Raises InvalidDomainName for a bad name, DomainNameTaken when another domain row has it, and
     DomainLimitReached when the app has APP_DOMAIN_LIMIT domains already.
     Wildcards are checked like any name, plus their DNS-01 delegation (certificates/dns01.py), or
-    wait in `action_required` when the platform has no DNS01_ZONE.
+    wait in `action_required` when the platform has no DNS01_ZONE. `platform_owned` is for the
+    platform's own names only (domains/platform.py): it skips the rule reserving them, nothing else.
     """
     now = now or timezone.now()
-    name = clean_domain_name(raw_name)
+    name = normalize_domain_name(raw_name) if platform_owned else clean_domain_name(raw_name)
     token = uuid.uuid4() if letsencrypt and not parked_wildcard(name) else None
     if not letsencrypt:
         status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED

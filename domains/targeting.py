@@ -69,9 +69,15 @@ def is_apex(name: str) -> bool:
     return registered_domain(name) == name
 
 
+def _by_address(name: str, target: Target) -> bool:
+    """An apex, where a CNAME is not allowed, and the platform's own `*.<suffix>` (domains/platform.py),
+    which is the record that makes every app hostname resolve: both point by A/AAAA records."""
+    return is_apex(name) or name == "*." + target.app_hostname.split(".", 1)[-1].strip(".").lower()
+
+
 def records_to_add(name: str, target: Target) -> list[str]:
     """The DNS records that make `name` point at the platform, in zone-file form."""
-    if is_apex(name):
+    if _by_address(name, target):
         records = [f"{name}. A {address}" for address in sorted(target.ingress_ipv4)]
         records += [f"{name}. AAAA {address}" for address in sorted(target.ingress_ipv6)]
         return records
@@ -80,6 +86,8 @@ def records_to_add(name: str, target: Target) -> list[str]:
 
 def _advice(name: str, target: Target) -> str:
     records = "; ".join(records_to_add(name, target))
+    if _by_address(name, target) and not is_apex(name):
+        return f"Add {records} in the platform's zone."
     if is_apex(name):
         return (
             f"A CNAME is not allowed at a zone apex: add {records} "
