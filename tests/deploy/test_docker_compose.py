@@ -29,7 +29,7 @@ PEBBLE_CONFIG = DOCKER_DIR / "pebble-config.json"
 DOCKER_COMPOSE = Path("/usr/bin/docker-compose")
 
 # The processes that run Certwright's code, from the one image built from docker/Dockerfile.
-APP_SERVICES = ("web", "worker", "beat", "flower")
+APP_SERVICES = ("web", "feed", "worker", "beat", "flower")
 # Every process that imports config.settings, so needs every required variable.
 SETTINGS_SERVICES = (*APP_SERVICES, "migrate")
 ALL_SERVICES = (*APP_SERVICES, "migrate", "postgres", "redis", "pebble", "challtestsrv")
@@ -288,6 +288,15 @@ def test_web_runs_gunicorn_and_its_healthcheck_asks_healthz(services):
     check = " ".join(_argv(web["healthcheck"]["test"]))
     assert "http://127.0.0.1:8000/healthz" in check
     assert "urllib" in check, "the slim image has no curl"
+
+
+def test_feed_runs_the_asgi_app_under_gunicorns_asgi_worker_after_migrate(services):
+    feed = services["feed"]
+    argv = _argv(feed["command"])
+    assert argv[:2] == ["gunicorn", "config.asgi:application"] and _option(argv, "-k") == "asgi"
+    assert (feed.get("depends_on") or {}).get("migrate", {}).get("condition") == (
+        "service_completed_successfully"
+    )
 
 
 def test_beat_and_flower_run_celery_beat_and_flower_with_basic_auth(services):
