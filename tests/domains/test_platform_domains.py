@@ -27,6 +27,7 @@ from domains.platform import (
 from domains.services import InvalidDomainName, create_domain, dns_records_to_add
 from tests.api.conftest import API
 from tests.factories import AppFactory, CertificateFactory, RegionFactory, UserFactory
+from workers.tasks.dns import sweep_due_domains
 
 pytestmark = pytest.mark.django_db
 
@@ -217,3 +218,12 @@ def test_a_customers_app_still_stops_the_deletion_of_its_region_in_the_admin(adm
     confirm = admin_client.get(f"/admin/domains/region/{region.pk}/delete/").content.decode()
     assert "would require deleting the following protected related objects" in confirm
     assert ">shop</a>" in confirm and PLATFORM_APP_NAME not in confirm
+
+
+def test_beats_domain_sweep_gives_a_region_made_any_other_way_its_platform_domain():
+    Region.objects.create(
+        name="eu1", domain_suffix="eu1.example-paas.io", cname_target="in.eu1.example-paas.io"
+    )
+    assert not platform_domains().exists()
+    sweep_due_domains()
+    assert _platform_names() == {"eu1": "*.eu1.example-paas.io"}

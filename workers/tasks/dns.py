@@ -1,14 +1,23 @@
 """Tasks on the `dns` queue: the periodic sweep and the chunked checks it fans out."""
 
+import logging
+
 from celery import shared_task
 
+from domains.platform import ensure_platform_domains
 from workers import domain_checks, renewals
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="workers.tasks.dns.sweep_due_domains", time_limit=60, soft_time_limit=50)
 def sweep_due_domains() -> int:
-    """Beat's tick (every 60 s): claims due domains and sends their checks."""
-    return domain_checks.sweep()
+    """Beat's tick (every 60 s): claims due domains and sends their checks; then gives any region
+    made without the admin its platform certificate domain (two queries when all are in step)."""
+    claimed = domain_checks.sweep()
+    for change in ensure_platform_domains():
+        logger.info("platform certificate of region %s: %s %s", change.region, change.name, change.what)
+    return claimed
 
 
 @shared_task(name="workers.tasks.dns.check_domains", acks_late=True, time_limit=120, soft_time_limit=100)
