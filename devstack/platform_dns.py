@@ -2,7 +2,11 @@
 target and each app's hostname (`<app>.<region suffix>`) resolve to the region's ingress addresses.
 
 Without them, the record Certwright asks customers for (`www.example.com. CNAME demo.<suffix>.`)
-leads nowhere: the CA cannot resolve it. `make run` keeps challtestsrv in step with the database
+leads nowhere: the CA cannot resolve it. The platform's certificate of a region (`*.<suffix>`,
+domains/platform.py) needs that literal name at the ingress (the pre-flight asks for it; challtestsrv
+matches names exactly, so it stands for a real zone's wildcard record) and, when its challenge
+record lies outside DNS01_ZONE, the one-time CNAME delegating it, as an operator adds them once.
+`make run` keeps challtestsrv in step with the database
 from a thread, every few seconds, so apps and regions added, renamed or removed meanwhile follow.
 The product knows nothing of challtestsrv: this is the development stack standing in for the
 platform's DNS.
@@ -15,8 +19,10 @@ from collections.abc import Callable
 
 from django.db import connection
 
+from certificates import dns01
 from devstack.pebble import ChallTestSrv
 from domains.models import App, Region
+from domains.platform import PLATFORM_APP_NAME, platform_domains
 
 # (IPv4 addresses, IPv6 addresses), each sorted.
 Addresses = tuple[tuple[str, ...], tuple[str, ...]]
@@ -36,10 +42,27 @@ def platform_names() -> dict[str, Addresses]:
         )
     }
     names = {target: addresses for _, target, addresses in regions.values() if target}
-    for app_name, region_id in App.objects.values_list("name", "region_id").iterator():
+    # The platform's own app has no hostname of its own; its certificate's name stands for all.
+    for app_name, region_id in (
+        App.objects.exclude(name=PLATFORM_APP_NAME).values_list("name", "region_id").iterator()
+    ):
         suffix, _, addresses = regions[region_id]
         names[f"{_host(app_name)}.{suffix}"] = addresses
+    for region_id, name in platform_domains().values_list("app__region_id", "name"):
+        names[_host(name)] = regions[region_id][2]
     return names
+
+
+def platform_delegations() -> dict[str, str]:
+    """The CNAMEs delegating the platform certificates' challenge records into DNS01_ZONE, where
+    they lie outside it: {`_acme-challenge.<suffix>`: target}."""
+    if not dns01.enabled():
+        return {}
+    return {
+        dns01.challenge_owner(name): dns01.delegation_target(name)
+        for name in platform_domains().values_list("name", flat=True)
+        if dns01.delegated(name)
+    }
 
 
 class PlatformDns:
@@ -49,6 +72,7 @@ class PlatformDns:
         self.challtestsrv = challtestsrv
         # What challtestsrv holds, as far as this object has told it.
         self.published: dict[str, Addresses] = {}
+        self.delegations: dict[str, str] = {}
         # The background thread and a caller that needs a name now (the demo) may sync at once.
         self._lock = threading.Lock()
 
@@ -77,6 +101,20 @@ class PlatformDns:
                 self.challtestsrv.add_aaaa(name, list(ipv6))
             self.published[name] = addresses
             changed += 1
+        return changed + self._sync_delegations()
+
+    def _sync_delegations(self) -> int:
+        wanted = platform_delegations()
+        changed = 0
+        for owner in sorted(self.delegations.keys() - wanted.keys()):
+            self.challtestsrv.clear_cname(owner)
+            del self.delegations[owner]
+            changed += 1
+        for owner, target in sorted(wanted.items()):
+            if self.delegations.get(owner) != target:
+                self.challtestsrv.set_cname(owner, f"{target}.")
+                self.delegations[owner] = target
+                changed += 1
         return changed
 
     def _clear(self, name: str) -> None:

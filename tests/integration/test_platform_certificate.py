@@ -5,9 +5,11 @@ delegation), Pebble validating by asking that BIND; the routers' endpoint then s
 app's hostname, and a TLS client verifying against Pebble's root completes a handshake through a
 router for `my-app.<suffix>`.
 
-This test runs its own Pebble (resolving through BIND, not challtestsrv) and its own Celery worker
+The first test runs its own Pebble (resolving through BIND, not challtestsrv) and its own Celery worker
 (whose resolvers, ACME directory and DNS-01 provider are this BIND and this Pebble); the session's
-worker is stopped meanwhile so that no task lands on a worker configured otherwise.
+worker is stopped meanwhile so that no task lands on a worker configured otherwise. The second is
+`make run`'s path: the session's Pebble and challtestsrv, a suffix outside DNS01_ZONE, so the
+platform's name takes the one-time CNAME delegation, which the devstack's mock DNS publishes.
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ import requests
 from cryptography import x509
 
 from api.routers import create_router_token
+from certificates import dns01
 from certificates.models import Certificate, CertificateSource, Challenge, ChallengeKind, Order, OrderState
 from devstack.pebble import PebbleStack
+from devstack.platform_dns import PlatformDns
 from devstack.ports import free_port, free_tcp_udp_port
 from devstack.processes import ManagedProcess, http_ok, tcp_open
 from devstack.router import CertificateCache, make_server
 from domains.models import Domain, DomainStatus
 from domains.platform import ensure_platform_domains
+from domains.services import retry_now
 from tests.conftest import RUN_DIR, start_celery_worker
 from tests.factories import AppFactory, RegionFactory
-from tests.integration.polling import wait_for
+from tests.integration.polling import status_of, wait_for
 from tests.integration.tls import fingerprint, shown
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -208,3 +213,39 @@ def test_the_regions_wildcard_is_issued_over_dns01_in_the_platforms_zone_and_ser
         ).status_code
         == 204
     )
+
+
+def test_make_runs_mock_dns_gets_the_platform_certificate_through_the_delegation_outside_the_zone(
+    issuance_stack, challtestsrv, quota_redis
+):
+    suffix = "devplat.example-paas.io"
+    region = RegionFactory(
+        name="devplat",
+        domain_suffix=suffix,
+        cname_target=f"ingress.{suffix}",
+        ingress_ipv4=["127.0.0.1"],
+        ingress_ipv6=[],
+    )
+    app = AppFactory(region=region, name="my-app")
+    platform_dns = PlatformDns(challtestsrv)
+    # Before the platform's domain exists, the mock DNS holds no wildcard or delegation for it.
+    platform_dns.sync()
+    assert f"*.{suffix}" not in platform_dns.published and not platform_dns.delegations
+    ensure_platform_domains()
+    domain = Domain.objects.get(name=f"*.{suffix}")
+    assert dns01.delegated(domain.name)
+    platform_dns.sync()
+    assert platform_dns.published[f"*.{suffix}"] == (("127.0.0.1",), ())
+    assert platform_dns.delegations == {f"_acme-challenge.{suffix}": dns01.delegation_target(domain.name)}
+    # The platform's app has no hostname of its own in DNS; customers' apps do.
+    assert set(platform_dns.published) == {f"*.{suffix}", f"ingress.{suffix}", app.default_hostname}
+    # The first check may have run before the records were there: as beat's tick would, later.
+    retry_now(domain)
+    wait_for(
+        lambda: status_of(domain) == DomainStatus.IN_USE,
+        timeout=60,
+        what="the platform certificate in use",
+        describe=lambda: Domain.objects.filter(pk=domain.pk).values("status", "last_error").first(),
+    )
+    certificate = Certificate.objects.get(domain=domain, source=CertificateSource.LETSENCRYPT)
+    assert certificate.sans == [f"*.{suffix}"]
