@@ -14,6 +14,7 @@ from django.db import transaction
 from certificates.models import Certificate
 from devstack.platform_dns import PlatformDns
 from domains.models import App, Domain, DomainStatus, Region
+from domains.platform import ensure_platform_domains
 from domains.services import create_domain, retry_now
 
 DEMO_DOMAIN = "www.example.com"
@@ -33,7 +34,11 @@ def run_demo(platform_dns: PlatformDns, admin_username: str, say, timeout: float
         )
         owner = get_user_model().objects.get(username=admin_username)
         app, _ = App.objects.get_or_create(region=region, name="demo", defaults={"owner": owner})
-    # The app's hostname must resolve before the first check: publish it now, not in a few seconds.
+    # The region's platform certificate (*.<suffix>) now rather than at beat's next tick.
+    for change in ensure_platform_domains():
+        say(f"demo: the platform certificate of region {change.region}, {change.name}: {change.what}")
+    # The app's hostname (and the platform certificate's records) must resolve before the first
+    # check: publish them now, not in a few seconds.
     platform_dns.sync()
     # A CNAME to the app's own hostname also proves the name is demo's (no ownership record needed).
     record = f"{DEMO_DOMAIN}. CNAME {app.default_hostname}."
