@@ -84,8 +84,9 @@ def _region_in_step(region: Region, held: dict[int, set[str]]) -> bool:
 
 
 def ensure_platform_domains(now: datetime | None = None) -> list[PlatformChange]:
-    """Gives every region its platform domain `*.<suffix>`, replaces one whose suffix changed, and
-    removes those of regions that are gone; returns what changed (nothing, usually)."""
+    """Gives every region its platform domain `*.<suffix>` and replaces one whose suffix changed;
+    returns what changed (nothing, usually). A region goes with remove_platform_domain first (its
+    platform app protects it, as any app does)."""
     now = now or timezone.now()
     held: dict[int, set[str]] = {}
     for region_id, name in platform_domains().values_list("app__region_id", "name"):
