@@ -28,9 +28,11 @@ command -v docker-compose >/dev/null || apt_install docker-compose
 # started by the tests themselves, on a free port).
 [ -x /usr/sbin/named ] || apt_install bind9
 # haproxy: the reference TLS router (make run, the edge tests, bench/edge.py); chromium and
-# chromium-driver: the headless browser test of a page served through it.
+# chromium-driver: the headless browser test of a page served through it, with libnss3-tools'
+# certutil making the browser's trust store.
 [ -x /usr/sbin/haproxy ] || apt_install haproxy
 [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || apt_install chromium chromium-driver
+command -v certutil >/dev/null || apt_install libnss3-tools
 command -v redis-server >/dev/null || apt_install redis-server
 command -v pg_ctlcluster >/dev/null || apt_install postgresql
 command -v pg_isready >/dev/null || apt_install postgresql-client
