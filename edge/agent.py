@@ -67,6 +67,10 @@ class ServedSet(Mapping):
     def __contains__(self, name: object) -> bool:
         return name in self._chosen
 
+    def fingerprint_of(self, name: str) -> str:
+        """The fingerprint of `name`'s certificate, without reading its PEM."""
+        return self._chosen[name].fingerprint
+
     def fingerprints(self) -> dict[str, str]:
         return {name: candidate.fingerprint for name, candidate in self._chosen.items()}
 

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,21 +46,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = KEY_FILE_MODE, sync_dir: bool = True) -> None:
+def atomic_write(
+    path: Path,
+    data: bytes | Iterable[bytes],
+    *,
+    mode: int = KEY_FILE_MODE,
+    sync_dir: bool = True,
+    fsync: bool = True,
+) -> None:
     """Replace `path` with `data` atomically: a temporary file beside it, created with `mode` (never
     chmod-ed after the data is in), fsynced, renamed over; then the directory fsynced unless the caller
-    syncs it once for a batch."""
+    syncs it once for a batch. `fsync=False` is for a caller that writes thousands of files and then
+    calls os.sync() once before anything depends on them. `data` may be an iterable of chunks (a large
+    file written without holding it whole in memory)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         # O_CREAT's mode applies only to a new file; a left-over temporary file could have another one.
         if os.fstat(fd).st_mode & 0o777 != mode:
             os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        for chunk in [data] if isinstance(data, bytes) else data:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
