@@ -53,7 +53,10 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="certwright-edge", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="certwright-edge",
+        description=DESCRIPTION,
+        epilog="The options of each command: certwright-edge run --help, certwright-edge status --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -156,16 +159,17 @@ def command_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_file, args.verbose)
     log = logging.getLogger("certwright.edge")
     try:
-        store = Store(args.store)
-    except (StoreError, OSError) as error:
-        print(f"certwright-edge: the store at {args.store} cannot be used: {error}", file=sys.stderr)
-        return 1
-    try:
         driver = make_driver(args)
     except DriverConfigError as error:
         raise UsageError(str(error)) from None
     except (DriverError, OSError) as error:
         print(f"certwright-edge: the {args.driver} driver cannot start: {error}", file=sys.stderr)
+        return 1
+    try:
+        store = Store(args.store)
+    except (StoreError, OSError) as error:
+        print(f"certwright-edge: the store at {args.store} cannot be used: {error}", file=sys.stderr)
+        driver.close()
         return 1
     agent = Agent(Feed(url, token), store, driver, wait=args.wait)
     failure: list[BaseException] = []
