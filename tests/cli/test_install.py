@@ -50,7 +50,7 @@ def wheel(tmp_path_factory) -> Path:
     source = work / "source"
     source.mkdir()
     shutil.copy(ROOT / "pyproject.toml", source)
-    for package in ("cli", "certfiles"):
+    for package in WHEEL_PACKAGES:
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     pip("wheel", "--no-build-isolation", "--wheel-dir", str(work / "dist"), "./source", cwd=work)
     [built] = (work / "dist").glob("certwright-*.whl")
@@ -79,9 +79,9 @@ def third_party_imports(package: Path) -> set[str]:
     return found - set(sys.stdlib_module_names) - {"__future__", package.name}
 
 
-# What the wheel ships: the CLI, and the Django-free reading of certificate and key files it shares
-# with the server.
-WHEEL_PACKAGES = {"cli", "certfiles"}
+# What the wheel ships: the CLI, the Django-free reading of certificate and key files it shares
+# with the server, and the edge agent (certwright-edge, for router hosts).
+WHEEL_PACKAGES = {"cli", "certfiles", "edge"}
 
 
 def test_the_wheel_holds_the_cli_alone_with_its_entry_point_and_declares_every_import(wheel):
@@ -92,6 +92,7 @@ def test_the_wheel_holds_the_cli_alone_with_its_entry_point_and_declares_every_i
     with zipfile.ZipFile(wheel) as archive:
         [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
         assert "certwright = cli.main:main" in archive.read(entry_points).decode()
+        assert "certwright-edge = edge.main:main" in archive.read(entry_points).decode()
     declared = {canonicalize_name(Requirement(line).name) for line in headers["Requires-Dist"]}
     assert {"requests", "cryptography", "asn1crypto"} <= declared
     distributions = metadata.packages_distributions()
