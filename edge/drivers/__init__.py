@@ -9,6 +9,7 @@ the agent logs the name and the message (never a key) and retries later.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -38,10 +39,12 @@ class DriverError(Exception):
 
 
 class Driver(Protocol):
-    def start(self, served: dict[str, Served]) -> None:
+    def start(self, served: Mapping[str, Served]) -> None:
         """Make the router serve exactly this set (name -> certificate). Called once when the agent starts,
         after its store is loaded or a snapshot taken; idempotent; removes names the router has that are
-        not in `served`."""
+        not in `served`. `served` is read-only and dict-like (iterate, `in`, `[name]`, items()); each
+        value's PEM is read from the agent's store when the value is taken, so a driver should use each
+        one and let it go rather than hold 100,000 keys in memory."""
         ...
 
     def apply(self, name: str, served: Served | None) -> None:
