@@ -354,12 +354,18 @@ class HaproxyDriver:
 
     def _upload(self, served: Served, data: Bundle) -> None:
         file = self.file_of(served.name)
-        requests = self._upload_requests(file, served.name, data.payload)
-        self.api.run(requests)
-        failure = self._check_upload(file, served.name, requests)
-        if failure:
+        for attempt in (1, 2):
+            self._ensure_connected()
+            requests = self._upload_requests(file, served.name, data.payload)
+            self.api.run(requests)
+            failure = self._check_upload(file, served.name, requests)
+            if failure is None:
+                return
+            # Closes the connection: the next one starts by aborting any transaction left open (one
+            # opened by someone else makes our `set` update theirs), so one more try can succeed.
             self._recover(file)
-            raise DriverError(f"HAProxy refused {served.name}: {failure}")
+            if attempt == 2:
+                raise DriverError(f"HAProxy refused {served.name}: {failure}")
 
     def _remove(self, name: str) -> None:
         self._remove_file(self.file_of(name))
@@ -499,7 +505,6 @@ class HaproxyDriver:
             pending = 0
             for file, item in failed:
                 self._recover(file)
-                self._connect()
                 try:
                     self._upload(item, self._payload(item))
                     done.add(file)
