@@ -23,10 +23,18 @@ What it sets up, and why:
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from collections.abc import Sequence
 
 BUFSIZE = 131072
+# Where the shipped edge/haproxy.cfg puts things (Debian's layout); `python -m edge.haproxy_config` prints it.
+DEFAULT_SOCKET = "/run/haproxy/admin.sock"
+DEFAULT_CRT_LIST = "/etc/haproxy/certwright/crt-list"
+DEFAULT_CERT_DIR = "/etc/haproxy/certwright/certs"
+DEFAULT_WEB = "127.0.0.1:8000"
+DEFAULT_LOG = "/dev/log local0"
 # TLS 1.2's forward-secret AEAD suites (TLS 1.3's are listed apart, by ssl-default-bind-ciphersuites).
 TLS12_CIPHERS = ":".join(
     f"ECDHE-{key}-{cipher}"
@@ -89,7 +97,9 @@ def render_config(
     log_global = f"    log {log_target}\n" if log_target else ""
     log_defaults = "    log global\n    option httplog\n" if log_target else ""
     return f"""\
-# HAProxy 2.6 for Certwright's edge agent (rendered by edge/haproxy_config.py).
+# HAProxy 2.6 for Certwright's edge agent, rendered by `python -m edge.haproxy_config` (see --help).
+# The agent on this host: certwright-edge run ... --driver haproxy --haproxy-socket {socket_path}
+#   --haproxy-crt-list {crt_list} --haproxy-cert-dir DIR (where it writes the PEMs the list names)
 global
     stats socket {socket_path} mode 600 level admin expose-fd listeners
     stats timeout 2m
@@ -123,3 +133,56 @@ backend certwright_web
 backend apps
 {apps}
 """
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of `python -m edge.haproxy_config` (and of a `haproxy-config` command that reuses them)."""
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m edge.haproxy_config",
+        description="Print the HAProxy 2.6 configuration for Certwright's edge agent (haproxy.cfg).",
+    )
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"the runtime API socket ({DEFAULT_SOCKET})")
+    parser.add_argument(
+        "--crt-list", default=DEFAULT_CRT_LIST, help=f"the crt-list the agent fills ({DEFAULT_CRT_LIST})"
+    )
+    parser.add_argument(
+        "--web",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"a Certwright web process for HTTP-01, repeatable (default {DEFAULT_WEB})",
+    )
+    parser.add_argument(
+        "--app", action="append", metavar="HOST:PORT", help="an app server (none: a placeholder page)"
+    )
+    parser.add_argument("--https-bind", default=":443", help="the HTTPS bind address (:443)")
+    parser.add_argument("--http-bind", default=":80", help="the HTTP bind address (:80)")
+    parser.add_argument(
+        "--log", default=DEFAULT_LOG, help=f"a log line's target ({DEFAULT_LOG!r}; '' for none)"
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> str:
+    return render_config(
+        socket_path=args.socket,
+        crt_list=args.crt_list,
+        web_servers=args.web or [DEFAULT_WEB],
+        app_servers=args.app or (),
+        https_bind=args.https_bind,
+        http_bind=args.http_bind,
+        log_target=args.log or None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.stdout.write(config_from_args(args))
+    except ConfigError as error:
+        print(f"haproxy config: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
