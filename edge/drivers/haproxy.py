@@ -42,7 +42,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,10 @@ PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----
 # Characters the CLI parses (separators, comments, escapes, payload markers) or a crt-list line splits on.
 UNSAFE_PATH = re.compile(r"[\s;#\\\[\]!<>*'\"]|[\x00-\x1f\x7f]")
 PROMPT = b"\n> "
+
+
+class ConnectionLost(DriverError):
+    """The socket failed or HAProxy closed it (a restart, a reload): the next request reconnects."""
 
 
 @dataclass(frozen=True)
@@ -176,22 +180,23 @@ class RuntimeApi:
                 chunk = self.sock.recv(262144)
             except OSError as error:
                 self.close()
-                raise DriverError(f"HAProxy's socket {self.path}: {error.strerror or error}") from None
+                raise ConnectionLost(f"HAProxy's socket {self.path}: {error.strerror or error}") from None
             if not chunk:
                 self.close()
-                raise DriverError(f"HAProxy closed its socket {self.path} (restarted? a request too large?)")
+                raise ConnectionLost(
+                    f"HAProxy closed its socket {self.path} (restarted? a request too large?)"
+                )
             self.buffer += chunk
 
     def run(self, requests: list[Request]) -> None:
         """Sends `requests` (a batch, written at once) and fills in each one's reply, in order."""
         if self.sock is None:
-            self.connect()
-        assert self.sock is not None
+            raise DriverError(f"not connected to HAProxy's socket {self.path}")
         try:
             self.sock.sendall(b"".join(request.encode() for request in requests))
         except OSError as error:
             self.close()
-            raise DriverError(f"HAProxy's socket {self.path}: {error.strerror or error}") from None
+            raise ConnectionLost(f"HAProxy's socket {self.path}: {error.strerror or error}") from None
         for request in requests:
             request.reply = self._read_reply()
 
@@ -372,6 +377,7 @@ class HaproxyDriver:
 
     def _remove_file(self, file: str) -> None:
         """`del ssl crt-list` then `del ssl cert` (HAProxy deletes no certificate a crt-list still uses)."""
+        self._ensure_connected()
         if file in self.listed:
             reply = self.api.ask(f"del ssl crt-list {self.crt_list} {file}")
             if f"Entry '{file}' deleted" not in reply:
@@ -444,29 +450,24 @@ class HaproxyDriver:
         for file in extra:
             self._remove_file(file)
         self.lines = {}
-        uploads: list[tuple[str, Served, Bundle]] = []
-        refused = 0
+        counts = {"uploaded": 0, "in sync": 0, "refused": 0}
+        batch: list[tuple[str, Served, Bundle]] = []
         for file, name in wanted.items():
             fingerprint = _fingerprint_of(served, name)
             on_disk = leaf_hashes(Path(file))
             if on_disk and on_disk[0] == fingerprint.lower() and shown.get(file) == on_disk[1]:
                 self.lines[name] = file
+                counts["in sync"] += 1
                 continue
             try:
                 item = served[name]
-                uploads.append((file, item, self._payload(item)))
+                batch.append((file, item, self._payload(item)))
             except DriverError as error:
-                refused += 1
-                log.error("not serving %s", error)
-                if file in self.listed or file in self.stored:
-                    self._remove(name)
-        done = self._upload_batches(uploads)
-        for file, item, data in uploads:
-            if file in done:
-                self._write_pem(file, data, fsync=False)
-                self.lines[item.name] = file
-            else:
-                refused += 1
+                self._refuse(name, error, counts)
+            if len(batch) >= PIPELINE:
+                self._upload_batch(batch, counts)
+                batch = []
+        self._upload_batch(batch, counts)
         os.sync()  # one sync for all the PEMs written (an fsync each costs minutes at 10,000)
         self._write_crt_list()
         keep = {Path(file).name for file in self.lines.values()}
@@ -477,54 +478,59 @@ class HaproxyDriver:
         log.info(
             "HAProxy serves %d names: %d uploaded, %d already in sync, %d removed, %d refused",
             len(self.lines),
-            len(done),
-            len(self.lines) - len(done),
+            counts["uploaded"],
+            counts["in sync"],
             len(extra),
-            refused,
+            counts["refused"],
         )
 
-    def _upload_batches(self, uploads: Iterable[tuple[str, Served, Bundle]]) -> set[str]:
-        """Uploads pipelined; a failure is retried alone (a transaction it left open would make the
-        next ones of its batch fail too), then logged and skipped. Returns the files uploaded."""
-        done: set[str] = set()
-        batch: list[tuple[str, Served, list[Request]]] = []
-        pending = 0
+    def _refuse(self, name: str, error: DriverError, counts: dict[str, int]) -> None:
+        """A name `start` cannot serve as chosen serves nothing (not an older certificate), and is logged:
+        the agent counts it as applied, so the log is where an operator sees it."""
+        log.error("not serving %s", error)
+        counts["refused"] += 1
+        self._remove(name)
 
-        def flush() -> None:
-            nonlocal pending
-            if not batch:
-                return
-            self.api.run([request for _, _, requests in batch for request in requests])
-            failed = []
-            for file, item, requests in batch:
-                if self._check_upload(file, item.name, requests) is None:
-                    done.add(file)
-                else:
-                    failed.append((file, item))
-            batch.clear()
-            pending = 0
-            for file, item in failed:
-                self._recover(file)
-                try:
-                    self._upload(item, self._payload(item))
-                    done.add(file)
-                except DriverError as error:
-                    log.error("not serving %s", error)
-
-        for file, item, data in uploads:
-            requests = self._upload_requests(file, item.name, data.payload)
-            size = sum(len(request.encode()) for request in requests)
-            if batch and (len(batch) >= PIPELINE or pending + size > 4 * 1024 * 1024):
-                flush()
-            batch.append((file, item, requests))
-            pending += size
-        flush()
-        return done
+    def _upload_batch(self, batch: list[tuple[str, Served, Bundle]], counts: dict[str, int]) -> None:
+        """Uploads pipelined, then the PEMs written (synced once by the caller). A failure is tried again
+        alone (a transaction it left open fails the rest of its batch too), then refused."""
+        if not batch:
+            return
+        self._ensure_connected()
+        sent = [
+            (file, item, data, self._upload_requests(file, item.name, data.payload))
+            for file, item, data in batch
+        ]
+        self.api.run([request for *_, requests in sent for request in requests])
+        failed = []
+        for file, item, data, requests in sent:
+            if self._check_upload(file, item.name, requests) is None:
+                self._write_pem(file, data, fsync=False)
+                self.lines[item.name] = file
+                counts["uploaded"] += 1
+            else:
+                failed.append((file, item, data))
+        for file, item, data in failed:
+            self._recover(file)
+            try:
+                self._upload(item, data)
+            except DriverError as error:
+                self._refuse(item.name, error, counts)
+                continue
+            self._write_pem(file, data, fsync=False)
+            self.lines[item.name] = file
+            counts["uploaded"] += 1
 
     def apply(self, name: str, served: Served | None) -> None:
         with self.lock:
             try:
-                self._apply(name, served)
+                try:
+                    self._apply(name, served)
+                except ConnectionLost as error:
+                    # An idle connection to an HAProxy that restarted or reloaded since: once more on a
+                    # new one (a transaction the lost one left open is aborted when it connects).
+                    log.info("reconnecting to HAProxy (%s)", error)
+                    self._apply(name, served)
             except OSError as error:
                 raise DriverError(f"cannot write {name} in {self.cert_dir}: {error.strerror}") from None
 

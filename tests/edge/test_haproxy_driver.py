@@ -357,3 +357,16 @@ def test_a_name_that_is_not_a_host_name_is_refused(router, pki):
     with pytest.raises(DriverError, match="not a host name"):
         driver.apply("../etc/passwd", None)
     driver.close()
+
+
+def test_a_driver_whose_haproxy_restarted_applies_the_next_change_on_a_new_connection(router, pki, root):
+    www, shop = served(pki, "www.example.com"), served(pki, "shop.example.com")
+    driver = router.driver()
+    driver.start({"www.example.com": www})
+
+    router.restart()
+    driver.apply("shop.example.com", shop)
+
+    assert handshake(router.https_port, "shop.example.com", root) == shop.fingerprint
+    assert handshake(router.https_port, "www.example.com", root) == www.fingerprint
+    driver.close()
