@@ -13,8 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from devstack.ports import free_port
-
 USER = "postgres"
 
 
@@ -34,6 +32,8 @@ class PrivatePostgres:
     127.0.0.1 only, fsync off (a benchmark's throwaway cluster)."""
 
     def __init__(self) -> None:
+        from devstack.ports import free_port  # the repository is on sys.path once _harness is imported
+
         self.bin = _bin_dir()
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="certwright-bench-edge-pg-"))

@@ -138,37 +138,6 @@ class EdgeStack(BenchStack):
 # --- HAProxy ---------------------------------------------------------------------------------------
 
 
-def haproxy_config(https_port: int, crt_list: Path, socket_path: Path, web_port: int, http_port: int) -> str:
-    """The configuration both HAProxies of a comparison run, differing only in their crt-list: the
-    agent's config shape (bind ... ssl crt-list strict-sni, the runtime API socket, a larger buffer
-    for bundles, HTTP-01 to the web processes and the rest redirected to HTTPS)."""
-    return f"""global
-    stats socket {socket_path} mode 600 level admin expose-fd listeners
-    tune.bufsize 65536
-    tune.ssl.default-dh-param 2048
-    nbthread 1
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend http
-    bind 127.0.0.1:{http_port}
-    acl acme path_beg /.well-known/acme-challenge/
-    use_backend certwright_web if acme
-    http-request redirect scheme https unless acme
-
-frontend https
-    bind 127.0.0.1:{https_port} ssl crt-list {crt_list} strict-sni
-    http-request return status 200 content-type text/plain lf-string "hello %[ssl_fc_sni]"
-
-backend certwright_web
-    server web 127.0.0.1:{web_port}
-"""
-
-
 @dataclass
 class HAProxy:
     name: str
@@ -190,15 +159,28 @@ class HAProxy:
 
 
 def start_haproxy(name: str, home: Path, web_port: int, log_dir: Path, entries: str = "") -> HAProxy:
-    """HAProxy (Debian's) in the foreground on free ports, with `entries` as its crt-list."""
+    """HAProxy (Debian's) in the foreground on free ports, from the shipped configuration, with
+    `entries` as its crt-list (`<pem path> <name>` lines, as the agent's driver writes them)."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     home.mkdir(parents=True, exist_ok=True)
     (home / "certs").mkdir(exist_ok=True)
     https_port = free_port()
     proxy = HAProxy(name, home, https_port, None)  # type: ignore[arg-type]
     proxy.crt_list.write_text(entries)
+    # The configuration Certwright ships (edge/haproxy_config.py), the same for every HAProxy here:
+    # only the crt-list's content differs.
+    from edge.haproxy_config import render_config
+
     config = home / "haproxy.cfg"
-    config.write_text(haproxy_config(https_port, proxy.crt_list, proxy.socket, web_port, free_port()))
+    config.write_text(
+        render_config(
+            socket_path=str(proxy.socket),
+            crt_list=str(proxy.crt_list),
+            web_servers=[f"127.0.0.1:{web_port}"],
+            https_bind=f"127.0.0.1:{https_port}",
+            http_bind=f"127.0.0.1:{free_port()}",
+        )
+    )
     check = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True, text=True)
     if check.returncode != 0:
         raise SystemExit(f"VOID: {name}'s configuration is refused: {check.stderr.strip()[-800:]}")

@@ -229,7 +229,7 @@ def step_handshakes(stack: EdgeStack, pki: BenchPki, region, app, context, resul
         path = files_home / "certs" / f"{name}.pem"
         path.write_bytes(leaf.bundle)
         path.chmod(0o600)
-        lines.append(f"{path}\n")
+        lines.append(f"{path} {name}\n")
     started = time.perf_counter()
     files = start_haproxy("haproxy-files", files_home, stack.ports["web"], stack.logs, "".join(lines))
     stack.processes.append(files.process)
