@@ -42,7 +42,8 @@ TLS12_CIPHERS = ":".join(
     for key in ("ECDSA", "RSA")
 )
 TLS13_CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-PLACEHOLDER_ANSWER = '"served by HAProxy over TLS\\n"'
+# Names the host the client asked for (SNI), so a demo shows which certificate answered.
+PLACEHOLDER_ANSWER = '"Hello from %[ssl_fc_sni], served by HAProxy over TLS\\n"'
 
 # Spaces or line breaks in a value would change the configuration's meaning, not just a value.
 _SAFE = re.compile(r"[^\s#\"'\\]+")
@@ -92,7 +93,7 @@ def render_config(
     else:
         apps = (
             "    # Placeholder: the platform's routing by Host header goes here.\n"
-            f"    http-request return status 200 content-type text/plain string {PLACEHOLDER_ANSWER}"
+            f"    http-request return status 200 content-type text/plain lf-string {PLACEHOLDER_ANSWER}"
         )
     log_global = f"    log {log_target}\n" if log_target else ""
     log_defaults = "    log global\n    option httplog\n" if log_target else ""

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edge import haproxy_config
 from edge.drivers import DriverConfigError, DriverError, add_driver_arguments, make_driver
 
 TOKEN_ENV = "CERTWRIGHT_EDGE_TOKEN"  # noqa: S105 (the variable's name, not a token)
@@ -91,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the store's cursor, number of names and last sync time (read-only).",
     )
     status.add_argument("--store", required=True, metavar="DIR", help="the agent's store")
+
+    haproxy_config.build_parser(
+        commands.add_parser(
+            "haproxy-config",
+            help="print the HAProxy 2.6 configuration the haproxy driver expects (haproxy.cfg)",
+            description="Print the HAProxy 2.6 configuration for this agent (haproxy.cfg): the runtime "
+            "API socket, HTTPS from the crt-list the agent fills (strict-sni), HTTP-01 to Certwright's "
+            "web processes on port 80 and a redirect to HTTPS for the rest.",
+        )
+    )
     return parser
 
 
@@ -238,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "haproxy-config":
+            sys.stdout.write(haproxy_config.config_from_args(args))
+            return 0
         return command_status(args)
+    except haproxy_config.ConfigError as error:
+        parser.exit(2, f"certwright-edge: {error}\n")
     except UsageError as error:
         parser.exit(2, f"certwright-edge: {error}\n")
     return 2
