@@ -1,8 +1,9 @@
 """`make run`: the whole stack on this machine, against a local Pebble, until Ctrl-C.
 
-Starts Pebble and challtestsrv, then the web app under gunicorn, a Celery worker, beat and Flower,
-after preparing the database (create, migrate, admin user). Settings come from the environment,
-then from `.env` (written on first run with fresh secrets), so a second run reuses them.
+Starts Pebble and challtestsrv, then the web app under gunicorn, the feed service (gunicorn's ASGI
+worker), HAProxy with the edge agent driving it (the demo router, as on a router host), a Celery
+worker, beat and Flower, after preparing the database (create, migrate, admin user). Settings come
+from the environment, then from `.env` (written on first run with fresh secrets), so a second run reuses them.
 
 The mock DNS answers for the platform's own names (devstack/platform_dns.py), and every Pebble root
 stays trusted across runs (devstack/pebble.py `trust_root`): the certificates an earlier run's
@@ -12,19 +13,22 @@ Pebble issued are still served, and must still verify.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import django
 from cryptography.fernet import Fernet
 
-from devstack.commands import beat_command, flower_command, web_command, worker_command
+from devstack.commands import beat_command, feed_command, flower_command, web_command, worker_command
 from devstack.pebble import PebbleStack, trust_root
 from devstack.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
 from devstack.tls import write_localhost_tls
@@ -50,7 +54,9 @@ STATE = Path(os.environ.get("CERTWRIGHT_STATE_DIR") or ROOT / ".run").resolve()
 ENV_FILE = Path(os.environ.get("CERTWRIGHT_ENV_FILE") or ROOT / ".env").resolve()
 WEB_PORT = _port("CERTWRIGHT_WEB_PORT", 8000)
 FLOWER_PORT = _port("CERTWRIGHT_FLOWER_PORT", 5555)
+FEED_PORT = _port("CERTWRIGHT_FEED_PORT", 8001)
 ROUTER_PORT = _port("CERTWRIGHT_ROUTER_PORT", 8443)
+ROUTER_HTTP_PORT = _port("CERTWRIGHT_ROUTER_HTTP_PORT", 8080)
 PEBBLE_PORTS = {
     "acme": _port("CERTWRIGHT_PEBBLE_PORT", 14000),
     "management": _port("CERTWRIGHT_PEBBLE_MANAGEMENT_PORT", 15000),
@@ -161,7 +167,7 @@ def forget_pebble_account(directory_url: str) -> None:
 
 
 def main() -> int:
-    for port in (WEB_PORT, FLOWER_PORT, ROUTER_PORT, *PEBBLE_PORTS.values()):
+    for port in (WEB_PORT, FEED_PORT, FLOWER_PORT, ROUTER_PORT, ROUTER_HTTP_PORT, *PEBBLE_PORTS.values()):
         if not port_free(port):
             say(f"port {port} is already in use: is another `make run` still running? Stop it first.")
             return 1
@@ -179,7 +185,7 @@ def main() -> int:
     manage("collectstatic", "--noinput", "-v", "0")
     manage("ensure_superuser")
     api_token = ensure_api_token(env["DJANGO_SUPERUSER_USERNAME"])
-    os.environ["CERTWRIGHT_ROUTER_TOKEN"] = ensure_router_token()
+    router_token = ensure_router_token()
     from devstack.demo import run_demo
     from devstack.platform_dns import PlatformDns
 
@@ -224,18 +230,12 @@ def main() -> int:
                 lambda: http_ok(f"http://127.0.0.1:{WEB_PORT}/admin/login/"),
             ),
             (
-                "router",
-                [
-                    PYTHON,
-                    "-m",
-                    "devstack.router",
-                    "--listen",
-                    f"0.0.0.0:{ROUTER_PORT}",
-                    "--endpoint",
-                    f"http://127.0.0.1:{WEB_PORT}/routers/v1/certificate",
-                ],
-                lambda: tcp_open("127.0.0.1", ROUTER_PORT),
+                "feed",
+                feed_command(f"0.0.0.0:{FEED_PORT}"),
+                lambda: http_ok(f"http://127.0.0.1:{FEED_PORT}/routers/v1/changes"),
             ),
+            ("haproxy", haproxy_command(), lambda: haproxy_ready(ROUTER_PORT)),
+            ("edge", edge_command(router_token), None),
             ("worker", worker_command("worker"), None),
             ("beat", beat_command(str(STATE / "celerybeat-schedule")), None),
             (
@@ -249,6 +249,8 @@ def main() -> int:
             processes.append(process)
             if ready is not None:
                 process.wait_until(ready, timeout=60, what="answering")
+        edge = next(process for process in processes if process.name == "edge")
+        edge.wait_until(lambda: "the router serves" in edge.log_since_start(), 60, "serving")
         worker = next(process for process in processes if process.name == "worker")
         worker.wait_until(lambda: "ready." in worker.log_since_start(), 60, "ready")
     except ProcessFailed as exc:
@@ -264,7 +266,10 @@ def main() -> int:
         f"  Metrics   http://localhost:{WEB_PORT}/metrics",
         f"  API       http://localhost:{WEB_PORT}/api/v1/  (token {api_token[:16]}..., whole in .env)",
         f"  API docs  http://localhost:{WEB_PORT}/api/docs/",
-        f"  Router    https://localhost:{ROUTER_PORT}/  (TLS, the served certificates by SNI)",
+        f"  Router    HAProxy https://localhost:{ROUTER_PORT}/ and http://localhost:{ROUTER_HTTP_PORT}/,"
+        f" driven by the edge agent (store {shown(EDGE_DIR / 'store')}; `certwright-edge status"
+        f" --store {shown(EDGE_DIR / 'store')}`)",
+        f"  Feed      http://localhost:{FEED_PORT}/routers/v1/changes  (the routers' long-poll and snapshot)",
         "  CLI       ./certwright --app demo domains  (from any directory; .venv/bin/certwright too;"
         " URL and token from .env)",
         "  Customer  make manage ARGS='customer create NAME'  (a customer and their API token, printed once)",
@@ -278,7 +283,7 @@ def main() -> int:
         "Ctrl-C stops everything.",
     ]
     print("\n" + "\n".join(lines) + "\n", flush=True)
-    if run_demo(platform_dns, env["DJANGO_SUPERUSER_USERNAME"], say):
+    if run_demo(platform_dns, env["DJANGO_SUPERUSER_USERNAME"], say) and router_serves_demo(roots):
         say(
             f"demo: see it served over TLS: curl --cacert {shown(roots)} "
             f"--resolve www.example.com:{ROUTER_PORT}:127.0.0.1 https://www.example.com:{ROUTER_PORT}/"
@@ -315,16 +320,114 @@ def ensure_api_token(username: str) -> str:
     return token
 
 
+EDGE_DIR = STATE / "edge"
+HAPROXY_DIR = STATE / "haproxy"
+
+
+def _haproxy_socket() -> Path:
+    """The runtime API's socket; under /tmp when the state directory's path is too long for one."""
+    path = HAPROXY_DIR / "admin.sock"
+    if len(str(path)) > 100:
+        digest = hashlib.sha256(str(STATE).encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"certwright-haproxy-{digest}.sock"
+    return path
+
+
+def haproxy_command() -> list[str]:
+    """HAProxy from the configuration Certwright ships (edge/haproxy_config.py) on the router ports,
+    HTTP-01 on its port 80 (here ROUTER_HTTP_PORT) passed to the web; the crt-list and PEMs kept in
+    the state directory, so a second run starts with what the first served."""
+    from edge.haproxy_config import render_config
+
+    (HAPROXY_DIR / "certs").mkdir(parents=True, exist_ok=True)
+    crt_list = HAPROXY_DIR / "crt-list"
+    crt_list.touch()
+    config = HAPROXY_DIR / "haproxy.cfg"
+    config.write_text(
+        render_config(
+            socket_path=str(_haproxy_socket()),
+            crt_list=str(crt_list),
+            web_servers=[f"127.0.0.1:{WEB_PORT}"],
+            https_bind=f"0.0.0.0:{ROUTER_PORT}",
+            http_bind=f"0.0.0.0:{ROUTER_HTTP_PORT}",
+        )
+    )
+    return ["/usr/sbin/haproxy", "-db", "-f", str(config)]
+
+
+def haproxy_ready(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(_haproxy_socket()))
+    except OSError:
+        return False
+    return tcp_open("127.0.0.1", port)
+
+
+def edge_command(token: str) -> list[str]:
+    """The edge agent (certwright-edge) on the feed service, driving HAProxy; its token in a file of
+    mode 0600, never on the command line."""
+    EDGE_DIR.mkdir(parents=True, exist_ok=True)
+    token_file = EDGE_DIR / "token"
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return [
+        PYTHON,
+        "-m",
+        "edge.main",
+        "run",
+        "--url",
+        f"http://127.0.0.1:{FEED_PORT}",
+        "--token-file",
+        str(token_file),
+        "--store",
+        str(EDGE_DIR / "store"),
+        "--driver",
+        "haproxy",
+        "--haproxy-socket",
+        str(_haproxy_socket()),
+        "--haproxy-crt-list",
+        str(HAPROXY_DIR / "crt-list"),
+        "--haproxy-cert-dir",
+        str(HAPROXY_DIR / "certs"),
+    ]
+
+
+def router_serves_demo(roots: Path, timeout: float = 15) -> bool:
+    """Waits until HAProxy presents the demo's served certificate (the agent applies it within a
+    second of the commit), verified against the trusted roots."""
+    from certificates.serving import served_certificate
+    from devstack.demo import DEMO_DOMAIN
+
+    wanted = served_certificate(DEMO_DOMAIN)
+    context = ssl.create_default_context(cafile=str(roots))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", ROUTER_PORT), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname=DEMO_DOMAIN) as tls:
+                    presented = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+            if wanted is not None and presented == wanted.fingerprint_sha256:
+                say(f"demo: HAProxy serves it (fingerprint {presented[:16]}...)")
+                return True
+        except (OSError, ssl.SSLError):
+            pass
+        time.sleep(0.2)
+    say(f"demo: HAProxy did not serve {DEMO_DOMAIN}'s certificate within {timeout:.0f} s; see the logs")
+    return False
+
+
 def ensure_router_token() -> str:
-    """A token for the demo router (devstack/router.py), kept in `.env`; a new one when the saved
-    one no longer works."""
+    """A token for the demo router's edge agent, kept in `.env`; a new one when the saved one no
+    longer works."""
     from api.routers import create_router_token
     from api.tokens import check_token
 
     saved = read_env_file(ENV_FILE).get("CERTWRIGHT_ROUTER_TOKEN", "")
     if saved and check_token(saved):
         return saved
-    token = create_router_token("make run (demo router)")
+    token = create_router_token("make run (edge agent)")
     kept = [
         line for line in ENV_FILE.read_text().splitlines() if not line.startswith("CERTWRIGHT_ROUTER_TOKEN=")
     ]

@@ -1,10 +1,10 @@
 """`make run` twice, as a developer does: the second run's demo ends with a `curl` line that works.
 
-Each run starts the whole dev stack (`python -m devstack`: Pebble, challtestsrv, web, router,
-worker, beat, Flower) on free ports with its state in a temporary directory, on its own database
-and Redis. Pebble makes a new root at every start, while the demo's certificate from the first run
-is kept and served: a verifying TLS client, with the roots file the demo's `curl` line names, must
-accept what the demo router serves after the second start.
+Each run starts the whole dev stack (`python -m devstack`: Pebble, challtestsrv, web, the feed
+service, HAProxy with the edge agent, worker, beat, Flower) on free ports with its state in a
+temporary directory, on its own database and Redis. Pebble makes a new root at every start, while
+the demo's certificate from the first run is kept and served: a verifying TLS client, with the roots
+file the demo's `curl` line names, must accept what HAProxy serves after the second start.
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ def test_a_second_make_run_serves_the_kept_demo_certificate_verifiably_with_the_
         "CERTWRIGHT_WEB_PORT": free_port(),
         "CERTWRIGHT_FLOWER_PORT": free_port(),
         "CERTWRIGHT_ROUTER_PORT": free_port(),
+        "CERTWRIGHT_ROUTER_HTTP_PORT": free_port(),
+        "CERTWRIGHT_FEED_PORT": free_port(),
         "CERTWRIGHT_PEBBLE_PORT": free_port(),
         "CERTWRIGHT_PEBBLE_MANAGEMENT_PORT": free_port(),
         "CERTWRIGHT_DNS_PORT": free_tcp_udp_port(),
@@ -149,7 +151,7 @@ def test_a_second_make_run_serves_the_kept_demo_certificate_verifiably_with_the_
     finally:
         redis.stop()
     (first, _, _), (second, roots, answer) = served
-    assert b"Hello from www.example.com" in answer
+    assert b"Hello from www.example.com, served by HAProxy" in answer
     # The first run's certificate is the one kept and served: its Pebble's root is still trusted.
     assert fingerprint(second) == fingerprint(first)
     assert len(x509.load_pem_x509_certificates(roots.read_bytes())) == 2
