@@ -7,6 +7,7 @@ same set; a region-scoped router; a revoked token (the router keeps serving)."""
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import ssl
 import time
@@ -22,10 +23,12 @@ from api.routers import create_router_token
 from api.tokens import revoke_token
 from certificates.facts import certificate_facts
 from certificates.models import Certificate, CertificateSource
+from certificates.serving import served_certificate
 from certificates.store import store_certificate
 from devstack.ports import free_port
 from domains.claims import renew_now
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
+from domains.models import Domain
 from domains.services import delete_domain
 from tests.edge.conftest import wait_for
 from tests.edge.haproxy_process import handshake, restart_haproxy, start_haproxy
@@ -210,3 +213,75 @@ def test_a_revoked_token_stops_the_feed_at_once_while_the_router_keeps_serving(
     wait_for(lambda: "401" in agent.log_since_start(), timeout=5, what="the agent told of the revocation")
     _store_real(DomainFactory(name=f"later-{uuid.uuid4().hex[:8]}.example.com"), pki, "letsencrypt")
     assert served(port, domain.name, root) == certificate.fingerprint_sha256
+
+
+def test_app_hostnames_get_the_regions_platform_wildcard_certificate_through_haproxy(
+    feed_server, start_agent, haproxy, pki, tmp_path
+):
+    from domains.platform import ensure_platform_domain
+
+    _process, port, options = haproxy
+    root = pki.write_root(tmp_path / "root.pem")
+    region = RegionFactory(name="edge-apps", domain_suffix="edge-apps.example-paas.io")
+    ensure_platform_domain(region)
+    platform = Domain.objects.get(name="*.edge-apps.example-paas.io")
+    wildcard = _store_real(platform, pki, CertificateSource.LETSENCRYPT)
+    customer = DomainFactory(name=f"shop-{uuid.uuid4().hex[:8]}.example.com", app__region=region)
+    own = _store_real(customer, pki, CertificateSource.LETSENCRYPT)
+    start_agent(feed_server.url, *options, token=create_router_token("edge-apps"))
+    seen(port, "my-app.edge-apps.example-paas.io", root, wildcard.fingerprint_sha256, "the app hostname")
+    assert served(port, "other-app.edge-apps.example-paas.io", root) == wildcard.fingerprint_sha256
+    assert served(port, customer.name, root) == own.fingerprint_sha256
+    # One label only, and not the suffix itself: those names get no certificate at all.
+    assert served(port, "a.b.edge-apps.example-paas.io", root) is None
+    assert served(port, "edge-apps.example-paas.io", root) is None
+
+
+def test_the_files_driver_holds_exactly_what_certwright_serves_each_pem_and_the_index(
+    feed_server, start_agent, pki, tmp_path
+):
+    prefix = uuid.uuid4().hex[:8]
+    domains = [DomainFactory(name=f"f{i}-{prefix}.example.com") for i in range(6)]
+    for domain in domains[:5]:
+        _store_real(domain, pki, CertificateSource.LETSENCRYPT)
+    leaf, key = pki.leaf([domains[0].name])
+    custom = store_certificate(
+        domains[0].pk,
+        CertificateSource.CUSTOM,
+        certificate_facts([leaf, pki.intermediate]),
+        key_pem(key),
+        timezone.now(),
+    )
+    Domain.objects.filter(pk=domains[1].pk).update(letsencrypt_enabled=False)  # serves nothing now
+    files = tmp_path / "files"
+    agent = start_agent(
+        feed_server.url,
+        "--driver",
+        "files",
+        "--files-dir",
+        str(files),
+        token=create_router_token("edge-files"),
+    )
+    wanted = {d.name: c.fingerprint_sha256 for d in domains if (c := served_certificate(d.name)) is not None}
+    assert wanted[domains[0].name] == custom.fingerprint_sha256 and domains[1].name not in wanted
+
+    def index() -> dict:
+        try:
+            return json.loads((files / "index.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    wait_for(
+        lambda: {n: e["fingerprint"] for n, e in index().items() if prefix in n} == wanted,
+        what="the index to match what is served",
+    )
+    for name, entry in index().items():
+        if prefix not in name:
+            continue
+        path = files / entry["file"]
+        assert path.stat().st_mode & 0o777 == 0o600
+        certificate = Certificate.objects.get(fingerprint_sha256=entry["fingerprint"])
+        body = path.read_text()
+        assert body.startswith(certificate.fullchain_pem.strip())
+        assert body.rstrip().endswith(certificate.private_key.reveal().decode().strip())
+    assert "PRIVATE KEY" not in agent.log_since_start()
