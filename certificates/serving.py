@@ -21,11 +21,13 @@ def servable_source() -> Q:
 
 
 def serving_order() -> tuple:
-    """The order in which a domain's valid certificates are served: custom first, then newest."""
+    """The order in which a domain's valid certificates are served: custom first, then newest; two
+    ending in the same second (a certificate's validity has a resolution of one second) by the row
+    stored last, so every reader of the rule picks the same one."""
     custom_first = Case(
         When(source=CertificateSource.CUSTOM, then=Value(0)), default=Value(1), output_field=IntegerField()
     )
-    return (custom_first, "-not_after")
+    return (custom_first, "-not_after", "-id")
 
 
 def in_serving_order(now: datetime.datetime) -> QuerySet[Certificate]:
@@ -51,7 +53,7 @@ FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
 WHERE d.name = ANY(%(names)s) AND c.not_before <= %(now)s AND c.not_after > %(now)s
   AND (c.source = %(custom)s OR d.letsencrypt_enabled)
   AND (%(all_regions)s OR a.region_id = ANY(%(regions)s))
-ORDER BY d.name <> %(name)s, c.source <> %(custom)s, c.not_after DESC
+ORDER BY d.name <> %(name)s, c.source <> %(custom)s, c.not_after DESC, c.id DESC
 LIMIT 1
 """
 

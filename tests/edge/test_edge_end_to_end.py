@@ -165,7 +165,7 @@ def test_haproxy_restarted_after_200_changes_serves_exactly_the_same_set(
     assert changes == 200
     expected = {}
     for domain in domains:
-        certificate = Certificate.objects.filter(domain=domain).order_by("-not_after").first()
+        certificate = served_certificate(domain.name)
         expected[domain.name] = certificate.fingerprint_sha256 if certificate else None
     last = domains[-1].name
     seen(port, last, root, expected[last], "the last change served", timeout=20)
