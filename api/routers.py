@@ -26,6 +26,7 @@ import math
 import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from asgiref.sync import sync_to_async
@@ -250,11 +251,34 @@ def _changes_body(after: int, limit: int, scope: list[int] | None) -> tuple[int,
     return 200, body, ""
 
 
+_database_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _database_slot() -> asyncio.Semaphore:
+    """The running event loop's limit on requests reading the database at once
+    (FEED_DATABASE_CONNECTIONS): one loop in the feed service, one per request under WSGI."""
+    loop = asyncio.get_running_loop()
+    slot = _database_slots.get(loop)
+    if slot is None:
+        slot = _database_slots[loop] = asyncio.Semaphore(settings.FEED_DATABASE_CONNECTIONS)
+    return slot
+
+
 def _release_database() -> None:
-    """Gives the request's database connection back before a long wait, so that a hundred waiting
-    routers hold no connection (unless a test's transaction holds it)."""
+    """Closes the request's database connection (unless a test's transaction holds it)."""
     if not connection.in_atomic_block:
         connection.close()
+
+
+async def _in_database(function, *args):
+    """`function(*args)` in the request's thread, holding one of the loop's database slots, the
+    connection closed before the slot is given back: a feed process never holds more than
+    FEED_DATABASE_CONNECTIONS connections, and a waiting router none."""
+    async with _database_slot():
+        try:
+            return await sync_to_async(function)(*args)
+        finally:
+            await sync_to_async(_release_database)()
 
 
 def _recheck(token: str) -> ApiToken | None:
@@ -273,7 +297,7 @@ async def changes(request: HttpRequest) -> HttpResponse:
     api/feed_wakeups.py) or the time runs out. Revoking the token cuts the wait with a 401."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
-    router, refused = await sync_to_async(_router)(request)
+    router, refused = await _in_database(_router, request)
     if refused is not None:
         return refused
     query, problem = _changes_query(request)
@@ -286,16 +310,15 @@ async def changes(request: HttpRequest) -> HttpResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            status, body, message = await sync_to_async(_changes_body)(after, limit, scope_of(router))
+            status, body, message = await _in_database(_changes_body, after, limit, scope_of(router))
             if status != 200:
                 return _text(status, message)
             remaining = deadline - loop.time()
             if body["changes"] or waiter is None or remaining <= 0:
                 break
-            await sync_to_async(_release_database)()
             reasons = await waiter.wait(remaining)
             if TOKEN in reasons:
-                router = await sync_to_async(_recheck)(token)
+                router = await _in_database(_recheck, token)
                 if router is None:
                     return _text(401, "Invalid or revoked token.", CHALLENGE)
     finally:

@@ -231,6 +231,10 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", "")
 # The routers' endpoint (api/routers.py): how long a router may keep an answer before it
 # asks again (with If-None-Match); never past the certificate's expiry.
 ROUTER_CACHE_SECONDS = env.int("ROUTER_CACHE_SECONDS", 60, minimum=0)
+# The routers' long-poll: how many requests of one feed process read the database at once. A change
+# wakes every waiting router together; the others wait their turn instead of each opening a
+# connection (a hundred routers would exhaust PostgreSQL's max_connections).
+FEED_DATABASE_CONNECTIONS = env.int("FEED_DATABASE_CONNECTIONS", 8, minimum=1)
 
 # The REST API: bearer tokens (and the admin session, for the browsable API), JSON bodies capped
 # at API_MAX_BODY_BYTES, writes throttled per token at API_WRITE_RATE.
