@@ -52,10 +52,14 @@ class SnapshotName:
 class Feed:
     """Certwright's feed at `base_url` (e.g. http://127.0.0.1:8001), with a router token."""
 
-    def __init__(self, base_url: str, token: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, connect_timeout: float = 10.0, verify: bool | str = True
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.session = requests.Session()
+        # HTTPS: certifi's CAs, or the file given (--ca-file); never unverified.
+        self.session.verify = verify
         self.session.headers.update({"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT})
         # Proxies from the environment would send the token elsewhere; the feed is reached directly.
         self.session.trust_env = False

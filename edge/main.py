@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"a file holding the router token (else the environment variable {TOKEN_ENV})",
     )
+    run.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="PEM file of the CA(s) that signed the feed's HTTPS certificate (an internal CA); "
+        "default: the public CAs of certifi",
+    )
     run.add_argument("--store", required=True, metavar="DIR", help="the local store (created if missing)")
     add_driver_arguments(run)
     run.add_argument(
@@ -167,8 +173,17 @@ def command_run(args: argparse.Namespace) -> int:
     token = read_token(args)
     if not 1 <= args.wait <= 60:
         raise UsageError("--wait must be between 1 and 60 seconds")
+    if args.ca_file and not Path(args.ca_file).is_file():
+        raise UsageError(f"--ca-file {args.ca_file} is not a readable file")
     setup_logging(args.log_file, args.verbose)
     log = logging.getLogger("certwright.edge")
+    host = urlsplit(url).hostname or ""
+    if urlsplit(url).scheme == "http" and host not in ("localhost", "127.0.0.1", "::1"):
+        log.warning(
+            "the feed at %s is plain HTTP: private keys cross the network unencrypted; "
+            "use https:// (with --ca-file for an internal CA) outside one host",
+            url,
+        )
     try:
         driver = make_driver(args)
     except DriverConfigError as error:
@@ -182,7 +197,7 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"certwright-edge: the store at {args.store} cannot be used: {error}", file=sys.stderr)
         driver.close()
         return 1
-    agent = Agent(Feed(url, token), store, driver, wait=args.wait)
+    agent = Agent(Feed(url, token, verify=args.ca_file or True), store, driver, wait=args.wait)
     failure: list[BaseException] = []
 
     def run() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class FeedState:
 
 
 class FeedStub:
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, tls: ssl.SSLContext | None = None) -> None:
         self.token = token
         self.state = FeedState()
         self.cond = threading.Condition()
@@ -78,7 +79,9 @@ class FeedStub:
         self.snapshot_line_delay = 0.0
         port = free_port()
         self.server = _Server(("127.0.0.1", port), self._handler())
-        self.url = f"http://127.0.0.1:{port}"
+        if tls is not None:  # HTTPS, as a feed reached across hosts should be
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
