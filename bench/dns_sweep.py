@@ -175,15 +175,14 @@ def run_certwright(stack: BenchStack, domains: list[tuple[str, str]]) -> tuple[f
     worker = stack.start_worker("dns-worker", queues="dns")
     started = time.monotonic()
     celery_app.send_task("workers.tasks.dns.sweep_due_domains")
-    done = wait_until(
-        lambda: not Domain.objects.filter(last_checked_at__isnull=True).exists(), timeout=600, interval=0.25
-    )
+    # The benchmark's own domains: the sweep also gives each region its platform certificate domain
+    # (domains/platform.py), which its next tick checks.
+    unchecked = Domain.objects.filter(app=app, last_checked_at__isnull=True)
+    done = wait_until(lambda: not unchecked.exists(), timeout=600, interval=0.25)
     elapsed = time.monotonic() - started
     peaks = peak_rss_mb(worker.pid)
     if not done:
-        raise SystemExit(
-            f"VOID: {Domain.objects.filter(last_checked_at__isnull=True).count()} domains unchecked"
-        )
+        raise SystemExit(f"VOID: {unchecked.count()} domains unchecked")
     by_kind: dict[str, list[str]] = {kind: [] for kind in KINDS}
     for name, kind in domains:
         by_kind[kind].append(name)
