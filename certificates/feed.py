@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from certificates.models import Certificate, ServedChange
+from certificates.models import Certificate, CertificateSource, ServedChange
 from certificates.serving import servable_source, serving_order
 
 
@@ -40,19 +39,39 @@ class Changes:
     names: list[NameChange]
 
 
+# A name's candidates, as certificates.serving's rule has them (servable_source, serving_order),
+# hand-written: routers ask this on every change, and compiling the ORM's CASE expressions cost
+# more than the statement. tests/certificates/test_served_changes.py pins it to the rule.
+_CANDIDATES_SQL = """
+SELECT c.*, d.name AS domain_name
+FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
+  JOIN domains_app a ON a.id = d.app_id
+WHERE d.name = ANY(%(names)s) AND c.not_after > %(now)s
+  AND (c.source = %(custom)s OR d.letsencrypt_enabled)
+  AND (%(all_regions)s OR a.region_id = ANY(%(regions)s))
+ORDER BY d.name, c.source <> %(custom)s, c.not_after DESC, c.id DESC
+"""
+
+_FEED_SQL = """
+SELECT seq, name FROM certificates_servedchange
+WHERE seq > %(after)s AND (%(all_regions)s OR region_id = ANY(%(regions)s) OR region_id IS NULL)
+ORDER BY seq LIMIT %(limit)s
+"""
+
+
 def candidates(names: list[str], now: datetime.datetime, regions: list[int] | None = None) -> dict:
     """For each of `names`, the certificates it may serve from `now` on, in serving order (the
     domain's region among `regions`, when given)."""
-    rows = (
-        Certificate.objects.filter(servable_source(), domain__name__in=names, not_after__gt=now)
-        .select_related("domain")
-        .order_by(*serving_order())
-    )
-    if regions is not None:
-        rows = rows.filter(domain__app__region_id__in=regions)
+    params = {
+        "names": names,
+        "now": now,
+        "custom": CertificateSource.CUSTOM.value,
+        "all_regions": regions is None,
+        "regions": list(regions or []),
+    }
     found: dict[str, list[Certificate]] = {name: [] for name in names}
-    for certificate in rows:
-        found[certificate.domain.name].append(certificate)
+    for certificate in Certificate.objects.raw(_CANDIDATES_SQL, params):
+        found[certificate.domain_name].append(certificate)
     return found
 
 
@@ -63,24 +82,22 @@ def changes_after(
     now: datetime.datetime | None = None,
 ) -> Changes:
     """The names changed after `after` (in `regions`, with the changes of no region that every
-    router is told), at most `limit` feed rows read, each with what it may serve now. Read in one
-    snapshot, so the certificates are at least as new as the cursor returned."""
+    router is told), at most `limit` feed rows read, each with what it may serve now.
+
+    Two statements, no transaction: the certificates are read after the feed rows, so they are
+    at least as new as the cursor returned. A change committed in between shows early and comes
+    again with its own row; a router applying a name's latest state twice ends where it should."""
     now = now or timezone.now()
-    outer = connection.in_atomic_block
-    with transaction.atomic():
-        if not outer:
-            # The feed rows and the certificates from one snapshot (only possible as the first
-            # statement of a transaction; inside a caller's, its own isolation applies).
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        rows = ServedChange.objects.filter(seq__gt=after)
-        if regions is not None:
-            rows = rows.filter(Q(region_id__in=regions) | Q(region_id__isnull=True))
-        read = list(rows.order_by("seq").values_list("seq", "name")[:limit])
-        latest = {name: seq for seq, name in read}
-        served = candidates(list(latest), now, regions)
+    params = {"after": after, "limit": limit, "all_regions": regions is None, "regions": list(regions or [])}
+    with connection.cursor() as cursor:
+        cursor.execute(_FEED_SQL, params)
+        read = cursor.fetchall()
+    if not read:
+        return Changes(after, [])
+    latest = {name: seq for seq, name in read}
+    served = candidates(list(latest), now, regions)
     names = [NameChange(seq, name, served[name]) for name, seq in sorted(latest.items(), key=lambda i: i[1])]
-    return Changes(read[-1][0] if read else after, names)
+    return Changes(read[-1][0], names)
 
 
 def feed_end() -> int:

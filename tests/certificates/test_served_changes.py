@@ -208,3 +208,52 @@ def test_reading_with_a_small_limit_from_each_returned_cursor_sees_every_change(
         seen += [change.name for change in page.names]
         cursor = page.cursor
     assert seen == [domain.name for domain in domains]
+
+
+def test_the_feeds_candidates_follow_the_serving_rule_for_every_mix_of_certificates():
+    """certificates.feed.candidates (hand-written) lists exactly what the ORM rule may serve from now
+    on (servable_source, not ended, serving_order), in its order, ties of not_after included."""
+    from certificates.feed import candidates
+    from certificates.serving import servable_source, serving_order
+
+    now = timezone.now()
+    day = datetime.timedelta(days=1)
+    same_end = now + 60 * day
+    mixes = {
+        "letsencrypt-only": [("le", -day, 80 * day)],
+        "two-letsencrypt": [("le", -30 * day, 60 * day), ("le", -day, 89 * day)],
+        "same-second-twice": [("le", -day, None), ("le", -2 * day, None), ("custom", -day, None)],
+        "custom-and-letsencrypt": [("le", -day, 80 * day), ("custom", -day, 300 * day)],
+        "expired-custom": [("le", -day, 80 * day), ("custom", -400 * day, -day)],
+        "not-yet-valid": [("le", day, 90 * day)],
+        "expired-only": [("le", -100 * day, -10 * day)],
+        "disabled-with-custom": [("le", -day, 80 * day), ("custom", -day, 300 * day)],
+        "disabled-without-custom": [("le", -day, 80 * day)],
+    }
+    names = []
+    for label, certificates in mixes.items():
+        domain = DomainFactory(
+            name=f"{label}.example.net", letsencrypt_enabled=not label.startswith("disabled")
+        )
+        for source, start, end in certificates:
+            kind = CertificateSource.LETSENCRYPT if source == "le" else CertificateSource.CUSTOM
+            CertificateFactory(
+                domain=domain,
+                source=kind,
+                not_before=now + start,
+                not_after=same_end if end is None else now + end,
+            )
+        names.append(domain.name)
+    found = candidates(names, now)
+    for name in names:
+        by_rule = Certificate.objects.filter(
+            servable_source(), domain__name=name, not_after__gt=now
+        ).order_by(*serving_order())
+        assert [c.pk for c in found[name]] == [c.pk for c in by_rule], name
+    assert [c.source for c in found["same-second-twice.example.net"]] == [
+        "custom",
+        "letsencrypt",
+        "letsencrypt",
+    ]
+    assert found["expired-only.example.net"] == [] and found["disabled-without-custom.example.net"] == []
+    assert len(found["not-yet-valid.example.net"]) == 1  # served from its not_before on
