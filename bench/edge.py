@@ -518,7 +518,7 @@ def step_outage(
     say(
         "    after the restart, a new certificate reached all three routers "
         + (f"in {delay:.1f} s" if caught_up else f"NOT within {CATCH_UP_TIMEOUT:.0f} s")
-        + " (the agents retry with backoff, 1 s doubling to 30 s, while Certwright is down)"
+        + " (the agents retry with backoff, 1 s doubling to 10 s, while Certwright is down)"
     )
     say(f"    the feed service since its restart: {changes} change requests, {snapshots} snapshot requests")
     mentions = []

@@ -38,7 +38,7 @@ from edge.store import Store, StoreError
 log = logging.getLogger("certwright.edge")
 
 BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
+BACKOFF_MAX = 10.0
 UNAUTHORIZED_RETRY = 60.0
 DRIVER_RETRY_MAX = 60.0
 
