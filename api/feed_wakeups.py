@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from django.db import connections
 
@@ -26,7 +27,7 @@ SERVED_CHANNEL = "certwright_served_changes"
 TOKENS_CHANNEL = "certwright_router_tokens"
 CHANGED = "changed"
 TOKEN = "token"  # noqa: S105 (a wake-up reason, not a secret)
-# How long the listening thread waits for a notification before looking at its stop flag.
+# How long the listening thread waits for a notification before checking that its connection lives.
 TICK_SECONDS = 5.0
 RECONNECT_SECONDS = 1.0
 
@@ -67,8 +68,6 @@ class Listener:
         self._waiters: set[Waiter] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.connected = threading.Event()
 
     def subscribe(self, token_id: int) -> Waiter:
         """A waiter for the running event loop, woken by every committed change and by changes of
@@ -77,7 +76,6 @@ class Listener:
         with self._lock:
             self._waiters.add(waiter)
             if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name="feed-wakeups", daemon=True)
                 self._thread.start()
         return waiter
@@ -85,13 +83,6 @@ class Listener:
     def unsubscribe(self, waiter: Waiter) -> None:
         with self._lock:
             self._waiters.discard(waiter)
-
-    def waiting(self) -> int:
-        with self._lock:
-            return len(self._waiters)
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def _wake(self, reason: str, token_id: int | None = None) -> None:
         with self._lock:
@@ -101,7 +92,7 @@ class Listener:
 
     def _run(self) -> None:
         failing = False
-        while not self._stop.is_set():
+        while True:
             try:
                 self._listen()
                 failing = False
@@ -111,8 +102,7 @@ class Listener:
                         "the feed's wake-ups lost their database connection (%s); reconnecting", exc
                     )
                 failing = True
-                self.connected.clear()
-                self._stop.wait(RECONNECT_SECONDS)
+                time.sleep(RECONNECT_SECONDS)
 
     def _listen(self) -> None:
         wrapper = connections["default"]
@@ -121,10 +111,9 @@ class Listener:
             conn.autocommit = True
             conn.execute(f"LISTEN {SERVED_CHANNEL}")
             conn.execute(f"LISTEN {TOKENS_CHANNEL}")
-            self.connected.set()
             # Whatever committed while nobody listened: everyone reads the feed again.
             self._wake(CHANGED)
-            while not self._stop.is_set():
+            while True:
                 for notify in conn.notifies(timeout=TICK_SECONDS):
                     if notify.channel == TOKENS_CHANNEL:
                         try:
@@ -136,7 +125,6 @@ class Listener:
                 # A dead connection says so here, at the latest TICK_SECONDS after it died.
                 conn.execute("SELECT 1")
         finally:
-            self.connected.clear()
             conn.close()
 
 

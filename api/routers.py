@@ -376,7 +376,7 @@ async def _in_a_thread(lines: Callable[[], Iterator[bytes]]) -> AsyncIterator[by
             if not stop.is_set():
                 asyncio.run_coroutine_threadsafe(queue.put(error), loop).result()
         finally:
-            close_old_connections_of_thread()
+            connections.close_all()  # this thread's own: it ends here
             if not stop.is_set():
                 asyncio.run_coroutine_threadsafe(queue.put(done), loop).result()
 
@@ -392,11 +392,6 @@ async def _in_a_thread(lines: Callable[[], Iterator[bytes]]) -> AsyncIterator[by
         stop.set()
         while not queue.empty():  # unblock a producer waiting on a full queue
             queue.get_nowait()
-
-
-def close_old_connections_of_thread() -> None:
-    for conn in connections.all(initialized_only=True):
-        conn.close()
 
 
 def snapshot_view(request: HttpRequest) -> HttpResponse:

@@ -50,6 +50,22 @@ def quota_redis(redis_servers) -> redis.Redis:
 
 
 @pytest.fixture
+def app(quota_redis):
+    """An app in a region whose ingress is this machine, where Pebble validates HTTP-01; the quota
+    buckets start empty."""
+    from tests.factories import AppFactory, RegionFactory
+
+    region = RegionFactory(
+        name="local",
+        domain_suffix="local.example-paas.io",
+        cname_target="ingress.local.example-paas.io",
+        ingress_ipv4=["127.0.0.1"],
+        ingress_ipv6=[],
+    )
+    return AppFactory(name="my-app", region=region)
+
+
+@pytest.fixture
 def broker_redis(redis_servers) -> redis.Redis:
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     yield client

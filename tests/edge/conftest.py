@@ -12,11 +12,27 @@ from pathlib import Path
 
 import pytest
 
+from devstack.ports import free_port
 from devstack.processes import ManagedProcess
 from tests.edge.feed_stub import TOKEN, FeedStub
+from tests.edge.haproxy_process import start_haproxy
 
 RUN_DIR = Path(os.environ["CERTWRIGHT_TEST_RUN_DIR"])
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def haproxy(tmp_path):
+    """A real HAProxy from the shipped configuration, empty: (process, HTTPS port, the agent's
+    options to drive it)."""
+    https_port = free_port()
+    process, socket_path, crt_list, cert_dir = start_haproxy(
+        tmp_path / "haproxy", https_port, free_port(), free_port()
+    )
+    options = ["--driver", "haproxy", "--haproxy-socket", socket_path]
+    options += ["--haproxy-crt-list", crt_list, "--haproxy-cert-dir", cert_dir]
+    yield process, https_port, options
+    process.stop()
 
 
 @pytest.fixture

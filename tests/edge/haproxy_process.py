@@ -101,3 +101,11 @@ def handshake(port: int, server_name: str, cafile: str | os.PathLike) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=server_name) as tls:
             return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+
+def presented(port: int, server_name: str, cafile: str | os.PathLike) -> str | None:
+    """The fingerprint `handshake` returns, or None when the handshake fails (a refused name)."""
+    try:
+        return handshake(port, server_name, cafile)
+    except (ssl.SSLError, OSError):
+        return None

@@ -5,18 +5,15 @@ certificate; a name Certwright serves nothing for fails the handshake in the bro
 
 from __future__ import annotations
 
-import ssl
 import uuid
 from pathlib import Path
 
 import pytest
 
 from api.routers import create_router_token
-from devstack.ports import free_port
 from tests.edge.browser import chromium, trusting_home
 from tests.edge.conftest import RUN_DIR, wait_for
-from tests.edge.haproxy_process import handshake, start_haproxy
-from tests.factories import AppFactory, RegionFactory
+from tests.edge.haproxy_process import presented
 from tests.integration.polling import issued
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -25,44 +22,10 @@ NAME = "www.example.com"
 UNSERVED = "nothing.example.org"
 
 
-@pytest.fixture
-def app(quota_redis):
-    """An app in a region whose ingress is this machine, where Pebble validates HTTP-01 (as in
-    tests/integration/conftest.py), with the quota buckets emptied as there."""
-    region = RegionFactory(
-        name="local",
-        domain_suffix="local.example-paas.io",
-        cname_target="ingress.local.example-paas.io",
-        ingress_ipv4=["127.0.0.1"],
-        ingress_ipv6=[],
-    )
-    return AppFactory(name="my-app", region=region)
-
-
-@pytest.fixture
-def haproxy(tmp_path):
-    https_port = free_port()
-    process, socket_path, crt_list, cert_dir = start_haproxy(
-        tmp_path / "haproxy", https_port, free_port(), free_port()
-    )
-    options = ["--driver", "haproxy", "--haproxy-socket", socket_path]
-    options += ["--haproxy-crt-list", crt_list, "--haproxy-cert-dir", cert_dir]
-    yield https_port, options
-    process.stop()
-
-
-def shown(port: int, name: str, cafile: Path) -> str | None:
-    """The fingerprint a verifying TLS client is shown for `name`, or None when the handshake fails."""
-    try:
-        return handshake(port, name, cafile)
-    except ssl.SSLError:
-        return None
-
-
 def test_chromium_loads_the_page_with_certwrights_certificate_and_fails_the_handshake_for_an_unserved_name(
     issuance_stack, challtestsrv, app, feed_server, start_agent, haproxy, pki, tmp_path
 ):
-    port, options = haproxy
+    _, port, options = haproxy
     _, certificate = issued(challtestsrv, app, NAME)
     # Pebble's root is new at every start of Pebble: read now, after it started.
     pebble_root = issuance_stack.root_pem()
@@ -71,10 +34,10 @@ def test_chromium_loads_the_page_with_certwrights_certificate_and_fails_the_hand
 
     start_agent(feed_server.url, *options, token=create_router_token(f"browser-{uuid.uuid4().hex[:6]}"))
     wait_for(
-        lambda: shown(port, NAME, root_file) == certificate.fingerprint_sha256,
+        lambda: presented(port, NAME, root_file) == certificate.fingerprint_sha256,
         what=f"HAProxy serving the certificate Certwright stored for {NAME}",
     )
-    assert shown(port, UNSERVED, root_file) is None
+    assert presented(port, UNSERVED, root_file) is None
 
     names = {NAME: port, UNSERVED: port}
     home = trusting_home(tmp_path / "home", pebble_root)

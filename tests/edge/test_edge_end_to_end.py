@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import ssl
 import time
 import uuid
 from pathlib import Path
@@ -25,54 +24,21 @@ from certificates.facts import certificate_facts
 from certificates.models import Certificate, CertificateSource
 from certificates.serving import served_certificate
 from certificates.store import store_certificate
-from devstack.ports import free_port
 from domains.claims import renew_now
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import Domain
 from domains.services import delete_domain
 from tests.edge.conftest import wait_for
-from tests.edge.haproxy_process import handshake, restart_haproxy, start_haproxy
-from tests.factories import AppFactory, DomainFactory, RegionFactory
+from tests.edge.haproxy_process import presented, restart_haproxy
+from tests.factories import DomainFactory, RegionFactory
 from tests.integration.polling import issued
 from tests.pki import key_pem
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def haproxy(tmp_path):
-    https_port = free_port()
-    process, socket_path, crt_list, cert_dir = start_haproxy(
-        tmp_path / "haproxy", https_port, free_port(), free_port()
-    )
-    options = ["--driver", "haproxy", "--haproxy-socket", socket_path]
-    options += ["--haproxy-crt-list", crt_list, "--haproxy-cert-dir", cert_dir]
-    yield process, https_port, options
-    process.stop()
-
-
-@pytest.fixture
-def app():
-    region = RegionFactory(
-        name="local",
-        domain_suffix="local.example-paas.io",
-        cname_target="ingress.local.example-paas.io",
-        ingress_ipv4=["127.0.0.1"],
-        ingress_ipv6=[],
-    )
-    return AppFactory(name="my-app", region=region)
-
-
-def served(port: int, name: str, cafile: str) -> str | None:
-    """The fingerprint a verifying client is shown for `name`, or None when the handshake fails."""
-    try:
-        return handshake(port, name, cafile)
-    except (ssl.SSLError, OSError):
-        return None
-
-
 def seen(port: int, name: str, cafile: str, fingerprint: str | None, what: str, timeout: float = 10) -> None:
-    wait_for(lambda: served(port, name, cafile) == fingerprint, timeout=timeout, what=what)
+    wait_for(lambda: presented(port, name, cafile) == fingerprint, timeout=timeout, what=what)
 
 
 def _store_real(domain, pki, source: str, not_before=None, not_after=None) -> Certificate:
@@ -136,9 +102,9 @@ def test_a_custom_certificate_expiring_at_t_gives_way_to_lets_encrypt_at_t_by_th
         time.sleep(max(0.0, (moment - timezone.now()).total_seconds()))
 
     sleep_until(t - datetime.timedelta(seconds=1))
-    assert served(port, domain.name, root) == custom.fingerprint_sha256, "switched before T"
+    assert presented(port, domain.name, root) == custom.fingerprint_sha256, "switched before T"
     sleep_until(t + datetime.timedelta(seconds=2))
-    assert served(port, domain.name, root) == lets_encrypt.fingerprint_sha256, "not switched at T+2 s"
+    assert presented(port, domain.name, root) == lets_encrypt.fingerprint_sha256, "not switched at T+2 s"
     line = next(
         line for line in agent.log_since_start().splitlines() if "switched" in line and domain.name in line
     )
@@ -169,12 +135,12 @@ def test_haproxy_restarted_after_200_changes_serves_exactly_the_same_set(
         expected[domain.name] = certificate.fingerprint_sha256 if certificate else None
     last = domains[-1].name
     seen(port, last, root, expected[last], "the last change served", timeout=20)
-    before = {name: served(port, name, root) for name in expected}
+    before = {name: presented(port, name, root) for name in expected}
     assert before == expected
 
     process = restart_haproxy(process)
     try:
-        assert {name: served(port, name, root) for name in expected} == expected
+        assert {name: presented(port, name, root) for name in expected} == expected
     finally:
         process.stop()
 
@@ -194,7 +160,7 @@ def test_a_router_scoped_to_a_region_never_holds_another_regions_certificate(
     mine_certificate = _store_real(mine, pki, CertificateSource.LETSENCRYPT)
     seen(port, mine.name, root, mine_certificate.fingerprint_sha256, "the region's certificate served")
     _store_real(theirs, pki, CertificateSource.CUSTOM)
-    assert served(port, theirs.name, root) is None
+    assert presented(port, theirs.name, root) is None
     held = "".join(path.read_text(errors="replace") for path in Path(store).rglob("*") if path.is_file())
     assert mine.name in held and theirs.name not in held
 
@@ -212,7 +178,7 @@ def test_a_revoked_token_stops_the_feed_at_once_while_the_router_keeps_serving(
     revoke_token(ApiToken.objects.get(name="edge-to-revoke"))
     wait_for(lambda: "401" in agent.log_since_start(), timeout=5, what="the agent told of the revocation")
     _store_real(DomainFactory(name=f"later-{uuid.uuid4().hex[:8]}.example.com"), pki, "letsencrypt")
-    assert served(port, domain.name, root) == certificate.fingerprint_sha256
+    assert presented(port, domain.name, root) == certificate.fingerprint_sha256
 
 
 def test_app_hostnames_get_the_regions_platform_wildcard_certificate_through_haproxy(
@@ -230,11 +196,11 @@ def test_app_hostnames_get_the_regions_platform_wildcard_certificate_through_hap
     own = _store_real(customer, pki, CertificateSource.LETSENCRYPT)
     start_agent(feed_server.url, *options, token=create_router_token("edge-apps"))
     seen(port, "my-app.edge-apps.example-paas.io", root, wildcard.fingerprint_sha256, "the app hostname")
-    assert served(port, "other-app.edge-apps.example-paas.io", root) == wildcard.fingerprint_sha256
-    assert served(port, customer.name, root) == own.fingerprint_sha256
+    assert presented(port, "other-app.edge-apps.example-paas.io", root) == wildcard.fingerprint_sha256
+    assert presented(port, customer.name, root) == own.fingerprint_sha256
     # One label only, and not the suffix itself: those names get no certificate at all.
-    assert served(port, "a.b.edge-apps.example-paas.io", root) is None
-    assert served(port, "edge-apps.example-paas.io", root) is None
+    assert presented(port, "a.b.edge-apps.example-paas.io", root) is None
+    assert presented(port, "edge-apps.example-paas.io", root) is None
 
 
 def test_the_files_driver_holds_exactly_what_certwright_serves_each_pem_and_the_index(

@@ -4,40 +4,18 @@ seen in a verifying TLS handshake, with no reload (HAProxy's pid never changes).
 from __future__ import annotations
 
 import datetime
-import ssl
 import time
 
 import pytest
 
-from devstack.ports import free_port
 from tests.edge.conftest import wait_for
 from tests.edge.feed_stub import candidate
-from tests.edge.haproxy_process import handshake, start_haproxy
-
-
-@pytest.fixture
-def haproxy(tmp_path):
-    https_port = free_port()
-    process, socket_path, crt_list, cert_dir = start_haproxy(
-        tmp_path / "haproxy", https_port, free_port(), free_port()
-    )
-    options = ["--driver", "haproxy", "--haproxy-socket", socket_path]
-    options += ["--haproxy-crt-list", crt_list, "--haproxy-cert-dir", cert_dir]
-    yield process, https_port, options
-    process.stop()
+from tests.edge.haproxy_process import presented
 
 
 @pytest.fixture
 def root(pki, tmp_path):
     return pki.write_root(tmp_path / "root.pem")
-
-
-def serves(port: int, name: str, root: str) -> str | None:
-    """The fingerprint shown for `name`, or None when the handshake is refused."""
-    try:
-        return handshake(port, name, root)
-    except ssl.SSLError:
-        return None
 
 
 def test_the_agent_drives_haproxy_through_the_feed_without_reload(feed, start_agent, pki, haproxy, root):
@@ -48,22 +26,24 @@ def test_the_agent_drives_haproxy_through_the_feed_without_reload(feed, start_ag
     feed.publish("*.apps.example.com", [wildcard])
     agent = start_agent(feed, *options)
     agent.wait_for_log("the router serves 2 names")
-    assert serves(port, "www.example.com", root) == www["fingerprint"]
-    assert serves(port, "my-app.apps.example.com", root) == wildcard["fingerprint"]
+    assert presented(port, "www.example.com", root) == www["fingerprint"]
+    assert presented(port, "my-app.apps.example.com", root) == wildcard["fingerprint"]
 
     custom = candidate(pki, "www.example.com", source="custom")
     feed.publish("www.example.com", [custom, www])
-    wait_for(lambda: serves(port, "www.example.com", root) == custom["fingerprint"], what="the upload served")
+    wait_for(
+        lambda: presented(port, "www.example.com", root) == custom["fingerprint"], what="the upload served"
+    )
     feed.publish("shop.example.com", [candidate(pki, "shop.example.com")])
-    wait_for(lambda: serves(port, "shop.example.com", root), what="a new name served")
+    wait_for(lambda: presented(port, "shop.example.com", root), what="a new name served")
     feed.publish("www.example.com", [])
-    wait_for(lambda: serves(port, "www.example.com", root) is None, what="the removal refused")
+    wait_for(lambda: presented(port, "www.example.com", root) is None, what="the removal refused")
 
     # Restarted, the agent finds HAProxy in sync and uploads nothing again.
     agent.stop()
     agent = start_agent(feed, *options)
     agent.wait_for_log("HAProxy serves 2 names: 0 uploaded, 2 already in sync, 0 removed, 0 refused")
-    assert serves(port, "shop.example.com", root)
+    assert presented(port, "shop.example.com", root)
     assert process.alive()
     assert "reload" not in process.log_since_start().lower()
 
@@ -81,9 +61,9 @@ def test_a_custom_certificate_expiring_at_t_gives_way_to_lets_encrypt_at_t_by_th
     agent.wait_for_log("the router serves 1 names")
 
     time.sleep(max(0.0, (expiry - datetime.timedelta(seconds=1)).timestamp() - time.time()))
-    assert serves(port, "www.example.com", root) == custom["fingerprint"]
+    assert presented(port, "www.example.com", root) == custom["fingerprint"]
     time.sleep(max(0.0, (expiry + datetime.timedelta(seconds=2)).timestamp() - time.time()))
-    assert serves(port, "www.example.com", root) == letsencrypt["fingerprint"]
+    assert presented(port, "www.example.com", root) == letsencrypt["fingerprint"]
     agent.wait_for_log("switched www.example.com to")
     line = next(line for line in agent.log_since_start().splitlines() if "switched www.example.com" in line)
     applied = datetime.datetime.fromisoformat(line.split(" at ")[1].split(" (due")[0])
