@@ -4,6 +4,7 @@ function for the uploads (certificates/custom.py) and for the certificates Let's
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ class CertificateFacts:
     issuer: str
     serial: str  # hexadecimal
     fingerprint_sha256: str  # hexadecimal SHA-256 of the leaf's DER
+    ari_cert_id: str = ""  # RFC 9773's certificate identifier; empty without an authority key identifier
 
 
 def certificate_facts(path: Sequence[x509.Certificate]) -> CertificateFacts:
@@ -38,7 +40,29 @@ def certificate_facts(path: Sequence[x509.Certificate]) -> CertificateFacts:
         issuer=leaf.issuer.rfc4514_string(),
         serial=format(leaf.serial_number, "x"),
         fingerprint_sha256=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        ari_cert_id=renewal_info_id(leaf),
     )
+
+
+def renewal_info_id(leaf: x509.Certificate) -> str:
+    """The certificate's identifier in ACME Renewal Information (RFC 9773 section 4.1): the
+    base64url (unpadded) key identifier of its Authority Key Identifier, a dot, and the base64url
+    of its serial's DER integer octets (a leading zero octet kept when the high bit is set). Empty
+    when the leaf has no key identifier to name its issuer by."""
+    try:
+        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ""
+    if not aki.key_identifier:
+        return ""
+    serial = leaf.serial_number
+    # Two's complement, minimal: a positive serial whose top bit is set gets a leading zero octet.
+    octets = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+    return f"{_b64url(aki.key_identifier)}.{_b64url(octets)}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def dns_names(leaf: x509.Certificate) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
@@ -60,6 +62,31 @@ class Certificate(models.Model):
     renewal_error = models.TextField(blank=True, default="")
     # The quota reservation a renewal holds while it waits for its token (domains/quota.py).
     renewal_reservation = models.UUIDField(null=True, blank=True, editable=False)
+    # Let's Encrypt certificates only: the account that ordered it (its renewal's `replaces` and
+    # its revocation go through that account), and the CA's profile it was issued under.
+    # No index: nothing looks certificates up by account, and an index costs every claim a write.
+    account = models.ForeignKey(
+        AcmeAccount,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="certificates",
+        db_index=False,
+    )
+    profile = models.CharField(max_length=64, blank=True, default="")
+    # ACME Renewal Information (RFC 9773): the certificate's identifier at the CA (base64url of the
+    # issuer's key identifier, a dot, base64url of the serial), the window the CA last suggested
+    # and why, and when the ARI sweep next asks (null: never, as for custom certificates).
+    ari_cert_id = models.CharField(max_length=200, blank=True, default="")
+    ari_window_start = models.DateTimeField(null=True, blank=True)
+    ari_window_end = models.DateTimeField(null=True, blank=True)
+    ari_explanation_url = models.URLField(max_length=2000, blank=True, default="")
+    ari_checked_at = models.DateTimeField(null=True, blank=True)
+    ari_next_check = models.DateTimeField(null=True, blank=True)
+    ari_error = models.TextField(blank=True, default="")
+    # Revocation at the CA (certificates/revocation.py): when, and the RFC 5280 reason's name.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=40, blank=True, default="")
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -102,6 +129,13 @@ class Certificate(models.Model):
             ),
             # The expiry tick: WHERE source = ? AND not_after > now - window AND not_after <= now.
             models.Index(fields=["source", "not_after"], name="certificate_expiry_idx"),
+            # The ARI sweep: WHERE ari_next_check <= now ORDER BY ari_next_check LIMIT n
+            # FOR UPDATE SKIP LOCKED.
+            models.Index(
+                fields=["ari_next_check"],
+                name="certificate_ari_due_idx",
+                condition=models.Q(ari_next_check__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -114,10 +148,17 @@ class Certificate(models.Model):
         return self.not_before <= now < self.not_after
 
 
+SHORT_LIFETIME = datetime.timedelta(days=10)
+
+
 def renewal_due(not_before, not_after):
-    """When a certificate valid from `not_before` to `not_after` is due for renewal: two thirds into
-    its own lifetime (day 60 of 90, day 30 of 45, day 4 of 6)."""
-    return not_before + (not_after - not_before) * 2 / 3
+    """When a certificate valid from `not_before` to `not_after` is due for renewal, as Let's
+    Encrypt's integration guide says: two thirds into its own lifetime (day 60 of 90, day 30 of
+    45), or half of it for a certificate of less than 10 days (hour 80 of a 160-hour one)."""
+    lifetime = not_after - not_before
+    if lifetime < SHORT_LIFETIME:
+        return not_before + lifetime / 2
+    return not_before + lifetime * 2 / 3
 
 
 class OrderState(models.TextChoices):
@@ -168,6 +209,13 @@ class Order(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     # Consecutive retries of the current step (bad nonces, network errors, polls); reset per step.
     step_attempts = models.PositiveIntegerField(default=0)
+    # The CA profile asked for (empty: the CA's default), and the ARI identifier of the certificate
+    # this renewal replaces (RFC 9773 `replaces`; empty when it names none).
+    profile = models.CharField(max_length=64, blank=True, default="")
+    replaces = models.CharField(max_length=200, blank=True, default="")
+    # Revoke and replace: once this order's certificate is stored, the certificate it renews is
+    # revoked with this reason (an RFC 5280 reason name such as keyCompromise); empty: not revoked.
+    revoke_replaced = models.CharField(max_length=40, blank=True, default="")
     # The quota tokens this order spent (domains/quota.py): committed when the certificate is
     # stored, refunded when the CA certainly issued nothing. Null for orders that spent none.
     quota_reservation = models.UUIDField(null=True, blank=True, editable=False)

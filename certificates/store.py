@@ -21,10 +21,17 @@ def store_certificate(
     facts: CertificateFacts,
     private_key_pem: bytes,
     now: datetime.datetime,
+    *,
+    account_id: int | None = None,
+    profile: str = "",
 ) -> Certificate | None:
     """Creates the domain's Certificate row for `facts` with its key sealed (a Let's Encrypt one is due
     for renewal two thirds into its life). Returns None and stores nothing when the domain already holds
-    this very certificate (same leaf), as a step that runs twice finds; any other database refusal raises."""
+    this very certificate (same leaf), as a step that runs twice finds; any other database refusal raises.
+
+    A Let's Encrypt certificate records the account that ordered it and its profile, and is due for
+    its first ACME Renewal Information check at once (the CA may already want it replaced)."""
+    letsencrypt = source == CertificateSource.LETSENCRYPT
     certificate = Certificate(
         domain_id=domain_id,
         source=source,
@@ -36,9 +43,11 @@ def store_certificate(
         issuer=facts.issuer,
         serial=facts.serial,
         fingerprint_sha256=facts.fingerprint_sha256,
-        renew_at=renewal_due(facts.not_before, facts.not_after)
-        if source == CertificateSource.LETSENCRYPT
-        else None,
+        renew_at=renewal_due(facts.not_before, facts.not_after) if letsencrypt else None,
+        account_id=account_id if letsencrypt else None,
+        profile=profile if letsencrypt else "",
+        ari_cert_id=facts.ari_cert_id,
+        ari_next_check=now if letsencrypt and facts.ari_cert_id else None,
         created=now,
     )
     try:

@@ -48,6 +48,9 @@ if ACME_CONTACT_EMAIL and "@" not in ACME_CONTACT_EMAIL:
     env.fail("ACME_CONTACT_EMAIL", f"must be an e-mail address, not {ACME_CONTACT_EMAIL!r}")
 
 # The key of every new certificate: a fresh ECDSA P-256 key by default, or RSA 2048.
+# The CA profile new orders ask for (Let's Encrypt: classic, tlsserver, shortlived); empty: the CA's
+# default. A domain may choose another; either must be one the CA's directory offers.
+ACME_PROFILE = (env.str("ACME_PROFILE", "") or "").strip()
 ACME_KEY_TYPE = env.str("ACME_KEY_TYPE", "ec256")
 if ACME_KEY_TYPE not in ("ec256", "rsa2048"):
     env.fail("ACME_KEY_TYPE", f"must be ec256 or rsa2048, not {ACME_KEY_TYPE!r}")
@@ -76,6 +79,16 @@ DOMAIN_CHECK_CHUNK = env.int("DOMAIN_CHECK_CHUNK", 1000, minimum=1)
 # Certificates one renewal claim statement takes, and at most one renewal sweep tick.
 RENEWAL_SWEEP_BATCH = env.int("RENEWAL_SWEEP_BATCH", 1000, minimum=1)
 RENEWAL_SWEEP_MAX = env.int("RENEWAL_SWEEP_MAX", 50000, minimum=1)
+# ACME Renewal Information (RFC 9773): how often a certificate's window is asked for when the CA
+# gives no Retry-After (Let's Encrypt asks for at least twice a day), how many certificates one
+# sweep claims per statement and per tick, and how many requests one task keeps in flight.
+ARI_CHECK_INTERVAL_SECONDS = env.int("ARI_CHECK_INTERVAL_SECONDS", 21600, minimum=10)
+ARI_SWEEP_BATCH = env.int("ARI_SWEEP_BATCH", 2000, minimum=1)
+ARI_SWEEP_MAX = env.int("ARI_SWEEP_MAX", 200000, minimum=1)
+ARI_CONCURRENCY = env.int("ARI_CONCURRENCY", 64, minimum=1)
+# Revoke a deleted domain's Let's Encrypt certificates (reason cessationOfOperation): the platform
+# holds their keys, and the name may move to another host.
+REVOKE_ON_DELETE = env.bool("REVOKE_ON_DELETE", True)
 # Domains one app may have (the API answers 409 beyond it; the admin and commands refuse too).
 APP_DOMAIN_LIMIT = env.int("APP_DOMAIN_LIMIT", 100, minimum=1)
 # The admin flags a domain `expiring` when its served certificate has fewer days than this left.
@@ -115,6 +128,9 @@ QUOTA_EXACT_SET_LIMIT = env.int("QUOTA_EXACT_SET_LIMIT", 5, minimum=1)
 QUOTA_EXACT_SET_PERIOD_SECONDS = env.int("QUOTA_EXACT_SET_PERIOD_SECONDS", 604800, minimum=1)
 QUOTA_ACCOUNT_LIMIT = env.int("QUOTA_ACCOUNT_LIMIT", 300, minimum=1)
 QUOTA_ACCOUNT_PERIOD_SECONDS = env.int("QUOTA_ACCOUNT_PERIOD_SECONDS", 10800, minimum=1)
+# Failed authorizations per identifier per account (Let's Encrypt: 5 an hour, one back every 12 minutes).
+QUOTA_FAILED_AUTHZ_LIMIT = env.int("QUOTA_FAILED_AUTHZ_LIMIT", 5, minimum=1)
+QUOTA_FAILED_AUTHZ_PERIOD_SECONDS = env.int("QUOTA_FAILED_AUTHZ_PERIOD_SECONDS", 3600, minimum=1)
 # When the quota Redis cannot be reached, new certificates wait (fail closed) and are retried this
 # often; renewals go ahead. QUOTA_FAIL_OPEN=true orders new certificates anyway, at the risk of
 # Let's Encrypt's own limit.

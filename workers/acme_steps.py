@@ -255,11 +255,19 @@ def step_download(order: Order, carried: Carried) -> Next:
         if current is None:
             return Next(OrderState.VALID)
         # None when the domain already holds this leaf: storing it twice is a no-op, not an error.
-        store_certificate(order.domain_id, CertificateSource.LETSENCRYPT, facts, key_pem, now)
+        store_certificate(
+            order.domain_id,
+            CertificateSource.LETSENCRYPT,
+            facts,
+            key_pem,
+            now,
+            account_id=order.account_id,
+            profile=order.profile,
+        )
         # The certificates this one replaces are served no more (the newest is) and not renewed.
         Certificate.objects.filter(domain_id=order.domain_id, source=CertificateSource.LETSENCRYPT).exclude(
             fingerprint_sha256=facts.fingerprint_sha256
-        ).update(renew_at=None, renewal_claim=None, renewal_reservation=None)
+        ).update(renew_at=None, renewal_claim=None, renewal_reservation=None, ari_next_check=None)
         # The ledger Let's Encrypt's per-registered-domain count is rebuilt from (one row per
         # registered domain the certificate covers).
         Issuance.objects.bulk_create(

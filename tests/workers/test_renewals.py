@@ -17,10 +17,25 @@ from workers import renewals
 DAY = datetime.timedelta(days=1)
 
 
-@pytest.mark.parametrize(("lifetime_days", "due_day"), [(90, 60), (45, 30), (6, 4)])
-def test_a_certificate_is_due_two_thirds_into_its_own_lifetime(lifetime_days, due_day):
+@pytest.mark.parametrize(
+    ("lifetime_days", "due_day"), [(90, 60), (64, 64 * 2 / 3), (45, 30), (10, 10 * 2 / 3)]
+)
+def test_a_certificate_of_ten_days_or_more_is_due_two_thirds_into_its_own_lifetime(lifetime_days, due_day):
     start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     assert renewal_due(start, start + lifetime_days * DAY) == start + due_day * DAY
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "due"),
+    [
+        (datetime.timedelta(hours=160), datetime.timedelta(hours=80)),
+        (6 * DAY, 3 * DAY),
+        (9.9 * DAY, 4.95 * DAY),
+    ],
+)
+def test_a_certificate_of_under_ten_days_is_due_half_way_through_its_lifetime(lifetime, due):
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    assert renewal_due(start, start + lifetime) == start + due
 
 
 def _cert(renew_at, **kwargs):
