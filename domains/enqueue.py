@@ -14,6 +14,7 @@ from config.celery import app
 
 CHECK_DOMAINS = "workers.tasks.dns.check_domains"
 RENEW_CERTIFICATES = "workers.tasks.dns.renew_certificates"
+CHECK_RENEWAL_INFO = "workers.tasks.dns.check_renewal_info"
 ADVANCE_ORDER = "workers.tasks.acme.advance_order"
 DEACTIVATE_AUTHORIZATIONS = "workers.tasks.acme.deactivate_authorizations"
 
@@ -30,6 +31,12 @@ def check_domains_later(domain_ids: list[int], token: str) -> None:
 def renew_certificates_later(certificate_ids: list[int], token: str) -> None:
     """Renews these claimed certificates (pre-flight, then orders) once the claim is committed."""
     _send(RENEW_CERTIFICATES, [certificate_ids, token])
+
+
+def check_renewal_info_later(certificate_ids: list[int], lease: str) -> None:
+    """Asks the CA's renewal information (ARI) of these claimed certificates once the claim is
+    committed; `lease` (ISO 8601) is the claim's token."""
+    _send(CHECK_RENEWAL_INFO, [certificate_ids, lease])
 
 
 def advance_order_later(order_id: int, token: str, step: str, delay: float = 0) -> None:

@@ -1,11 +1,12 @@
 """Tasks on the `dns` queue: the periodic sweep and the chunked checks it fans out."""
 
+import datetime
 import logging
 
 from celery import shared_task
 
 from domains.platform import ensure_platform_domains
-from workers import domain_checks, renewals
+from workers import ari_checks, domain_checks, renewals
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +37,16 @@ def sweep_due_renewals() -> int:
 def renew_certificates(certificate_ids: list[int], token: str) -> dict:
     """Renews the claimed certificates; idempotent, since only rows still carrying `token` change."""
     return renewals.renew_claimed([int(i) for i in certificate_ids], token)
+
+
+@shared_task(name="workers.tasks.dns.sweep_ari_checks", time_limit=60, soft_time_limit=50)
+def sweep_ari_checks() -> int:
+    """Beat's tick (every 60 s): claims certificates due for an ARI check and sends their checks."""
+    return ari_checks.sweep_ari()
+
+
+@shared_task(name="workers.tasks.dns.check_renewal_info", acks_late=True, time_limit=300, soft_time_limit=270)
+def check_renewal_info(certificate_ids: list[int], lease: str) -> dict:
+    """Checks the claimed certificates' renewal information; idempotent, since only rows still
+    carrying the claim's `lease` are written."""
+    return ari_checks.check_claimed([int(i) for i in certificate_ids], datetime.datetime.fromisoformat(lease))
