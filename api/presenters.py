@@ -39,6 +39,15 @@ def _served_json(now: datetime.datetime) -> Subquery:
                 not_before="not_before",
                 not_after="not_after",
                 fingerprint_sha256="fingerprint_sha256",
+                renew_at="renew_at",
+                ari=JSONObject(
+                    window_start="ari_window_start",
+                    window_end="ari_window_end",
+                    explanation_url="ari_explanation_url",
+                    checked_at="ari_checked_at",
+                    next_check="ari_next_check",
+                    error="ari_error",
+                ),
             )
         )[:1]
     )
@@ -49,14 +58,32 @@ def _utc_text(value: str) -> str:
     return value[:-6] + "Z" if value.endswith("+00:00") else value
 
 
+_ARI_TIMES = ("window_start", "window_end", "checked_at", "next_check")
+
+
 def _certificate(served: dict | None) -> dict | None:
     if served is None:
         return None
-    return {
+    shown = {
         **served,
         "not_before": _utc_text(served["not_before"]),
         "not_after": _utc_text(served["not_after"]),
     }
+    if "renew_at" in served:
+        shown["renew_at"] = _optional_utc_text(served["renew_at"])
+    ari = served.get("ari")
+    if ari is not None:
+        # ACME Renewal Information is a Let's Encrypt certificate's: null for a custom one.
+        shown["ari"] = (
+            {**ari, **{key: _optional_utc_text(ari.get(key)) for key in _ARI_TIMES}}
+            if served.get("source") == CertificateSource.LETSENCRYPT
+            else None
+        )
+    return shown
+
+
+def _optional_utc_text(value: str | None) -> str | None:
+    return None if value is None else _utc_text(value)
 
 
 def _dns(domain: Domain, records: list[str]) -> dict:

@@ -32,6 +32,19 @@ class AppSerializer(serializers.Serializer):
     created = serializers.DateTimeField(read_only=True)
 
 
+class RenewalInfoSerializer(serializers.Serializer):
+    window_start = serializers.DateTimeField(
+        allow_null=True, help_text="The CA's suggested renewal window (ACME Renewal Information, RFC 9773)."
+    )
+    window_end = serializers.DateTimeField(allow_null=True)
+    explanation_url = serializers.CharField(
+        allow_blank=True, help_text="The CA's page explaining the window (an incident), if it gave one."
+    )
+    checked_at = serializers.DateTimeField(allow_null=True, help_text="When the CA last answered a window.")
+    next_check = serializers.DateTimeField(allow_null=True, help_text="null: no longer checked.")
+    error = serializers.CharField(allow_blank=True, help_text="Why the last check gave no window, if so.")
+
+
 class CertificateSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["letsencrypt", "custom"])
     sans = serializers.ListField(child=serializers.CharField())
@@ -39,6 +52,10 @@ class CertificateSerializer(serializers.Serializer):
     not_before = serializers.DateTimeField()
     not_after = serializers.DateTimeField()
     fingerprint_sha256 = serializers.CharField()
+    renew_at = serializers.DateTimeField(
+        allow_null=True, help_text="When it is renewed (null: not renewed by Certwright, as a custom one)."
+    )
+    ari = RenewalInfoSerializer(allow_null=True, help_text="null for a custom certificate.")
 
 
 class DnsSerializer(serializers.Serializer):

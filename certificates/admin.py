@@ -1,7 +1,10 @@
 """Operators' view of ACME accounts and certificates. Private keys are never rendered."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
+from django.utils.html import format_html
 
+from certificates.ari_schedule import check_soon
 from certificates.models import (
     AcmeAccount,
     Certificate,
@@ -32,6 +35,7 @@ class CertificateAdmin(admin.ModelAdmin):
         "not_before",
         "not_after",
         "renew_at",
+        "ari_window_end",
         "renewal_failures",
         "issuer",
         "fingerprint_sha256",
@@ -54,12 +58,63 @@ class CertificateAdmin(admin.ModelAdmin):
         "renew_at",
         "renewal_failures",
         "renewal_error",
+        "ari_identifier",
+        "ari_window",
+        "explanation",
+        "ari_last_answer",
+        "ari_next",
+        "ari_problem",
         "created",
     ]
+    actions = ["check_renewal_information_now"]
 
     def has_add_permission(self, request) -> bool:
         # Certificates come from ACME or from the upload service, which checks them first.
         return False
+
+    @admin.display(description="ARI window (the CA's suggested renewal window, RFC 9773)")
+    def ari_window(self, obj: Certificate) -> str:
+        if obj.ari_window_start is None or obj.ari_window_end is None:
+            return "none yet" if obj.ari_cert_id else "not applicable (no ARI identifier)"
+        return f"{obj.ari_window_start:%Y-%m-%d %H:%M:%S} to {obj.ari_window_end:%Y-%m-%d %H:%M:%S} UTC"
+
+    @admin.display(description="ARI certificate ID")
+    def ari_identifier(self, obj: Certificate) -> str:
+        return obj.ari_cert_id or "-"
+
+    @admin.display(description="Last ARI answer")
+    def ari_last_answer(self, obj: Certificate) -> str:
+        return f"{obj.ari_checked_at:%Y-%m-%d %H:%M:%S} UTC" if obj.ari_checked_at else "never"
+
+    @admin.display(description="Next ARI check")
+    def ari_next(self, obj: Certificate) -> str:
+        return f"{obj.ari_next_check:%Y-%m-%d %H:%M:%S} UTC" if obj.ari_next_check else "not checked"
+
+    @admin.display(description="ARI error")
+    def ari_problem(self, obj: Certificate) -> str:
+        return obj.ari_error or "-"
+
+    @admin.display(description="ARI explanation")
+    def explanation(self, obj: Certificate) -> str:
+        if not obj.ari_explanation_url:
+            return "-"
+        # An http(s) URL only (certificates/ari.py refuses any other), opened away from the admin.
+        return format_html(
+            '<a href="{}" rel="noopener noreferrer" target="_blank">{}</a>',
+            obj.ari_explanation_url,
+            obj.ari_explanation_url,
+        )
+
+    @admin.action(description="Check renewal information (ARI) now")
+    def check_renewal_information_now(self, request, queryset) -> None:
+        marked = check_soon(queryset, timezone.now())
+        skipped = queryset.count() - marked
+        text = f"{marked} certificate(s) will have their renewal information checked within a minute"
+        if skipped:
+            text += (
+                f"; {skipped} not checked (custom, replaced, expired, revoked or without an ARI identifier)"
+            )
+        self.message_user(request, text + ".", messages.INFO)
 
 
 class ChallengeInline(admin.TabularInline):

@@ -113,10 +113,11 @@ def renewal_moment(
 ) -> datetime.datetime:
     """When to renew, as RFC 9773 section 4.2 says: a uniformly random moment inside the suggested
     window (so a CA's many clients spread their renewals over it), or `now` if that moment has
-    already passed."""
+    already passed (to the second)."""
     fraction = (rng or random).random()
     moment = info.start + (info.end - info.start) * fraction
-    return max(moment, now)
+    # Whole seconds: what operators read, and no later than `now` when it is now.
+    return max(moment, now).replace(microsecond=0)
 
 
 def retry_after(

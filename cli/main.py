@@ -220,6 +220,31 @@ KNOWN_FIELDS = {
 }
 
 
+def renewal_rows(certificate: dict) -> list[tuple[str, str]]:
+    """When a Let's Encrypt certificate is renewed and what the CA's renewal information (ARI,
+    RFC 9773) last said; nothing for a custom certificate."""
+    if certificate.get("source") != "letsencrypt":
+        return []
+    rows = []
+    if "renew_at" in certificate:
+        rows.append(
+            ("  renewal", when(certificate["renew_at"]) if certificate["renew_at"] else "not scheduled")
+        )
+    ari = certificate.get("ari")
+    if isinstance(ari, dict):
+        start, end = ari.get("window_start"), ari.get("window_end")
+        rows.append(("  ari window", f"{when(start)} to {when(end)}" if start and end else "none yet"))
+        if ari.get("explanation_url"):
+            rows.append(("  ari explanation", ari["explanation_url"]))
+        rows.append(("  ari checked", when(ari.get("checked_at"))))
+        rows.append(
+            ("  ari next check", when(ari.get("next_check")) if ari.get("next_check") else "not checked")
+        )
+        if ari.get("error"):
+            rows.append(("  ari error", ari["error"]))
+    return rows
+
+
 def domain_rows(domain: dict) -> list[tuple[str, str]]:
     """Every field of a domain as `key  value` rows; fields added to the API later are shown as given."""
     rows = [("name", domain.get("name", "?"))]
@@ -239,6 +264,7 @@ def domain_rows(domain: dict) -> list[tuple[str, str]]:
             ("  valid", f"{when(certificate.get('not_before'))} to {when(certificate.get('not_after'))}"),
             ("  sha-256", certificate.get("fingerprint_sha256") or "-"),
         ]
+        rows += renewal_rows(certificate)
     else:
         rows.append(("certificate", "none served"))
     if isinstance(domain.get("dns"), dict):

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 import domains.custom_certificates
-from api.serializers import DomainSerializer
+from api.serializers import CertificateSerializer, DomainSerializer
 from api.throttling import WriteRateThrottle
 from certificates.custom import UploadRejected, check_upload
 from certificates.models import Certificate, CertificateSource
@@ -49,6 +49,47 @@ def all_pages(client, url: str) -> list[dict]:
 
 
 # --- listing -------------------------------------------------------------------------------------
+
+
+def test_a_lets_encrypt_certificate_shows_its_renewal_time_and_the_cas_renewal_window(alice_api, shop):
+    domain = DomainFactory(app=shop, name="www.example.com", status=DomainStatus.IN_USE)
+    start = datetime.datetime(2031, 3, 1, tzinfo=datetime.UTC)
+    CertificateFactory(
+        domain=domain,
+        not_before=timezone.now() - DAY,
+        renew_at=start + datetime.timedelta(hours=7, seconds=30),
+        ari_window_start=start,
+        ari_window_end=start + 2 * DAY,
+        ari_explanation_url="https://ca.example/incident",
+        ari_checked_at=start - 30 * DAY,
+        ari_next_check=start - 29 * DAY,
+        ari_error="",
+    )
+
+    certificate = alice_api.get(WWW).json()["certificate"]
+
+    assert certificate["renew_at"] == "2031-03-01T07:00:30Z"
+    assert certificate["ari"] == {
+        "window_start": "2031-03-01T00:00:00Z",
+        "window_end": "2031-03-03T00:00:00Z",
+        "explanation_url": "https://ca.example/incident",
+        "checked_at": "2031-01-30T00:00:00Z",
+        "next_check": "2031-01-31T00:00:00Z",
+        "error": "",
+    }
+    assert set(certificate) == set(CertificateSerializer().fields)
+
+
+def test_a_custom_certificate_has_no_renewal_information(alice_api, shop):
+    domain = DomainFactory(app=shop, name="www.example.com", status=DomainStatus.NOT_USED)
+    CertificateFactory(
+        domain=domain, source=CertificateSource.CUSTOM, not_before=timezone.now() - DAY, renew_at=None
+    )
+
+    certificate = alice_api.get(WWW).json()["certificate"]
+
+    assert certificate["source"] == "custom"
+    assert (certificate["renew_at"], certificate["ari"]) == (None, None)
 
 
 def test_listing_domains_gives_them_by_name_with_what_is_served(alice_api, shop):

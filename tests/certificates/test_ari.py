@@ -118,6 +118,12 @@ def test_the_renewal_moment_is_uniform_inside_a_future_window():
 def test_the_renewal_moment_is_now_when_the_window_has_passed():
     info = RenewalInfo(NOW - 20 * HOUR, NOW - 10 * HOUR)
     assert renewal_moment(info, NOW, random.Random(1)) == NOW
+    assert renewal_moment(info, NOW.replace(microsecond=999999), random.Random(1)) == NOW
+
+
+def test_the_renewal_moment_is_a_whole_second():
+    info = RenewalInfo(NOW, NOW + datetime.timedelta(seconds=10))
+    assert all(renewal_moment(info, NOW, random.Random(seed)).microsecond == 0 for seed in range(50))
 
 
 def test_the_renewal_moment_is_now_when_the_drawn_moment_of_a_current_window_has_passed():

@@ -637,6 +637,55 @@ def test_domains_show_prints_every_field_the_records_to_add_the_last_events_and_
     assert api.seen[1].path == f"/api/v1/apps/demo/domains/{NAME}/events?page_size=5"
 
 
+def test_domains_show_prints_the_renewal_time_and_the_cas_renewal_window(api, capsys):
+    certificate = {
+        **domain()["certificate"],
+        "renew_at": "2025-03-02T10:30:00Z",
+        "ari": {
+            "window_start": "2025-03-01T00:00:00Z",
+            "window_end": "2025-03-03T00:00:00Z",
+            "explanation_url": "https://ca.example/incident",
+            "checked_at": "2025-02-01T06:00:00Z",
+            "next_check": "2025-02-01T12:00:00Z",
+            "error": "",
+        },
+    }
+    api.route("GET", f"/api/v1/apps/demo/domains/{NAME}", 200, domain(certificate=certificate))
+    api.route("GET", f"/api/v1/apps/demo/domains/{NAME}/events", 200, {"next": None, "results": []})
+    assert run(api, "domains-show", NAME) == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "  renewal           2025-03-02 10:30 UTC",
+        "  ari window        2025-03-01 00:00 UTC to 2025-03-03 00:00 UTC",
+        "  ari explanation   https://ca.example/incident",
+        "  ari checked       2025-02-01 06:00 UTC",
+        "  ari next check    2025-02-01 12:00 UTC",
+    ):
+        assert expected in out
+    assert "ari error" not in out
+
+
+def test_domains_show_says_when_the_cas_renewal_information_failed(api, capsys):
+    certificate = {
+        **domain()["certificate"],
+        "renew_at": "2025-03-02T10:30:00Z",
+        "ari": {
+            "window_start": None,
+            "window_end": None,
+            "explanation_url": "",
+            "checked_at": None,
+            "next_check": "2025-02-01T12:00:00Z",
+            "error": "The CA answered HTTP 500.",
+        },
+    }
+    api.route("GET", f"/api/v1/apps/demo/domains/{NAME}", 200, domain(certificate=certificate))
+    api.route("GET", f"/api/v1/apps/demo/domains/{NAME}/events", 200, {"next": None, "results": []})
+    assert run(api, "domains-show", NAME) == 0
+    out = capsys.readouterr().out
+    assert "  ari window        none yet" in out
+    assert "  ari error         The CA answered HTTP 500." in out
+
+
 def test_domains_show_json_is_the_apis_domain(api, capsys):
     api.route("GET", f"/api/v1/apps/demo/domains/{NAME}", 200, domain())
     assert run(api, "domains-show", NAME, "--json") == 0

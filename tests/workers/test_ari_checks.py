@@ -114,6 +114,11 @@ def _cert(account, now, **kwargs) -> Certificate:
     return CertificateFactory(**{**defaults, **kwargs})
 
 
+def _now() -> datetime.datetime:
+    # Whole seconds, as renewal times are: a window's bounds then compare exactly with them.
+    return timezone.now().replace(microsecond=0)
+
+
 def _check(now):
     ids, lease = ari_checks.claim_due_checks(now)
     return ari_checks.check_claimed(ids, lease, now)
@@ -121,7 +126,7 @@ def _check(now):
 
 @pytest.mark.django_db
 def test_the_claim_takes_due_certificates_oldest_first_and_leases_them(account):
-    now = timezone.now()
+    now = _now()
     oldest, older, old = (_cert(account, now, ari_next_check=now - days * HOUR) for days in (3, 2, 1))
     _cert(account, now, ari_next_check=now + HOUR)
     _cert(account, now, ari_next_check=None)
@@ -136,7 +141,7 @@ def test_the_claim_takes_due_certificates_oldest_first_and_leases_them(account):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_claims_never_take_the_same_certificate(account):
-    now = timezone.now()
+    now = _now()
     held, free = _cert(account, now, ari_next_check=now - 2 * HOUR), _cert(account, now)
     locked, release = threading.Event(), threading.Event()
 
@@ -165,7 +170,7 @@ def test_two_claims_never_take_the_same_certificate(account):
 def test_the_sweep_claims_in_batches_up_to_its_maximum_and_sends_chunks(
     account, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    now = timezone.now()
+    now = _now()
     certs = [_cert(account, now, ari_next_check=now - i * HOUR) for i in range(7)]
     settings.ARI_SWEEP_BATCH = 3
     settings.ARI_SWEEP_MAX = 5
@@ -182,7 +187,7 @@ def test_the_sweep_claims_in_batches_up_to_its_maximum_and_sends_chunks(
 
 @pytest.mark.django_db
 def test_a_window_in_the_future_schedules_the_renewal_inside_it_and_is_stored(ca, account, settings):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     start, end = now + 3 * DAY, now + 4 * DAY
     ca.window(cert.ari_cert_id, start, end, retry_after="3600", explanation="https://ca.example/why")
@@ -202,7 +207,7 @@ def test_a_window_in_the_future_schedules_the_renewal_inside_it_and_is_stored(ca
 
 @pytest.mark.django_db
 def test_a_window_in_the_past_makes_the_renewal_due_now(ca, account):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     ca.window(cert.ari_cert_id, now - 2 * DAY, now - DAY)
     _check(now)
@@ -212,7 +217,7 @@ def test_a_window_in_the_past_makes_the_renewal_due_now(ca, account):
 
 @pytest.mark.django_db
 def test_the_same_window_again_keeps_the_renewal_time_it_drew(ca, account):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     ca.window(cert.ari_cert_id, now + 3 * DAY, now + 4 * DAY, retry_after="60")
     _check(now)
@@ -230,7 +235,7 @@ def test_the_same_window_again_keeps_the_renewal_time_it_drew(ca, account):
 
 @pytest.mark.django_db
 def test_a_moved_window_reschedules_the_renewal_into_the_new_window(ca, account):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     ca.window(cert.ari_cert_id, now + 3 * DAY, now + 4 * DAY)
     _check(now)
@@ -244,7 +249,7 @@ def test_a_moved_window_reschedules_the_renewal_into_the_new_window(ca, account)
 
 @pytest.mark.django_db
 def test_a_renewal_scheduled_after_an_unchanged_window_is_pulled_into_it(ca, account):
-    now = timezone.now()
+    now = _now()
     start, end = now + 3 * DAY, now + 4 * DAY
     cert = _cert(account, now, ari_window_start=start, ari_window_end=end, renew_at=now + 50 * DAY)
     ca.window(cert.ari_cert_id, start, end)
@@ -258,7 +263,7 @@ def test_a_renewal_scheduled_after_an_unchanged_window_is_pulled_into_it(ca, acc
 def test_a_renewal_claimed_failing_waiting_or_in_flight_keeps_its_time_but_the_window_is_stored(
     ca, account, state
 ):
-    now = timezone.now()
+    now = _now()
     renew_at = now + 20 * HOUR
     extra = {
         "claimed": {"renewal_claim": "6f1c1a2e-0000-4000-8000-000000000001"},
@@ -280,7 +285,7 @@ def test_a_renewal_claimed_failing_waiting_or_in_flight_keeps_its_time_but_the_w
 
 @pytest.mark.django_db
 def test_a_server_error_leaves_the_renewal_time_and_retries_later_saying_why(ca, account):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     ca.answers[cert.ari_cert_id] = (
         500,
@@ -301,7 +306,7 @@ def test_a_server_error_leaves_the_renewal_time_and_retries_later_saying_why(ca,
 
 @pytest.mark.django_db
 def test_a_rate_limited_check_waits_for_the_cas_retry_after(ca, account):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     ca.answers[cert.ari_cert_id] = (429, b"{}", {"Retry-After": "1800"})
     _check(now)
@@ -325,7 +330,7 @@ def test_a_rate_limited_check_waits_for_the_cas_retry_after(ca, account):
 def test_a_lasting_failure_leaves_the_renewal_time_and_asks_again_after_the_interval(
     ca, account, settings, answer, says
 ):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     ca.answers[cert.ari_cert_id] = answer
     _check(now)
@@ -337,7 +342,7 @@ def test_a_lasting_failure_leaves_the_renewal_time_and_asks_again_after_the_inte
 
 @pytest.mark.django_db
 def test_without_renewal_info_in_the_directory_the_lifetime_rule_stays(ca, account, settings):
-    now = timezone.now()
+    now = _now()
     ca.ari = False
     cert = _cert(account, now)
     _check(now)
@@ -350,7 +355,7 @@ def test_without_renewal_info_in_the_directory_the_lifetime_rule_stays(ca, accou
 
 @pytest.mark.django_db
 def test_an_unreachable_ca_is_recorded_and_retried(account, settings):
-    now = timezone.now()
+    now = _now()
     dead = AcmeAccountFactory(directory_url="http://127.0.0.1:9/dir")
     cert = _cert(dead, now)
     _check(now)
@@ -362,7 +367,7 @@ def test_an_unreachable_ca_is_recorded_and_retried(account, settings):
 
 @pytest.mark.django_db
 def test_certificates_not_worth_asking_about_get_no_next_check_and_no_request(ca, account):
-    now = timezone.now()
+    now = _now()
     custom = _cert(account, now, source=CertificateSource.CUSTOM, renew_at=None)
     replaced = _cert(account, now, renew_at=None)
     expired = _cert(account, now, not_before=now - 90 * DAY, not_after=now - HOUR)
@@ -382,7 +387,7 @@ def test_certificates_not_worth_asking_about_get_no_next_check_and_no_request(ca
 
 @pytest.mark.django_db
 def test_a_chunk_whose_lease_was_taken_over_writes_nothing(ca, account):
-    now = timezone.now()
+    now = _now()
     cert = _cert(account, now)
     ca.window(cert.ari_cert_id, now - 2 * DAY, now - DAY)
     ids, stale = ari_checks.claim_due_checks(now)
@@ -399,7 +404,7 @@ def test_a_chunk_whose_lease_was_taken_over_writes_nothing(ca, account):
 def test_a_chunk_checks_many_certificates_with_a_constant_number_of_queries(
     ca, account, django_assert_max_num_queries
 ):
-    now = timezone.now()
+    now = _now()
     certs = [_cert(account, now) for _ in range(40)]
     for cert in certs:
         ca.window(cert.ari_cert_id, now + DAY, now + 2 * DAY)
@@ -411,7 +416,7 @@ def test_a_chunk_checks_many_certificates_with_a_constant_number_of_queries(
 
 @pytest.mark.django_db
 def test_ari_check_marks_the_named_domains_certificates_due_and_reports_unknown_names(account):
-    now = timezone.now()
+    now = _now()
     domain = DomainFactory(name="shop.example.com")
     cert = _cert(account, now, domain=domain, ari_next_check=now + 5 * HOUR)
     other = _cert(account, now, ari_next_check=now + 5 * HOUR)
@@ -427,7 +432,7 @@ def test_ari_check_marks_the_named_domains_certificates_due_and_reports_unknown_
 
 @pytest.mark.django_db
 def test_ari_check_finds_certificates_by_ari_id_or_serial(account):
-    now = timezone.now()
+    now = _now()
     by_id = _cert(account, now, ari_next_check=None)
     by_serial = _cert(account, now, serial="abcdef01", ari_next_check=None)
     out = io.StringIO()
@@ -440,7 +445,7 @@ def test_ari_check_finds_certificates_by_ari_id_or_serial(account):
 
 @pytest.mark.django_db
 def test_ari_check_now_checks_inline_and_prints_the_window_and_renewal_time(ca, account):
-    now = timezone.now()
+    now = _now()
     domain = DomainFactory(name="shop.example.com")
     cert = _cert(account, now, domain=domain, ari_next_check=now + 5 * HOUR)
     ca.window(cert.ari_cert_id, now - 2 * DAY, now - DAY, explanation="https://ca.example/incident")
