@@ -467,3 +467,40 @@ def test_ari_check_refuses_to_guess_what_to_check():
         call_command("ari_check")
     with pytest.raises(CommandError, match="give it no names"):
         call_command("ari_check", "--all", "shop.example.com")
+
+
+@pytest.mark.django_db
+def test_beat_runs_the_ari_sweep_every_minute_on_the_dns_queue():
+    from django_celery_beat.models import PeriodicTask
+
+    task = PeriodicTask.objects.get(name="Check renewal information (ARI)")
+    assert task.task == "workers.tasks.dns.sweep_ari_checks"
+    assert (task.interval.every, task.interval.period, task.queue, task.enabled) == (
+        60,
+        "seconds",
+        "dns",
+        True,
+    )
+
+
+@pytest.mark.django_db
+def test_domains_show_prints_the_renewal_time_and_the_cas_window(account):
+    now = _now()
+    domain = DomainFactory(name="shop.example.com")
+    _cert(
+        account,
+        now,
+        domain=domain,
+        renew_at=now + 30 * HOUR,
+        ari_window_start=now + DAY,
+        ari_window_end=now + 2 * DAY,
+        ari_explanation_url="https://ca.example/incident",
+        ari_error="The CA answered HTTP 500.",
+    )
+    out = io.StringIO()
+    call_command("domains-show", "shop.example.com", stdout=out)
+    text = out.getvalue()
+    assert f"renewal at    {now + 30 * HOUR:%Y-%m-%d %H:%M:%S} UTC" in text
+    assert f"ari window    {now + DAY:%Y-%m-%d %H:%M:%S} to {now + 2 * DAY:%Y-%m-%d %H:%M:%S} UTC" in text
+    assert "ari why       https://ca.example/incident" in text
+    assert "ari error     The CA answered HTTP 500." in text

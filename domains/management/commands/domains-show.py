@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
+from certificates.models import Certificate, CertificateSource
 from certificates.serving import served_certificate_of
 from domains.management.commands._cli import add_app_argument, find_domain
 from domains.ownership import ownership_record
@@ -45,5 +46,22 @@ class Command(BaseCommand):
                 ("not after", f"{cert.not_after:%Y-%m-%d %H:%M:%S} UTC"),
                 ("sha-256", cert.fingerprint_sha256),
             ]
+            if cert.source == CertificateSource.LETSENCRYPT:
+                lines += _renewal_lines(cert)
         for label, value in lines:
             self.stdout.write(f"{label:13} {value}")
+
+
+def _renewal_lines(cert: Certificate) -> list[tuple[str, str]]:
+    """When the certificate is renewed, and the CA's renewal window (ACME Renewal Information)."""
+    lines = [("renewal at", f"{cert.renew_at:%Y-%m-%d %H:%M:%S} UTC" if cert.renew_at else "not scheduled")]
+    if cert.ari_window_start and cert.ari_window_end:
+        window = f"{cert.ari_window_start:%Y-%m-%d %H:%M:%S} to {cert.ari_window_end:%Y-%m-%d %H:%M:%S} UTC"
+        lines.append(("ari window", window))
+    if cert.ari_explanation_url:
+        lines.append(("ari why", cert.ari_explanation_url))
+    if cert.ari_next_check:
+        lines.append(("ari next", f"{cert.ari_next_check:%Y-%m-%d %H:%M:%S} UTC"))
+    if cert.ari_error:
+        lines.append(("ari error", cert.ari_error))
+    return lines
