@@ -79,9 +79,11 @@ DOMAIN_CHECK_CHUNK = env.int("DOMAIN_CHECK_CHUNK", 1000, minimum=1)
 # Certificates one renewal claim statement takes, and at most one renewal sweep tick.
 RENEWAL_SWEEP_BATCH = env.int("RENEWAL_SWEEP_BATCH", 1000, minimum=1)
 RENEWAL_SWEEP_MAX = env.int("RENEWAL_SWEEP_MAX", 50000, minimum=1)
-# ACME Renewal Information (RFC 9773): how often a certificate's window is asked for when the CA
-# gives no Retry-After (Let's Encrypt asks for at least twice a day), how many certificates one
-# sweep claims per statement and per tick, and how many requests one task keeps in flight.
+# ACME Renewal Information (RFC 9773): the longest time between two checks of a certificate's
+# window (the CA's Retry-After, clamped to between a minute and a day, when shorter; this when it
+# sends none or after a lasting error; Let's Encrypt asks for at least twice a day), how many
+# certificates one sweep claims per statement and per tick, and how many requests one task keeps
+# in flight.
 ARI_CHECK_INTERVAL_SECONDS = env.int("ARI_CHECK_INTERVAL_SECONDS", 21600, minimum=10)
 ARI_SWEEP_BATCH = env.int("ARI_SWEEP_BATCH", 2000, minimum=1)
 ARI_SWEEP_MAX = env.int("ARI_SWEEP_MAX", 200000, minimum=1)

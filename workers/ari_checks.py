@@ -147,13 +147,10 @@ def sweep_ari(now: datetime.datetime | None = None) -> int:
 
 def claim_now(ids: list[int], now: datetime.datetime) -> tuple[list[int], datetime.datetime]:
     """Claims these certificates for a check run inline (the operators' `ari_check --now`), whether
-    due or not, taking them from any chunk that holds them; returns those that are claimed."""
+    due or not, taking them from any chunk that holds them (its late write is then dropped);
+    returns those that exist, and the lease."""
     lease = now + LEASE
-    claimed = list(
-        Certificate.objects.filter(pk__in=ids, ari_next_check__isnull=False)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    claimed = list(Certificate.objects.filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
     Certificate.objects.filter(pk__in=claimed).update(ari_next_check=lease)
     return claimed, lease
 

@@ -206,6 +206,18 @@ def test_a_window_in_the_future_schedules_the_renewal_inside_it_and_is_stored(ca
 
 
 @pytest.mark.django_db
+def test_the_check_interval_caps_a_longer_retry_after(ca, account, settings):
+    # An incident drill: checks every minute whatever the CA's six hours.
+    settings.ARI_CHECK_INTERVAL_SECONDS = 60
+    now = _now()
+    cert = _cert(account, now)
+    ca.window(cert.ari_cert_id, now + DAY, now + 2 * DAY, retry_after="21600")
+    _check(now)
+    cert.refresh_from_db()
+    assert cert.ari_next_check == now + datetime.timedelta(seconds=60)
+
+
+@pytest.mark.django_db
 def test_a_window_in_the_past_makes_the_renewal_due_now(ca, account):
     now = _now()
     cert = _cert(account, now)
