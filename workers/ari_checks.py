@@ -53,13 +53,17 @@ from workers.poison import isolate_poison
 
 logger = logging.getLogger(__name__)
 
-# Certificates per chunk task: enough to keep ARI_CONCURRENCY requests in flight on one client for
-# a while, few enough that a chunk ends well within its task's time limit.
-CHUNK = 1000
-# How long a claimed certificate is left to its chunk task; past it, the sweep takes it again.
-LEASE = datetime.timedelta(minutes=10)
-# A request's timeout (connect, read, write, pool wait each).
+# Certificates per chunk task: a chunk's client opens ARI_CONCURRENCY TLS connections, which cost
+# about as much as a hundred requests, so a chunk is large; yet it ends within its task's time
+# limit (600 s) even if every request waits out its deadline (2000 / 64 x 15 s).
+CHUNK = 2000
+# How long a claimed certificate is left to its chunk task (longer than the task's time limit);
+# past it, the sweep takes it again.
+LEASE = datetime.timedelta(minutes=15)
+# A request's timeout (connect, read, write, pool wait each), and its whole time at most: a server
+# trickling its answer byte by byte gets no more.
 TIMEOUT_SECONDS = 10.0
+DEADLINE_SECONDS = 15.0
 # After a temporary failure (network, a 5xx, a 429) for which the CA named no Retry-After.
 ERROR_RETRY = datetime.timedelta(minutes=10)
 
@@ -296,7 +300,7 @@ async def _fetch_all(urls: list[str]) -> list[_Fetched]:
 
 async def _fetch(client: httpx.AsyncClient, url: str) -> _Fetched:
     try:
-        async with client.stream("GET", url) as response:
+        async with asyncio.timeout(DEADLINE_SECONDS), client.stream("GET", url) as response:
             body = b""
             async for chunk in response.aiter_bytes():
                 body += chunk
@@ -310,6 +314,8 @@ async def _fetch(client: httpx.AsyncClient, url: str) -> _Fetched:
             return _Fetched(response.status_code, body, response.headers.get("retry-after"))
     except httpx.HTTPError as exc:
         return _Fetched(0, b"", None, network_problem(exc))
+    except TimeoutError:
+        return _Fetched(0, b"", None, f"no whole answer within {DEADLINE_SECONDS:g} s")
 
 
 def _write(results: dict[int, _Window | _Failure], lease: datetime.datetime, now: datetime.datetime) -> dict:

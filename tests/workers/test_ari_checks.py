@@ -9,6 +9,7 @@ import datetime
 import io
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -33,6 +34,7 @@ class StubCA:
         self.answers: dict[str, tuple[int, bytes, dict]] = {}
         self.ari = True
         self.requests: list[str] = []
+        self.slow: dict[str, float] = {}  # cert_id -> seconds between the headers and the body
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,14 +53,17 @@ class StubCA:
                     cert_id,
                     (404, b'{"type": "urn:ietf:params:acme:error:malformed", "detail": "no such"}', {}),
                 )
-                self._send(status, body, headers)
+                self._send(status, body, headers, stub.slow.get(cert_id, 0))
 
-            def _send(self, status: int, body: bytes, headers: dict) -> None:
+            def _send(self, status: int, body: bytes, headers: dict, pause: float = 0) -> None:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
+                if pause:
+                    self.wfile.flush()
+                    time.sleep(pause)
                 self.wfile.write(body)
 
             def log_message(self, *args) -> None:
@@ -350,6 +355,25 @@ def test_a_lasting_failure_leaves_the_renewal_time_and_asks_again_after_the_inte
     assert says in cert.ari_error
     assert cert.renew_at == now + 50 * DAY
     assert cert.ari_next_check == now + datetime.timedelta(seconds=settings.ARI_CHECK_INTERVAL_SECONDS)
+
+
+@pytest.mark.django_db
+def test_an_answer_slower_than_the_deadline_is_a_temporary_failure_and_does_not_hold_the_others(
+    ca, account, monkeypatch
+):
+    monkeypatch.setattr(ari_checks, "DEADLINE_SECONDS", 0.5)
+    now = _now()
+    slow, quick = _cert(account, now), _cert(account, now)
+    for cert in (slow, quick):
+        ca.window(cert.ari_cert_id, now + DAY, now + 2 * DAY)
+    ca.slow[slow.ari_cert_id] = 3
+    started = time.monotonic()
+    counts = _check(now)
+    assert time.monotonic() - started < 2.5
+    assert (counts["windows"], counts["failed"]) == (1, 1)
+    slow.refresh_from_db()
+    assert "no whole answer within 0.5 s" in slow.ari_error
+    assert slow.ari_next_check == now + ari_checks.ERROR_RETRY
 
 
 @pytest.mark.django_db

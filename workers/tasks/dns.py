@@ -45,7 +45,7 @@ def sweep_ari_checks() -> int:
     return ari_checks.sweep_ari()
 
 
-@shared_task(name="workers.tasks.dns.check_renewal_info", acks_late=True, time_limit=300, soft_time_limit=270)
+@shared_task(name="workers.tasks.dns.check_renewal_info", acks_late=True, time_limit=600, soft_time_limit=570)
 def check_renewal_info(certificate_ids: list[int], lease: str) -> dict:
     """Checks the claimed certificates' renewal information; idempotent, since only rows still
     carrying the claim's `lease` are written."""
