@@ -106,6 +106,12 @@ def render(now: datetime.datetime | None = None) -> str:
         )
         renewals_due, renewals_failing = cursor.fetchone()
         cursor.execute(
+            "SELECT count(*) FILTER (WHERE ari_next_check <= %s), count(*) FILTER (WHERE ari_error <> '')"
+            " FROM certificates_certificate WHERE ari_next_check IS NOT NULL",
+            [now],
+        )
+        ari_due, ari_failing = cursor.fetchone()
+        cursor.execute(
             "SELECT count(DISTINCT fingerprint_sha256) FILTER (WHERE NOT renewal),"
             " count(DISTINCT fingerprint_sha256) FILTER (WHERE renewal)"
             " FROM certificates_issuance WHERE issued_at > %s",
@@ -142,6 +148,16 @@ def render(now: datetime.datetime | None = None) -> str:
         "certwright_renewals_failing",
         "Certificates whose last renewal attempt failed (still served while valid).",
         [({}, renewals_failing)],
+    )
+    out.metric(
+        "certwright_ari_checks_due",
+        "Certificates whose ACME Renewal Information check has come (the ARI sweep's backlog).",
+        [({}, ari_due)],
+    )
+    out.metric(
+        "certwright_ari_checks_failing",
+        "Certificates whose last ARI check gave no window (an error, or a CA without ARI).",
+        [({}, ari_failing)],
     )
     out.metric(
         "certwright_certificates_issued_24h",

@@ -51,6 +51,8 @@ def test_every_sample_is_in_prometheus_text_format_with_help_and_type(redis_serv
         "certwright_orders_in_flight",
         "certwright_renewals_due",
         "certwright_renewals_failing",
+        "certwright_ari_checks_due",
+        "certwright_ari_checks_failing",
         "certwright_certificates_issued_24h",
         "certwright_heartbeat_age_seconds",
         "certwright_queue_length",
@@ -108,6 +110,8 @@ def test_orders_renewals_issuances_heartbeats_and_queues(redis_servers, broker_r
     CertificateFactory(renew_at=now - DAY)
     CertificateFactory(renew_at=now + DAY, renewal_failures=2)
     CertificateFactory(renew_at=None)
+    CertificateFactory(renew_at=now + DAY, ari_next_check=now - DAY, ari_error="The CA answered HTTP 500.")
+    CertificateFactory(renew_at=now + DAY, ari_next_check=now + DAY)
     Issuance.objects.create(
         registered_domain="example.com", names=["a.example.com"], fingerprint_sha256="a" * 64
     )
@@ -132,6 +136,8 @@ def test_orders_renewals_issuances_heartbeats_and_queues(redis_servers, broker_r
     assert ("certwright_orders_in_flight", 'state="valid"') not in samples
     assert samples[("certwright_renewals_due", "")] == 1
     assert samples[("certwright_renewals_failing", "")] == 1
+    assert samples[("certwright_ari_checks_due", "")] == 1
+    assert samples[("certwright_ari_checks_failing", "")] == 1
     assert samples[("certwright_certificates_issued_24h", 'kind="new"')] == 1
     assert samples[("certwright_certificates_issued_24h", 'kind="renewal"')] == 1
     assert 41 <= samples[("certwright_heartbeat_age_seconds", 'source="beat"')] < 60
