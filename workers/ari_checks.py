@@ -161,7 +161,7 @@ def claim_now(ids: list[int], now: datetime.datetime) -> tuple[list[int], dateti
 
 @dataclass(frozen=True, slots=True)
 class _Fetched:
-    status: int  # 0: no HTTP answer (network)
+    status: int  # 0: no HTTP answer (network); -1: nothing sent (an unusable URL)
     body: bytes
     retry_after: str | None
     problem: str = ""  # why there is no usable answer, when the transport says so
@@ -309,13 +309,16 @@ async def _fetch(client: httpx.AsyncClient, url: str) -> _Fetched:
                         response.status_code,
                         b"",
                         response.headers.get("retry-after"),
-                        f"the answer is larger than {MAX_ANSWER_BYTES // 1024} KiB",
+                        f"the CA's answer is larger than {MAX_ANSWER_BYTES // 1024} KiB",
                     )
             return _Fetched(response.status_code, body, response.headers.get("retry-after"))
     except httpx.HTTPError as exc:
         return _Fetched(0, b"", None, network_problem(exc))
     except TimeoutError:
         return _Fetched(0, b"", None, f"no whole answer within {DEADLINE_SECONDS:g} s")
+    except (httpx.InvalidURL, ValueError) as exc:
+        # A CA's renewalInfo URL that is no URL: this certificate's failure, not the chunk's.
+        return _Fetched(-1, b"", None, f"the renewal information URL {url!r} is not usable ({exc})")
 
 
 def _write(results: dict[int, _Window | _Failure], lease: datetime.datetime, now: datetime.datetime) -> dict:

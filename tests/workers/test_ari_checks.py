@@ -326,6 +326,18 @@ def test_without_renewal_info_in_the_directory_the_lifetime_rule_stays(ca, accou
 
 
 @pytest.mark.django_db
+def test_a_renewal_info_url_that_is_no_url_fails_each_certificate_not_the_chunk(ca, account, settings):
+    now = _now()
+    cert = _cert(account, now)
+    ca.directory_answer = (200, b'{"renewalInfo": "http://[::1/renewal-info"}')
+    counts = _check(now)
+    cert.refresh_from_db()
+    assert counts["failed"] == 1
+    assert "is not usable" in cert.ari_error
+    assert cert.ari_next_check == now + datetime.timedelta(seconds=settings.ARI_CHECK_INTERVAL_SECONDS)
+
+
+@pytest.mark.django_db
 def test_an_unreachable_ca_is_recorded_and_retried(account, settings):
     now = _now()
     dead = AcmeAccountFactory(directory_url="http://127.0.0.1:9/dir")
