@@ -7,11 +7,15 @@ import datetime
 import uuid
 
 import pytest
+from acme import messages
 from django.utils import timezone
 
+from certificates.models import Order, OrderState
 from domains import quota_policy
+from domains.models import DomainStatus
 from domains.quota import Bucket, Quota
 from tests.factories import AcmeAccountFactory, DomainFactory
+from workers import order_run
 
 T0 = 1_800_000_000_000_000  # an injected "now", in microseconds
 MINUTES_12 = 720_000_000
@@ -173,3 +177,33 @@ def test_four_failures_leave_room_for_one_more_order(fresh_policy):
         quota_policy.charge_failed_authorization(account.pk, domain.name, f"https://ca/authz/four/{k}")
     candidate = quota_policy.Candidate(domain.pk, domain.name, None, renewal=False)
     assert isinstance(quota_policy.reserve([candidate], account.pk)[domain.pk], quota_policy.Granted)
+
+
+@pytest.mark.django_db
+def test_the_cas_429_for_failed_authorizations_makes_the_domain_and_our_bucket_wait_until_its_retry_time(
+    fresh_policy,
+):
+    domain = DomainFactory(
+        name=f"ca-counted-{uuid.uuid4().hex[:8]}.example.org", status=DomainStatus.CREATING
+    )
+    account = AcmeAccountFactory()
+    held = uuid.uuid4()
+    order = Order.objects.create(
+        domain=domain, account=account, names=[domain.name], state=OrderState.PENDING, lease_token=held
+    )
+    # Boulder's wording (ratelimits/limiter.go): failures another client of the account caused.
+    problem = messages.Error.with_code(
+        "rateLimited",
+        detail=f'too many failed authorizations (5) for "{domain.name}" in the last 1h0m0s, retry after '
+        "2026-08-21 06:27:45 UTC: see https://letsencrypt.org/docs/rate-limits/"
+        "#authorization-failures-per-identifier-per-account",
+    )
+    problem.retry_after = "1500"
+    assert order_run.rate_limited(order, held, problem).startswith("rate limited until ")
+    domain.refresh_from_db()
+    assert domain.status == DomainStatus.CREATING
+    assert 1490 < (domain.next_attempt_at - timezone.now()).total_seconds() <= 1500
+    level = quota_policy.get_quota().peek(quota_policy.failed_authz_bucket(domain.name, account.pk))
+    assert level.tokens_left == 0
+    assert 1490 < level.next_token_in_us / 1e6 <= 1500
+    assert not order_run.REGISTERED_DOMAIN_LIMIT.search(problem.detail)
