@@ -253,7 +253,7 @@ def _outcome(
         wait = min(retry_after(fetched.retry_after, now, interval), interval)
         return _Window(info.start, info.end, info.explanation_url, renewal_moment(info, now, rng), now + wait)
     if status == 0 or status == 429 or status >= 500:
-        # Temporary (RFC 9773 section 4.3.3): soon again, but never hammering.
+        # Temporary (RFC 9773 section 4.3): soon again, but never hammering.
         wait = min(retry_after(fetched.retry_after, now, ERROR_RETRY), interval)
         what = fetched.problem or f"the CA answered HTTP {status}{_detail(fetched.body)}"
         return _Failure(f"the renewal information could not be fetched: {what}", now + wait)
