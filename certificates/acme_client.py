@@ -143,3 +143,22 @@ def client_for(account: AcmeAccount) -> client.ClientV2:
 def forget_clients() -> None:
     """Drops this thread's cached clients (after a network failure, start afresh)."""
     _local.clients = {}
+
+
+def _key_jwk(key_pem: bytes) -> tuple[jose.JWK, jose.JWASignature]:
+    """A certificate's private key as a JWK and the JWS algorithm it signs with."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        algs = {256: jose.ES256, 384: jose.ES384, 521: jose.ES512}
+        return jose.JWKEC(key=key), algs[key.curve.key_size]
+    return jose.JWKRSA(key=key), jose.RS256
+
+
+def client_signed_by_key(directory_url: str, key_pem: bytes) -> client.ClientV2:
+    """An ACME client whose requests are signed by a certificate's own key (a `jwk` header, no
+    account): RFC 8555 section 7.6's revocation by the certificate's key. Not cached: it serves
+    one request."""
+    jwk, alg = _key_jwk(key_pem)
+    net = _network(None, jwk)
+    net.alg = alg
+    return client.ClientV2(client.ClientV2.get_directory(directory_url, net), net)
