@@ -33,11 +33,13 @@ class CertificateAdmin(admin.ModelAdmin):
         "not_after",
         "renew_at",
         "renewal_failures",
+        "revoked_at",
+        "revocation_reason",
         "issuer",
         "fingerprint_sha256",
         "created",
     ]
-    list_filter = ["source", "issuer"]
+    list_filter = ["source", "revocation_reason", "issuer"]
     search_fields = ["domain__name", "fingerprint_sha256", "serial", "sans"]
     list_select_related = ["domain"]
     raw_id_fields = ["domain"]
@@ -54,6 +56,8 @@ class CertificateAdmin(admin.ModelAdmin):
         "renew_at",
         "renewal_failures",
         "renewal_error",
+        "revoked_at",
+        "revocation_reason",
         "created",
     ]
 
@@ -95,6 +99,7 @@ class OrderAdmin(admin.ModelAdmin):
         "state",
         "names",
         "is_renewal",
+        "revoke_replaced",
         "quota_reservation",
         "order_url",
         "finalize_url",

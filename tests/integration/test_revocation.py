@@ -135,7 +135,7 @@ def test_with_revoke_on_delete_off_deleting_a_domain_revokes_nothing(
 
 
 def test_a_certificate_the_ca_already_revoked_counts_as_revoked(issuance_stack, challtestsrv, app):
-    domain, cert = issued(challtestsrv, app, _name())
+    _, cert = issued(challtestsrv, app, _name())
     assert revoke_certificate(cert.pk, "cessationOfOperation") == "revoked"
     assert revoke_certificate(cert.pk, "cessationOfOperation") == "recorded before"
     # The row forgot it (a crash between the CA's answer and the commit): the CA's
@@ -151,7 +151,7 @@ def test_a_certificate_the_ca_already_revoked_counts_as_revoked(issuance_stack, 
 def test_a_certificate_stored_without_its_account_is_revoked_with_its_domains_latest_valid_order(
     issuance_stack, challtestsrv, app
 ):
-    domain, cert = issued(challtestsrv, app, _name())
+    _, cert = issued(challtestsrv, app, _name())
     Certificate.objects.filter(pk=cert.pk).update(account=None)
     assert revoke_certificate(cert.pk, "superseded") == "revoked"
     assert pebble_status(issuance_stack, cert)["Reason"] == REASONS["superseded"]
