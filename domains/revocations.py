@@ -214,7 +214,12 @@ def revoke_on_delete(domain_id: int, now: datetime.datetime | None = None) -> in
                 cert.serial,
             )
             continue
-        leaf = leaf_of(cert.fullchain_pem).public_bytes(serialization.Encoding.PEM).decode()
+        try:
+            leaf = leaf_of(cert.fullchain_pem).public_bytes(serialization.Encoding.PEM).decode()
+        except ValueError as exc:
+            # The deletion goes on: a stored chain that no longer parses cannot hold it up.
+            logger.warning("certificate %s of a deleted domain is not revoked: %s", cert.pk, exc)
+            continue
         revoke_pem_later(account.pk, leaf, CESSATION_OF_OPERATION)
         asked += 1
     return asked
