@@ -71,12 +71,10 @@ def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork
     return net
 
 
-def get_account(directory_url: str | None = None) -> AcmeAccount:
-    """The registered account at `directory_url` (default ACME_DIRECTORY_URL), registering it once.
-
-    Safe under concurrency: the key row is created first under a unique constraint (a loser of the
-    race uses the winner's key), and registering an already-registered key returns its account.
-    """
+def account_row(directory_url: str | None = None) -> AcmeAccount:
+    """The account's row for `directory_url` (default ACME_DIRECTORY_URL), created with a new key
+    if there is none, without contacting the CA: an order made with an unregistered account
+    registers it at its first step (get_account)."""
     directory_url = directory_url or settings.ACME_DIRECTORY_URL
     account = AcmeAccount.objects.filter(directory_url=directory_url).first()
     if account is None:
@@ -89,6 +87,17 @@ def get_account(directory_url: str | None = None) -> AcmeAccount:
                 )
         except IntegrityError:
             account = AcmeAccount.objects.get(directory_url=directory_url)
+    return account
+
+
+def get_account(directory_url: str | None = None) -> AcmeAccount:
+    """The registered account at `directory_url` (default ACME_DIRECTORY_URL), registering it once.
+
+    Safe under concurrency: the key row is created first under a unique constraint (a loser of the
+    race uses the winner's key), and registering an already-registered key returns its account.
+    """
+    directory_url = directory_url or settings.ACME_DIRECTORY_URL
+    account = account_row(directory_url)
     if account.account_url:
         return account
     jwk = _jwk(account)

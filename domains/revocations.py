@@ -21,8 +21,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from certificates.acme_client import get_account
-from certificates.models import ACTIVE_ORDER_STATES, AcmeAccount, Certificate, CertificateSource, Order
+from certificates.acme_client import account_row
+from certificates.models import ACTIVE_ORDER_STATES, Certificate, CertificateSource, Order
 from certificates.revocation import (
     CESSATION_OF_OPERATION,
     KEY_COMPROMISE,
@@ -80,12 +80,6 @@ def _refusal(domain: Domain, now: datetime.datetime) -> str | None:
     return None
 
 
-def _account() -> AcmeAccount:
-    account = AcmeAccount.objects.filter(directory_url=settings.ACME_DIRECTORY_URL).first()
-    # Registered on first use only: a platform with a Let's Encrypt certificate already has one.
-    return account if account is not None else get_account()
-
-
 def revoke_and_replace(domain: Domain, now: datetime.datetime | None = None) -> str:
     """Orders a new key and certificate for the domain's Let's Encrypt certificate, to be served
     before the old one is revoked with reason keyCompromise; returns what it did. Raises
@@ -96,7 +90,8 @@ def revoke_and_replace(domain: Domain, now: datetime.datetime | None = None) -> 
     if refusal:
         raise RevokeAndReplaceRefused(refusal)
     cert = current_letsencrypt_certificate(domain.pk, now)
-    account = _account()
+    # Never registered from a web request: the order's first step registers it if need be.
+    account = account_row()
     candidate = Candidate(
         domain.pk, domain.name, cert.renewal_reservation, renewal=sorted(cert.sans) == [domain.name]
     )

@@ -247,3 +247,16 @@ def test_the_admin_shows_a_domains_revoked_certificates_and_the_certificate_list
         reverse("admin:certificates_certificate_changelist"), {"revocation_reason": "keyCompromise"}
     ).content.decode()
     assert old.fingerprint_sha256 in listing and "keyCompromise" in listing
+
+
+def test_with_no_account_row_yet_the_order_gets_an_unregistered_one_and_the_ca_is_not_asked(
+    alice_api, shop
+):
+    # A web request never registers the account (the CA may be slow or down): the order's first
+    # step does, so the row stays unregistered here.
+    domain = DomainFactory(app=shop, name=NAME, status=DomainStatus.IN_USE)
+    CertificateFactory(domain=domain, not_before=timezone.now() - DAY)
+    assert alice_api.post(URL).status_code == 202
+    order = Order.objects.select_related("account").get(domain=domain)
+    assert order.account.directory_url == settings.ACME_DIRECTORY_URL
+    assert order.account.account_url == ""
