@@ -147,6 +147,27 @@ def revoke_and_replace(domain: Domain, now: datetime.datetime | None = None) -> 
     )
 
 
+def replacement_failed(order: Order, problem: str, now: datetime.datetime) -> bool:
+    """A revoke-and-replace order ended without a certificate: its domain's history says that the
+    old certificate is still served and was not revoked, so that the customer asks again (a later
+    renewal by the sweep does not revoke). Returns whether the order was one. Call in the
+    transaction that ends the order."""
+    if not order.revoke_replaced or order.renews_id is None:
+        return False
+    row = Certificate.objects.filter(pk=order.renews_id).values("serial", "domain__status").first()
+    if row is None:
+        return False
+    DomainEvent.objects.create(
+        domain_id=order.domain_id,
+        created=now,
+        from_status=row["domain__status"],
+        to_status=row["domain__status"],
+        reason=f"revoke and replace failed: {problem.rstrip('.')}; the certificate with serial "
+        f"{row['serial']} is still served and was NOT revoked: ask again once the problem is fixed",
+    )
+    return True
+
+
 def revoke_stored(cert_id: int, reason: str, now: datetime.datetime | None = None) -> str:
     """Revokes a stored certificate (certificates/revocation.py); a permanent refusal is logged
     and written to its domain's history instead of raised. RevocationDeferred propagates."""

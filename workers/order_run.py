@@ -32,6 +32,7 @@ from domains.models import DomainStatus
 from domains.orders import BEFORE_FINALIZE, clean_challenge_records, ended, lease_until
 from domains.quota_policy import refund as refund_quota
 from domains.quota_policy import sync_registered_domains, when
+from domains.revocations import replacement_failed
 from domains.status import change_status
 from workers.acme_steps import STEPS, Carried, ChallengeNotPublished, Next, OrderFailed, describe_problem
 from workers.renewals import record_renewal_failure
@@ -196,6 +197,7 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
             record_renewal_failure(
                 order.renews_id, order.domain_id, limit, now, retry_at=retry_at, counted=False
             )
+            replacement_failed(order, limit, now)
         else:
             _wait_for_rate_limit(order, f"{limit}; next attempt at {when(retry_at)}", retry_at, now)
     refund_quota(order.quota_reservation, order.names, order.account_id, "the CA refused the new order (429)")
@@ -268,6 +270,7 @@ def fail_order(
             return False
         if order.renews_id:
             record_renewal_failure(order.renews_id, order.domain_id, problem, now)
+            replacement_failed(order, problem, now)
         else:
             _domain_failed(order, problem, now)
     clean_challenge_records(order)

@@ -168,3 +168,24 @@ def test_key_compromise_is_signed_by_the_certificates_own_key_without_any_accoun
         revoke_certificate(cert.pk, "cessationOfOperation")
     assert revoke_certificate(cert.pk, "keyCompromise") == "revoked"
     assert pebble_status(issuance_stack, cert)["Reason"] == REASONS["keyCompromise"]
+
+
+def test_a_replacement_the_ca_refuses_leaves_the_old_certificate_served_unrevoked_and_says_so(
+    issuance_stack, challtestsrv, app
+):
+    name = _name()
+    domain, old = issued(challtestsrv, app, name)
+    # Pebble's HTTP-01 validation now reaches nothing (no server listens on 127.0.0.2).
+    challtestsrv.clear_a(name)
+    challtestsrv.add_a(name, ["127.0.0.2"])
+    revoke_and_replace(domain)
+    order = wait_for(
+        lambda: Order.objects.filter(renews=old, state=OrderState.INVALID).first(), what="the order to fail"
+    )
+    assert order.revoke_replaced == "keyCompromise"
+    assert served_certificate(name).pk == old.pk
+    assert pebble_status(issuance_stack, old)["Status"] == "Valid"
+    old.refresh_from_db()
+    assert old.revoked_at is None and old.renewal_error.startswith("Renewal failed")
+    event = DomainEvent.objects.filter(domain=domain, reason__startswith="revoke and replace failed").get()
+    assert f"serial {old.serial} is still served and was NOT revoked" in event.reason
