@@ -249,9 +249,7 @@ def test_the_admin_shows_a_domains_revoked_certificates_and_the_certificate_list
     assert old.fingerprint_sha256 in listing and "keyCompromise" in listing
 
 
-def test_with_no_account_row_yet_the_order_gets_an_unregistered_one_and_the_ca_is_not_asked(
-    alice_api, shop
-):
+def test_with_no_account_row_yet_the_order_gets_an_unregistered_one_and_the_ca_is_not_asked(alice_api, shop):
     # A web request never registers the account (the CA may be slow or down): the order's first
     # step does, so the row stays unregistered here.
     domain = DomainFactory(app=shop, name=NAME, status=DomainStatus.IN_USE)
