@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import (
     Exists,
     OuterRef,
@@ -51,6 +52,35 @@ def _served_json(now: datetime.datetime) -> Subquery:
             )
         )[:1]
     )
+
+
+# Revoked certificates a domain shows (newest first); older ones are in its history.
+REVOKED_SHOWN = 10
+
+
+def _revoked_json() -> ArraySubquery:
+    """The domain's revoked certificates still stored, newest first, as a JSON array computed in
+    the page's own query."""
+    return ArraySubquery(
+        Certificate.objects.filter(domain_id=OuterRef("pk"), revoked_at__isnull=False)
+        .order_by("-revoked_at", "-pk")
+        .values(
+            json=JSONObject(
+                serial="serial",
+                fingerprint_sha256="fingerprint_sha256",
+                not_after="not_after",
+                revoked_at="revoked_at",
+                reason="revocation_reason",
+            )
+        )[:REVOKED_SHOWN]
+    )
+
+
+def _revoked(rows: list[dict] | None) -> list[dict]:
+    return [
+        {**row, "not_after": _utc_text(row["not_after"]), "revoked_at": _utc_text(row["revoked_at"])}
+        for row in rows or []
+    ]
 
 
 def _utc_text(value: str) -> str:
@@ -141,6 +171,7 @@ def present_domains(domains: list[Domain], now: datetime.datetime | None = None)
                 "letsencrypt": domain.letsencrypt_enabled,
                 "custom_certificate": domain.has_custom,
                 "certificate": _certificate(domain.served),
+                "revoked_certificates": _revoked(getattr(domain, "revoked", None)),
                 "dns": _dns(domain, records_for(name, target)),
                 "ownership": {
                     "verified": domain.ownership_verified_at is not None,
@@ -185,10 +216,13 @@ PAGE_FIELDS = (
 
 def with_served(domains: QuerySet[Domain], now: datetime.datetime | None = None) -> QuerySet[Domain]:
     """`domains` with what the presenter needs of their certificates, computed in the same query:
-    the served one as JSON (`served`) and whether a custom one is uploaded (`has_custom`)."""
+    the served one as JSON (`served`), whether a custom one is uploaded (`has_custom`), and the
+    revoked ones (`revoked`)."""
     now = now or timezone.now()
     custom = Certificate.objects.filter(domain_id=OuterRef("pk"), source=CertificateSource.CUSTOM)
-    return domains.only(*PAGE_FIELDS).annotate(served=_served_json(now), has_custom=Exists(custom))
+    return domains.only(*PAGE_FIELDS).annotate(
+        served=_served_json(now), has_custom=Exists(custom), revoked=_revoked_json()
+    )
 
 
 def domain_page(app, now: datetime.datetime | None = None) -> QuerySet[Domain]:

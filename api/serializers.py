@@ -58,6 +58,14 @@ class CertificateSerializer(serializers.Serializer):
     ari = RenewalInfoSerializer(allow_null=True, help_text="null for a custom certificate.")
 
 
+class RevokedCertificateSerializer(serializers.Serializer):
+    serial = serializers.CharField(help_text="Hexadecimal.")
+    fingerprint_sha256 = serializers.CharField()
+    not_after = serializers.DateTimeField()
+    revoked_at = serializers.DateTimeField()
+    reason = serializers.CharField(help_text="The RFC 5280 reason, such as keyCompromise.")
+
+
 class DnsSerializer(serializers.Serializer):
     ok = serializers.BooleanField(
         allow_null=True, help_text="null: not checked (Let's Encrypt off, or parked)."
@@ -92,6 +100,9 @@ class DomainSerializer(serializers.Serializer):
     letsencrypt = serializers.BooleanField()
     custom_certificate = serializers.BooleanField(help_text="Whether a custom certificate is uploaded.")
     certificate = CertificateSerializer(allow_null=True, help_text="The certificate served now, if any.")
+    revoked_certificates = RevokedCertificateSerializer(
+        many=True, help_text="Its certificates revoked at the CA (still stored), newest first."
+    )
     dns = DnsSerializer()
     ownership = OwnershipSerializer()
     next_attempt_at = serializers.DateTimeField(allow_null=True)

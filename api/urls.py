@@ -19,5 +19,10 @@ urlpatterns = [
         name="api-certificate",
     ),
     path(f"apps/<str:app>/domains/{NAME}/retry", views.DomainRetry.as_view(), name="api-retry"),
+    path(
+        f"apps/<str:app>/domains/{NAME}/revoke-and-replace",
+        views.DomainRevokeAndReplace.as_view(),
+        name="api-revoke-and-replace",
+    ),
     path(f"apps/<str:app>/domains/{NAME}/events", views.DomainEvents.as_view(), name="api-events"),
 ]

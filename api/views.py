@@ -32,6 +32,7 @@ from certificates.custom import UploadRejected
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, normalize_domain_name
+from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import (
     DomainLimitReached,
     DomainNameTaken,
@@ -343,6 +344,32 @@ class DomainRetry(GenericAPIView):
             return Response({"detail": retry_now(domain)}, status=status.HTTP_202_ACCEPTED)
         except DomainPaused as exc:
             return _conflict(str(exc))
+
+
+class DomainRevokeAndReplace(GenericAPIView):
+    serializer_class = MessageSerializer
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: MessageSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Nothing to revoke and replace (no valid Let's Encrypt certificate, Let's "
+                "Encrypt off), an order already in flight, or no quota token now; nothing was ordered.",
+            ),
+            **_errors(401, 404, 411, 413, 429),
+        },
+    )
+    def post(self, request, app, name):
+        """Key compromise: orders a new key and certificate for the domain, serves it, then revokes
+        the old certificate at the CA with reason keyCompromise."""
+        domain = get_domain(request, app, name)
+        try:
+            message = revoke_and_replace(domain)
+        except RevokeAndReplaceRefused as exc:
+            return _conflict(str(exc))
+        return Response({"detail": message}, status=status.HTTP_202_ACCEPTED)
 
 
 class DomainEvents(GenericAPIView):

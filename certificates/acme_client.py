@@ -71,12 +71,10 @@ def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork
     return net
 
 
-def get_account(directory_url: str | None = None) -> AcmeAccount:
-    """The registered account at `directory_url` (default ACME_DIRECTORY_URL), registering it once.
-
-    Safe under concurrency: the key row is created first under a unique constraint (a loser of the
-    race uses the winner's key), and registering an already-registered key returns its account.
-    """
+def account_row(directory_url: str | None = None) -> AcmeAccount:
+    """The account's row for `directory_url` (default ACME_DIRECTORY_URL), created with a new key
+    if there is none, without contacting the CA: an order made with an unregistered account
+    registers it at its first step (get_account)."""
     directory_url = directory_url or settings.ACME_DIRECTORY_URL
     account = AcmeAccount.objects.filter(directory_url=directory_url).first()
     if account is None:
@@ -89,6 +87,17 @@ def get_account(directory_url: str | None = None) -> AcmeAccount:
                 )
         except IntegrityError:
             account = AcmeAccount.objects.get(directory_url=directory_url)
+    return account
+
+
+def get_account(directory_url: str | None = None) -> AcmeAccount:
+    """The registered account at `directory_url` (default ACME_DIRECTORY_URL), registering it once.
+
+    Safe under concurrency: the key row is created first under a unique constraint (a loser of the
+    race uses the winner's key), and registering an already-registered key returns its account.
+    """
+    directory_url = directory_url or settings.ACME_DIRECTORY_URL
+    account = account_row(directory_url)
     if account.account_url:
         return account
     jwk = _jwk(account)
@@ -143,3 +152,22 @@ def client_for(account: AcmeAccount) -> client.ClientV2:
 def forget_clients() -> None:
     """Drops this thread's cached clients (after a network failure, start afresh)."""
     _local.clients = {}
+
+
+def _key_jwk(key_pem: bytes) -> tuple[jose.JWK, jose.JWASignature]:
+    """A certificate's private key as a JWK and the JWS algorithm it signs with."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        algs = {256: jose.ES256, 384: jose.ES384, 521: jose.ES512}
+        return jose.JWKEC(key=key), algs[key.curve.key_size]
+    return jose.JWKRSA(key=key), jose.RS256
+
+
+def client_signed_by_key(directory_url: str, key_pem: bytes) -> client.ClientV2:
+    """An ACME client whose requests are signed by a certificate's own key (a `jwk` header, no
+    account): RFC 8555 section 7.6's revocation by the certificate's key. Not cached: it serves
+    one request."""
+    jwk, alg = _key_jwk(key_pem)
+    net = _network(None, jwk)
+    net.alg = alg
+    return client.ClientV2(client.ClientV2.get_directory(directory_url, net), net)

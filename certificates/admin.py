@@ -37,11 +37,13 @@ class CertificateAdmin(admin.ModelAdmin):
         "renew_at",
         "ari_window_end",
         "renewal_failures",
+        "revoked_at",
+        "revocation_reason",
         "issuer",
         "fingerprint_sha256",
         "created",
     ]
-    list_filter = ["source", "issuer"]
+    list_filter = ["source", "revocation_reason", "issuer"]
     search_fields = ["domain__name", "fingerprint_sha256", "serial", "sans"]
     list_select_related = ["domain"]
     raw_id_fields = ["domain"]
@@ -64,6 +66,8 @@ class CertificateAdmin(admin.ModelAdmin):
         "ari_last_answer",
         "ari_next",
         "ari_problem",
+        "revoked_at",
+        "revocation_reason",
         "created",
     ]
     actions = ["check_renewal_information_now"]
@@ -150,6 +154,7 @@ class OrderAdmin(admin.ModelAdmin):
         "state",
         "names",
         "is_renewal",
+        "revoke_replaced",
         "quota_reservation",
         "order_url",
         "finalize_url",

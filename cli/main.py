@@ -56,6 +56,7 @@ examples:
   certwright -a demo domains-add www.example.com
   certwright -a demo domains-ssl --cert site.pfx --passphrase-file pass.txt www.example.com
   certwright -a demo --json domains-show www.example.com
+  certwright -a demo domains-revoke-and-replace www.example.com
 """
 
 
@@ -212,6 +213,7 @@ KNOWN_FIELDS = {
     "letsencrypt",
     "custom_certificate",
     "certificate",
+    "revoked_certificates",
     "dns",
     "next_attempt_at",
     "last_error",
@@ -267,6 +269,14 @@ def domain_rows(domain: dict) -> list[tuple[str, str]]:
         rows += renewal_rows(certificate)
     else:
         rows.append(("certificate", "none served"))
+    for revoked in domain.get("revoked_certificates") or []:
+        rows.append(
+            (
+                "revoked",
+                f"serial {revoked.get('serial', '?')} at {when(revoked.get('revoked_at'))} "
+                f"({revoked.get('reason') or 'unspecified'})",
+            )
+        )
     if isinstance(domain.get("dns"), dict):
         rows.append(("dns", _dns_text(domain["dns"])))
     rows += [
@@ -452,6 +462,15 @@ def cmd_domains_retry(client: ApiClient, config: Config, args: argparse.Namespac
         print(answer.get("detail") or "Retry requested.")
 
 
+def cmd_domains_revoke_and_replace(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    answer = client.request("POST", _domains_path(config, args.name, "revoke-and-replace")) or {}
+    if args.json:
+        emit_json(answer)
+    else:
+        print(answer.get("detail") or "Revoke and replace requested.")
+        print(f"Follow it with: certwright --app {config.app} domains-show {args.name}")
+
+
 def cmd_domains_show(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
     domain = client.get(_domains_path(config, args.name))
     if args.json:
@@ -537,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("domains-remove", cmd_domains_remove, "remove a domain (its certificates are deleted)"),
         ("domains-retry", cmd_domains_retry, "check the domain and continue or renew its certificate now"),
         ("domains-show", cmd_domains_show, "everything about a domain, its DNS records and recent events"),
+        (
+            "domains-revoke-and-replace",
+            cmd_domains_revoke_and_replace,
+            "key compromise: get a new key and certificate, serve it, then revoke the old one",
+        ),
     ):
         command(name, handler, summary).add_argument("name", metavar="NAME")
     return parser

@@ -26,6 +26,7 @@ from domains.ownership import ownership_record
 from domains.pauses import DomainPaused, unpause_domains
 from domains.platform import ensure_platform_domain, platform_apps, platform_domains, remove_platform_domain
 from domains.quota_policy import quota_of
+from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import (
     DomainLimitReached,
     InvalidDomainName,
@@ -233,7 +234,12 @@ class DomainEventInline(admin.TabularInline):
 class DomainAdmin(admin.ModelAdmin):
     form = DomainForm
     inlines = [DomainEventInline]
-    actions = ["retry_now_action", "mark_unpaused_action", "remove_custom_certificate_action"]
+    actions = [
+        "retry_now_action",
+        "mark_unpaused_action",
+        "remove_custom_certificate_action",
+        "revoke_and_replace_action",
+    ]
     list_display = [
         "name",
         "unicode_name",
@@ -256,6 +262,7 @@ class DomainAdmin(admin.ModelAdmin):
         "ca_pause",
         "served_certificate",
         "renewal",
+        "revoked_certificates",
         "ownership",
         "registered_domain",
         "quota",
@@ -411,6 +418,29 @@ class DomainAdmin(admin.ModelAdmin):
         if cert.renewal_error:
             text += f"; {cert.renewal_failures} failed: {cert.renewal_error}"
         return text
+
+    @admin.display(description="Revoked certificates")
+    def revoked_certificates(self, obj: Domain) -> str:
+        if obj.pk is None:
+            return ""
+        revoked = list(
+            Certificate.objects.filter(domain_id=obj.pk, revoked_at__isnull=False)
+            .order_by("-revoked_at", "-pk")
+            .values_list("serial", "revoked_at", "revocation_reason")[:10]
+        )
+        if not revoked:
+            return "none"
+        return "\n".join(
+            f"serial {serial}: revoked {at:%Y-%m-%d %H:%M} UTC ({reason})" for serial, at, reason in revoked
+        )
+
+    @admin.action(description="Revoke and replace the certificate (key compromise)")
+    def revoke_and_replace_action(self, request, queryset) -> None:
+        for domain in queryset.order_by("name"):
+            try:
+                self.message_user(request, revoke_and_replace(domain), messages.SUCCESS)
+            except RevokeAndReplaceRefused as exc:
+                self.message_user(request, f"Not revoked: {exc}", messages.ERROR)
 
     @admin.action(description="Retry now (check DNS, or continue the order, with the backoff reset)")
     def retry_now_action(self, request, queryset) -> None:

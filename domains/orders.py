@@ -39,6 +39,14 @@ def lease_until(now: datetime.datetime, delay: float = 0) -> datetime.datetime:
     return now + datetime.timedelta(seconds=delay + settings.ACME_ORDER_LEASE_SECONDS)
 
 
+def renewal_lease_until(now: datetime.datetime) -> datetime.datetime:
+    """How long a certificate whose renewal order runs is left alone by the renewal sweep: the
+    order's whole time budget, after which the sweep takes it again (an order that ended without
+    a word)."""
+    seconds = settings.ACME_ORDER_TIMEOUT_SECONDS + settings.ACME_ORDER_LEASE_SECONDS
+    return now + datetime.timedelta(seconds=seconds)
+
+
 def ended(state: str, now: datetime.datetime, problem: str | None = None) -> dict:
     """The fields of an order that ends in `state`: no lease, and its key purged."""
     fields = {"state": state, "lease_token": None, "lease_until": None, "private_key": None}
@@ -59,6 +67,9 @@ class Start:
     reservation: uuid.UUID | None = None
     renewal: bool = False
     renews: int | None = None
+    # Revoke and replace: the RFC 5280 reason the renewed certificate is revoked with once this
+    # order's certificate is stored and served (empty: it is not revoked).
+    revoke_replaced: str = ""
 
 
 def fresh_keys(starts: list[Start]) -> dict[int, object]:
@@ -84,6 +95,7 @@ def create_orders(
             names=[start.name],
             is_renewal=start.renewal,
             renews_id=start.renews,
+            revoke_replaced=start.revoke_replaced,
             quota_reservation=start.reservation,
             private_key=keys[start.domain_id],
             lease_token=uuid.uuid4(),

@@ -19,6 +19,7 @@ from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
 from domains.pauses import DomainPaused, retry_refusal
+from domains.revocations import revoke_on_delete
 from domains.status import NOTHING_SERVED, change_status, settle_status
 from domains.targeting import Target, records_to_add, target_in
 
@@ -187,12 +188,14 @@ def move_domain(domain: Domain, app: App, now: datetime | None = None) -> bool:
 
 def delete_domain(domain: Domain, now: datetime | None = None) -> None:
     """Deletes the domain in any state: its order stops, its tokens stop being served at once, its
-    pending authorizations are deactivated at the CA, and its keys and certificates are purged."""
+    pending authorizations are deactivated at the CA, and its keys and certificates are purged;
+    with REVOKE_ON_DELETE, its Let's Encrypt certificates are revoked at the CA after commit."""
     with transaction.atomic():
         locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
         if locked is None:
             return
         cancel_orders_of(domain.pk, now)
+        revoke_on_delete(domain.pk, now)
         locked.delete()
 
 

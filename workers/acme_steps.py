@@ -34,6 +34,7 @@ from certificates.models import (
 from certificates.serving import has_valid_custom_certificate
 from certificates.store import store_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
+from domains.enqueue import revoke_certificate_later
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.orders import ended
 from domains.quota_policy import charge_failed_authorization, registered_domains
@@ -285,6 +286,10 @@ def step_download(order: Order, carried: Carried) -> Next:
         )
         Order.objects.filter(pk=order.pk).update(**ended(OrderState.VALID, now))
         transaction.on_commit(lambda: commit_quota(order.quota_reservation, order.names, order.account_id))
+        if order.revoke_replaced and order.renews_id:
+            # Revoke and replace: the old certificate is revoked only after this commit, which
+            # makes the new one the served one, so the name is never left with a revoked one.
+            revoke_certificate_later(order.renews_id, order.revoke_replaced)
         # A valid custom certificate keeps precedence: this one is then the ready fallback.
         custom = has_valid_custom_certificate(order.domain_id, now)
         to = DomainStatus.NOT_USED if custom else DomainStatus.IN_USE

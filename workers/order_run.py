@@ -33,6 +33,7 @@ from domains.orders import BEFORE_FINALIZE, clean_challenge_records, ended, leas
 from domains.pauses import pause_domains
 from domains.quota_policy import refund as refund_quota
 from domains.quota_policy import sync_failed_authorizations, sync_registered_domains, when
+from domains.revocations import replacement_failed
 from domains.status import change_status
 from workers.acme_steps import STEPS, Carried, ChallengeNotPublished, Next, OrderFailed, describe_problem
 from workers.renewals import record_renewal_failure
@@ -212,6 +213,7 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
             record_renewal_failure(
                 order.renews_id, order.domain_id, limit, now, retry_at=retry_at, counted=False
             )
+            replacement_failed(order, limit, now)
         else:
             _wait_for_rate_limit(order, f"{limit}; next attempt at {when(retry_at)}", retry_at, now)
     refund_quota(order.quota_reservation, order.names, order.account_id, "the CA refused the new order (429)")
@@ -246,6 +248,7 @@ def paused(order: Order, held: uuid.UUID, names: str, unpause_url: str) -> str:
             return "skipped: lost the lease"
         others = Domain.objects.filter(name__in=listed).values_list("pk", flat=True)
         newly = pause_domains(sorted({order.domain_id, *others}), unpause_url, now)
+        replacement_failed(order, f"the CA paused {', '.join(sorted(listed))} for this account", now)
     refund_quota(order.quota_reservation, order.names, order.account_id, "the CA paused the name")
     logger.warning(
         "order %s: Let's Encrypt paused %s for the platform's account (%d domain(s) newly paused); "
@@ -312,6 +315,7 @@ def fail_order(
             return False
         if order.renews_id:
             record_renewal_failure(order.renews_id, order.domain_id, problem, now)
+            replacement_failed(order, problem, now)
         else:
             _domain_failed(order, problem, now)
     clean_challenge_records(order)

@@ -31,7 +31,7 @@ from domains.backoff import retry_delay
 from domains.enqueue import renew_certificates_later
 from domains.locking import lock_certificates
 from domains.models import Domain
-from domains.orders import Start, create_orders, fresh_keys
+from domains.orders import Start, create_orders, fresh_keys, renewal_lease_until
 from domains.quota_policy import Candidate, Granted, refund, reserve, when
 from workers.poison import isolate_poison
 from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
@@ -85,10 +85,8 @@ def sweep_renewals(now: datetime.datetime | None = None) -> int:
 
 
 def _order_lease(now: datetime.datetime) -> datetime.datetime:
-    """How long a certificate whose renewal order runs is left alone: the order's whole time
-    budget, after which the sweep takes it again (an order that ended without a word)."""
-    seconds = settings.ACME_ORDER_TIMEOUT_SECONDS + settings.ACME_ORDER_LEASE_SECONDS
-    return now + datetime.timedelta(seconds=seconds)
+    # Shared with revoke and replace (domains/revocations.py), which starts renewals too.
+    return renewal_lease_until(now)
 
 
 def renew_claimed(cert_ids: list[int], token: str, now: datetime.datetime | None = None) -> dict[str, int]:

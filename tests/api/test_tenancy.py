@@ -4,13 +4,14 @@ indistinguishable from an app that does not exist; staff see and change everythi
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.urls import URLPattern
 
 from api import urls
 from certificates.models import Certificate, CertificateSource
 from domains.models import App, Domain, DomainStatus
 from tests.api.conftest import API
-from tests.factories import AppFactory, CertificateFactory, DomainFactory, RegionFactory
+from tests.factories import AcmeAccountFactory, AppFactory, CertificateFactory, DomainFactory, RegionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +29,7 @@ ROUTES = [
     ("api-domain", "delete", DOMAIN, None, 204),
     ("api-certificate", "delete", f"{DOMAIN}/certificate", None, 200),
     ("api-retry", "post", f"{DOMAIN}/retry", None, 202),
+    ("api-revoke-and-replace", "post", f"{DOMAIN}/revoke-and-replace", None, 202),
     ("api-events", "get", f"{DOMAIN}/events", None, 200),
 ]
 ROUTE_IDS = [f"{method}-{name}" for name, method, *_ in ROUTES]
@@ -41,6 +43,8 @@ def bobs_app(bob, region) -> App:
     domain = DomainFactory(app=app, name="www.example.com", status=DomainStatus.IN_USE)
     CertificateFactory(domain=domain)
     CertificateFactory(domain=domain, source=CertificateSource.CUSTOM)
+    # The platform's ACME account, which revoke and replace orders with.
+    AcmeAccountFactory(directory_url=settings.ACME_DIRECTORY_URL, account_url="https://ca.example.net/acct/1")
     return app
 
 

@@ -827,3 +827,40 @@ def test_python_m_cli_exits_2_on_a_usage_error():
     )
     assert result.returncode == 2
     assert "invalid choice: 'no-such-command'" in result.stderr
+
+
+def test_domains_revoke_and_replace_posts_and_prints_what_the_api_did(api, capsys):
+    path = f"/api/v1/apps/demo/domains/{NAME}/revoke-and-replace"
+    api.route("POST", path, 202, {"detail": f"{NAME}: ordering a new key and certificate"})
+    assert run(api, "domains-revoke-and-replace", NAME) == 0
+    assert [(seen.method, seen.path) for seen in api.seen] == [("POST", path)]
+    out = capsys.readouterr().out
+    assert f"{NAME}: ordering a new key and certificate" in out
+    assert f"domains-show {NAME}" in out
+
+
+def test_domains_revoke_and_replace_refused_exits_1_with_the_apis_reason(api, capsys):
+    path = f"/api/v1/apps/demo/domains/{NAME}/revoke-and-replace"
+    api.route("POST", path, 409, {"detail": f"{NAME}: a certificate order is already in flight"})
+    assert run(api, "domains-revoke-and-replace", NAME) == 1
+    assert stderr_lines(capsys) == [f"certwright: {NAME}: a certificate order is already in flight"]
+
+
+def test_domains_show_prints_each_revoked_certificate_with_its_time_and_reason(api, capsys):
+    revoked = [
+        {
+            "serial": "fa11",
+            "fingerprint_sha256": "cd" * 32,
+            "not_after": "2025-04-01T00:00:00Z",
+            "revoked_at": "2025-02-03T04:05:00Z",
+            "reason": "keyCompromise",
+        }
+    ]
+    api.route("GET", f"/api/v1/apps/demo/domains/{NAME}", 200, domain(revoked_certificates=revoked))
+    api.route("GET", f"/api/v1/apps/demo/domains/{NAME}/events", 200, {"results": []})
+    assert run(api, "domains-show", NAME) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(None, 1)[1] for line in out if line.startswith("revoked ")] == [
+        "serial fa11 at 2025-02-03 04:05 UTC (keyCompromise)"
+    ]
+    assert not any(line.startswith("revoked certificates") for line in out)

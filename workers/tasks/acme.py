@@ -4,6 +4,10 @@ import logging
 
 from celery import shared_task
 
+from certificates.acme_client import get_account
+from certificates.models import AcmeAccount
+from certificates.revocation import RevocationDeferred, RevocationRefused, leaf_of, revoke_pem
+from domains.revocations import give_up, revoke_stored
 from workers import acme_steps, order_run
 
 logger = logging.getLogger(__name__)
@@ -29,3 +33,67 @@ def redrive_orders() -> int:
 def deactivate_authorizations(account_id: int, authorization_urls: list[str]) -> int:
     """Deactivates a deleted domain's pending authorizations at the CA."""
     return acme_steps.deactivate_authorizations(int(account_id), list(authorization_urls))
+
+
+# A revocation the CA cannot take now is asked again after 30 s, doubling to an hour, for about
+# ten hours in all; then it is given up, logged, and written to the domain's history.
+REVOKE_RETRIES = 14
+
+
+def _revoke_countdown(retries: int) -> int:
+    return min(30 * 2**retries, 3600)
+
+
+@shared_task(
+    name="workers.tasks.acme.revoke_certificate",
+    bind=True,
+    acks_late=True,
+    max_retries=REVOKE_RETRIES,
+    time_limit=90,
+    soft_time_limit=75,
+)
+def revoke_certificate(self, certificate_id: int, reason: str) -> str:
+    """Revokes a stored certificate at its CA with `reason` (idempotent: a revoked one stays so)."""
+    try:
+        outcome = revoke_stored(int(certificate_id), str(reason))
+    except RevocationDeferred as exc:
+        if self.request.retries >= REVOKE_RETRIES:
+            give_up(int(certificate_id), str(reason), f"{exc}, {REVOKE_RETRIES + 1} times")
+            return f"gave up: {exc}"
+        logger.info("certificate %s: revocation deferred: %s", certificate_id, exc)
+        raise self.retry(countdown=_revoke_countdown(self.request.retries)) from None
+    logger.info("certificate %s: %s", certificate_id, outcome)
+    return outcome
+
+
+@shared_task(
+    name="workers.tasks.acme.revoke_pem",
+    bind=True,
+    acks_late=True,
+    max_retries=REVOKE_RETRIES,
+    time_limit=90,
+    soft_time_limit=75,
+)
+def revoke_pem_task(self, account_id: int, leaf_pem: str, reason: str) -> str:
+    """Revokes a certificate whose row is gone (its domain was deleted), by its PEM, signed by
+    the account that issued it."""
+    try:
+        leaf = leaf_of(str(leaf_pem))
+        account = AcmeAccount.objects.filter(pk=int(account_id)).first()
+        if account is not None and not account.account_url:
+            account = get_account(account.directory_url)
+        outcome = revoke_pem(account, leaf, str(reason))
+    except RevocationRefused as exc:
+        logger.error(
+            "certificate with serial %x could not be revoked (%s): %s", leaf.serial_number, reason, exc
+        )
+        return f"refused: {exc}"
+    except RevocationDeferred as exc:
+        if self.request.retries >= REVOKE_RETRIES:
+            logger.error(
+                "certificate with serial %x could not be revoked (%s): %s", leaf.serial_number, reason, exc
+            )
+            return f"gave up: {exc}"
+        raise self.retry(countdown=_revoke_countdown(self.request.retries)) from None
+    logger.info("certificate with serial %x: %s (%s)", leaf.serial_number, outcome, reason)
+    return outcome
