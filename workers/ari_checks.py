@@ -12,6 +12,7 @@ answer with a constant number of statements:
   now, if that has passed) when the window is new or moved, or when the renewal was scheduled after
   the window's end; a renewal already claimed, in flight, backing off after a failure or waiting for
   a quota token is left alone (RFC 9773 section 4.2: the client's error backoff still applies);
+  when a window has already begun, the check task runs the renewal sweep at once, not at its tick;
 - a failure (network, an HTTP error, a malformed answer) or a CA without ARI: `renew_at` is left
   as it is (the lifetime rule), `ari_error` says what happened;
 - the next check: after the CA's Retry-After, clamped to between a minute and a day (RFC 9773
@@ -50,6 +51,7 @@ from certificates.models import ACTIVE_ORDER_STATES, Certificate
 from domains.enqueue import check_renewal_info_later
 from domains.quota_policy import when
 from workers.poison import isolate_poison
+from workers.renewals import sweep_renewals
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +242,16 @@ def check_claimed(
     return counts
 
 
+def check_claimed_and_renew(cert_ids: list[int], lease: datetime.datetime) -> dict[str, int]:
+    """check_claimed, then, when the CA wants some of them replaced now (a window already begun:
+    a mass revocation ahead), the renewal sweep at once rather than at its next tick, up to a
+    minute later."""
+    counts = check_claimed(cert_ids, lease)
+    if counts.get("due_now"):
+        counts["renewals_claimed"] = sweep_renewals(timezone.now())
+    return counts
+
+
 def _outcome(
     fetched: _Fetched, now: datetime.datetime, interval: datetime.timedelta, rng: random.Random
 ) -> _Window | _Failure:
@@ -324,7 +336,7 @@ async def _fetch(client: httpx.AsyncClient, url: str) -> _Fetched:
 def _write(results: dict[int, _Window | _Failure], lease: datetime.datetime, now: datetime.datetime) -> dict:
     windows = {pk: r for pk, r in results.items() if isinstance(r, _Window)}
     failures = {pk: r for pk, r in results.items() if isinstance(r, _Failure)}
-    counts = {"windows": 0, "rescheduled": 0, "failed": 0}
+    counts = {"windows": 0, "rescheduled": 0, "due_now": 0, "failed": 0}
     with transaction.atomic(), connection.cursor() as cursor:
         if windows:
             cursor.execute(
@@ -343,6 +355,7 @@ def _write(results: dict[int, _Window | _Failure], lease: datetime.datetime, now
             written = cursor.fetchall()
             counts["windows"] = len(written)
             counts["rescheduled"] = sum(1 for _, moved in written if moved)
+            counts["due_now"] = sum(1 for pk, moved in written if moved and windows[pk].moment <= now)
         if failures:
             cursor.execute(
                 _WRITE_FAILURES,

@@ -136,7 +136,7 @@ def test_a_window_in_the_future_schedules_the_renewal_inside_it_and_is_stored(ca
     counts = _check(now)
 
     cert.refresh_from_db()
-    assert counts == {"claimed": 1, "windows": 1, "rescheduled": 1, "failed": 0, "skipped": 0}
+    assert counts == {"claimed": 1, "windows": 1, "rescheduled": 1, "due_now": 0, "failed": 0, "skipped": 0}
     assert start <= cert.renew_at <= end
     assert (cert.ari_window_start, cert.ari_window_end) == (start, end)
     assert cert.ari_explanation_url == "https://ca.example/why"
@@ -163,9 +163,21 @@ def test_a_window_in_the_past_makes_the_renewal_due_now(ca, account):
     now = _now()
     cert = _cert(account, now)
     ca.window(cert.ari_cert_id, now - 2 * DAY, now - DAY)
-    _check(now)
+    assert _check(now)["due_now"] == 1
     cert.refresh_from_db()
     assert cert.renew_at == now
+
+
+@pytest.mark.django_db
+def test_the_check_task_claims_a_renewal_due_now_without_waiting_for_the_renewal_tick(ca, account):
+    now = _now()
+    cert = _cert(account, now)
+    ca.window(cert.ari_cert_id, now - 2 * DAY, now - DAY)
+    claimed, lease = ari_checks.claim_due_checks(now)
+    counts = ari_checks.check_claimed_and_renew(claimed, lease)
+    assert (counts["due_now"], counts["renewals_claimed"]) == (1, 1)
+    cert.refresh_from_db()
+    assert cert.renewal_claim is not None
 
 
 @pytest.mark.django_db

@@ -49,4 +49,6 @@ def sweep_ari_checks() -> int:
 def check_renewal_info(certificate_ids: list[int], lease: str) -> dict:
     """Checks the claimed certificates' renewal information; idempotent, since only rows still
     carrying the claim's `lease` are written."""
-    return ari_checks.check_claimed([int(i) for i in certificate_ids], datetime.datetime.fromisoformat(lease))
+    return ari_checks.check_claimed_and_renew(
+        [int(i) for i in certificate_ids], datetime.datetime.fromisoformat(lease)
+    )

@@ -135,6 +135,11 @@ class Command(BaseCommand):
             f"Checked {counts['claimed']}: {counts.get('windows', 0)} windows, "
             f"{counts.get('rescheduled', 0)} renewals rescheduled, {counts.get('failed', 0)} failed."
         )
+        if counts.get("due_now"):
+            self.stdout.write(
+                f"{counts['due_now']} due now: the renewal sweep takes them within a minute "
+                "(beat's 'Renew due certificates')."
+            )
 
 
 def _serial(value: str) -> str:
