@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +276,7 @@ class AcmeProxy:
         self._new_orders: Counter[str] = Counter()
         self._renewal_info_by_cert: Counter[str] = Counter()
         self.renewal_info_served = 0
+        self.connections_accepted = 0
         self.new_orders_refused = 0
         self.new_orders_passed = 0
         self._keys: dict[str, jose.JWK] = {}
@@ -463,7 +464,7 @@ class AcmeProxy:
             self._date = (text, now)
         return text
 
-    def dispatch(self, request: Request) -> Response | asyncio.Future | Any:
+    def dispatch(self, request: Request) -> Response | Coroutine[Any, Any, Response]:
         """The response, or a coroutine making it (requests that go to Pebble)."""
         path = request.path
         if path.startswith(RENEWAL_INFO_PATH) and (
@@ -825,6 +826,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.proxy._connections.add(self)
+        self.proxy.connections_accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy._connections.discard(self)
@@ -859,7 +861,7 @@ class _Connection(asyncio.Protocol):
                 # The loop holds tasks weakly; the connection holds its one pending task.
                 self.pending = asyncio.ensure_future(self._finish(request, result))
 
-    async def _finish(self, request: Request, pending: Any) -> None:
+    async def _finish(self, request: Request, pending: Coroutine[Any, Any, Response]) -> None:
         try:
             response = await pending
         except Exception as exc:  # as above
@@ -996,6 +998,7 @@ class _Control:
                 "retry_after": proxy.retry_after,
                 "profiles": {name: life.total_seconds() for name, life in proxy.profiles.items()},
                 "renewal_info_served": proxy.renewal_info_served,
+                "connections_accepted": proxy.connections_accepted,
                 "new_orders_passed": proxy.new_orders_passed,
                 "new_orders_refused": proxy.new_orders_refused,
                 "orders": len(proxy.orders),
@@ -1136,7 +1139,11 @@ class ProxyControl:
         base = (
             directory_url[: -len(DIRECTORY_PATH)] if directory_url.endswith(DIRECTORY_PATH) else directory_url
         )
-        self.client = httpx.Client(base_url=base + CONTROL_PATH.rstrip("/"), verify=str(ca_file), timeout=30)
+        self.client = httpx.Client(
+            base_url=base + CONTROL_PATH.rstrip("/"),
+            verify=ssl.create_default_context(cafile=str(ca_file)),
+            timeout=30,
+        )
 
     def get(self, name: str) -> Any:
         response = self.client.get(f"/{name}")

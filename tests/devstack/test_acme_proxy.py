@@ -23,8 +23,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certificates.acme_client import client_for
 from certificates.facts import renewal_info_id
+from certificates.models import AcmeAccount, Certificate
 from devstack.acme_proxy import MAX_HEAD_BYTES, AcmeProxy, ProxyControl, default_window
+from domains.models import DomainStatus
+from domains.services import create_domain
+from tests.integration.pointing import point_at_platform
+from tests.integration.polling import status_of, unique_name, wait_for
+from tests.proxied_stack import account_key_from_database
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +137,7 @@ def user(proxy, pebble_stack, keys):
 
 @pytest.fixture
 def http(pebble_stack):
-    with httpx.Client(verify=str(pebble_stack.listener_ca_path), timeout=10) as http:
+    with httpx.Client(verify=pebble_stack.ssl_context(), timeout=10) as http:
         yield http
 
 
@@ -490,7 +497,7 @@ def test_the_proxy_stops_with_its_connections_open(pebble_stack, http):
     proxy.stop()
     assert time.monotonic() - began < 5
     with pytest.raises(httpx.ConnectError):
-        httpx.get(proxy.directory_url, verify=str(pebble_stack.listener_ca_path), timeout=2)
+        httpx.get(proxy.directory_url, verify=pebble_stack.ssl_context(), timeout=2)
 
 
 def test_a_new_order_the_proxy_cannot_read_gets_pebbles_answer(proxy, http):
@@ -502,3 +509,31 @@ def test_a_new_order_the_proxy_cannot_read_gets_pebbles_answer(proxy, http):
     )
     assert response.status_code == 400
     assert response.json()["type"].startswith("urn:ietf:params:acme:error:")
+
+
+# The proxied issuance stack (tests/proxied_stack.py).
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_proxied_stack_issues_through_the_proxy_which_reads_account_keys_from_the_database(
+    proxied_issuance, app
+):
+    proxy = proxied_issuance.proxy
+    name = unique_name()
+    point_at_platform(proxied_issuance.pebble.challtestsrv, app, name)
+    domain = create_domain(app, name)
+    wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, timeout=60, what="in_use through the proxy")
+    certificate = Certificate.objects.get(domain=domain)
+    account = AcmeAccount.objects.get(directory_url=proxy.directory_url)
+    seen = proxy.certificate(certificate.ari_cert_id)
+    assert seen is not None and seen.account == account.account_url and seen.names == [name]
+    assert [(order["kid"], order["identifiers"]) for order in proxy.orders] == [(account.account_url, [name])]
+    key = account_key_from_database(account.account_url)
+    assert key.thumbprint() == jose.JWKEC.load(account.key.reveal()).thumbprint()
+    # A profile order signed by the platform's account: the proxy re-signs it with the key it read
+    # from the database, and Pebble accepts the signature.
+    key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    order = client_for(account).new_order(crypto_util.make_csr(key_pem, [name]), profile="shortlived")
+    assert order.uri == proxy.orders[-1]["url"] and proxy.orders[-1]["profile"] == "shortlived"
