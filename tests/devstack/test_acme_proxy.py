@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -192,6 +193,15 @@ def test_renewal_info_answers_the_default_window_of_a_certificate_it_saw_issued(
     assert proxy.renewal_info_served_for(cert_id) == 2
 
 
+def test_a_revoked_certificates_window_is_in_the_past_as_boulder_answers(proxy, user, http):
+    alice = user()
+    leaf = alice.issue([_name()])
+    alice.client.revoke(leaf, 1)
+    window = http.get(f"{proxy.renewal_info_url}/{renewal_info_id(leaf)}").json()["suggestedWindow"]
+    assert window["end"] < _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert proxy.certificate(renewal_info_id(leaf)).revoked
+
+
 def test_a_short_certificates_default_window_starts_at_half_its_lifetime():
     not_before = _now()
     start, end = default_window(not_before, not_before + datetime.timedelta(hours=160))
@@ -251,11 +261,15 @@ def test_retry_after_and_injected_failures_are_what_the_test_set(proxy, http):
     proxy.answer_unknown(_now(), _now() + HOUR)
     proxy.retry_after = 60
     assert http.get(f"{proxy.renewal_info_url}/AAAA.AAAA").headers["Retry-After"] == "60"
-    proxy.fail_renewal_info(status=503, times=2)
-    statuses = [http.get(f"{proxy.renewal_info_url}/AAAA.AAAA").status_code for _ in range(3)]
-    assert statuses == [503, 503, 200]
-    assert proxy.renewal_info_served_for("AAAA.AAAA") == 4
-    assert proxy.renewal_info_served == 4
+    proxy.fail_renewal_info(status=503, times=2, retry_after=30)
+    answers = [http.get(f"{proxy.renewal_info_url}/AAAA.AAAA") for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [503, 503, 200]
+    assert answers[0].json()["type"] == "urn:ietf:params:acme:error:serverInternal"
+    assert [answer.headers["Retry-After"] for answer in answers] == ["30", "30", "60"]
+    proxy.fail_renewal_info(status=429)
+    assert http.get(f"{proxy.renewal_info_url}/AAAA.AAAA").json()["type"].endswith(":rateLimited")
+    assert proxy.renewal_info_served_for("AAAA.AAAA") == 5
+    assert proxy.renewal_info_served == 5
 
 
 def test_renewal_info_is_served_over_one_kept_alive_connection(proxy, pebble_stack):
@@ -488,6 +502,13 @@ def test_out_of_process_the_proxy_prints_its_directory_and_its_control_api_works
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_a_proxy_that_cannot_listen_raises_and_leaves_no_thread_behind(proxy, pebble_stack):
+    threads = threading.active_count()
+    with pytest.raises(OSError):
+        AcmeProxy.in_front_of(pebble_stack, port=proxy.port).start()
+    assert threading.active_count() == threads
 
 
 def test_the_proxy_stops_with_its_connections_open(pebble_stack, http):
