@@ -179,6 +179,7 @@ class RateLimit:
     detail: str
     retry_after: str
     times: int = 1
+    exempts_renewals: bool = True
 
 
 @dataclass
@@ -417,10 +418,14 @@ class AcmeProxy:
         with self._lock:
             self._renewal_info_failures.append(_Failure(status, times, retry_after))
 
-    def refuse_new_orders(self, detail: str, retry_after: str, times: int = 1) -> None:
-        """The next `times` newOrders get Let's Encrypt's 429 with `detail` and `Retry-After`."""
+    def refuse_new_orders(
+        self, detail: str, retry_after: str, times: int = 1, exempt_renewals: bool = True
+    ) -> None:
+        """The next `times` newOrders get Let's Encrypt's 429 with `detail` and `Retry-After`. As at
+        Let's Encrypt, an order that `replaces` a certificate whose window has opened passes (and
+        leaves the refusal for the next order) unless `exempt_renewals` is False."""
         with self._lock:
-            self._limits.append(RateLimit(detail, retry_after, times))
+            self._limits.append(RateLimit(detail, retry_after, times, exempt_renewals))
 
     def pause(self, identifier: str, unpause_url: str, account: str | None = None) -> None:
         """newOrders naming `identifier` from `account` (a kid; None: any account) get Let's
@@ -701,8 +706,13 @@ class AcmeProxy:
                     f"{', '.join(name for name, _ in paused)} and possibly others. "
                     f"Please visit: {paused[0][1]}",
                 )
+            exempt = False
             if replaces:
                 self._check_replaces(kid, identifiers, replaces)
+                # Let's Encrypt exempts a renewal that names what it replaces, once its window has
+                # opened, from every limit (a window moved into the past included: the drill).
+                window = self._window_locked(replaces)
+                exempt = window is not None and window.start <= datetime.datetime.now(datetime.UTC)
             lifetime = None
             if profile:
                 lifetime = self.profiles.get(profile)
@@ -713,7 +723,7 @@ class AcmeProxy:
                         "invalidProfile",
                         f"profile name {profile!r} not recognized (this CA offers: {offered})",
                     )
-            if self._limits:
+            if self._limits and not (exempt and self._limits[0].exempts_renewals):
                 limit = self._limits[0]
                 limit.times -= 1
                 if limit.times <= 0:
@@ -980,7 +990,7 @@ class _Control:
     POST /_proxy/fail-renewal-info      {"status"?, "times"?, "retry_after"?}
     POST /_proxy/pause                  {"identifier", "unpause_url", "account"?}
     POST /_proxy/unpause                {"identifier", "account"?}
-    POST /_proxy/refuse-new-orders      {"detail", "retry_after", "times"?}
+    POST /_proxy/refuse-new-orders      {"detail", "retry_after", "times"?, "exempt_renewals"?}
     Bad input is a 400 {"error": "..."} naming what is wrong.
     """
 
@@ -1118,7 +1128,10 @@ class _Control:
     def _post_refuse_new_orders(self, document: dict) -> None:
         retry_after = str(_whole(document, "retry_after", 0, 10**9))
         times = _whole(document, "times", 1, 10**9, default=1)
-        self.proxy.refuse_new_orders(_text(document, "detail"), retry_after, times)
+        exempt = document.get("exempt_renewals", True)
+        if not isinstance(exempt, bool):
+            raise _BadInput("exempt_renewals is true or false")
+        self.proxy.refuse_new_orders(_text(document, "detail"), retry_after, times, exempt)
 
 
 class _BadInput(ValueError):

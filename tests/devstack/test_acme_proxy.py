@@ -451,6 +451,26 @@ def test_refused_new_orders_get_a_429_with_retry_after_then_pass(proxy, user):
     assert (proxy.new_orders_refused, proxy.new_orders_passed) == (1, 1)
 
 
+def test_a_renewal_naming_what_it_replaces_once_its_window_opened_is_exempt_from_refusals(proxy, user):
+    alice = user()
+    name = _name()
+    early, due = (renewal_info_id(alice.issue([name])) for _ in range(2))
+    proxy.set_window(due, _now() - 2 * HOUR, _now() - HOUR)
+    proxy.refuse_new_orders("too many certificates", retry_after="60", times=1)
+    # Not yet in its window (the default one, weeks ahead): refused like any order.
+    with pytest.raises(messages.Error) as limited:
+        alice.order([name], replaces=early)
+    assert limited.value.typ == "urn:ietf:params:acme:error:rateLimited"
+    proxy.refuse_new_orders("too many certificates", retry_after="60", times=1)
+    alice.order([name], replaces=due)
+    # The refusal is still there for the next order that is not exempt.
+    with pytest.raises(messages.Error):
+        alice.order([name])
+    proxy.refuse_new_orders("too many certificates", retry_after="60", times=1, exempt_renewals=False)
+    with pytest.raises(messages.Error):
+        alice.order([name], replaces=due)
+
+
 # Out of process.
 
 
