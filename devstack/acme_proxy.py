@@ -453,6 +453,7 @@ class AcmeProxy:
             return self._renewal_info_by_cert[cert_id]
 
     def certificate(self, cert_id: str) -> SeenCertificate | None:
+        """What the proxy saw of the certificate `cert_id` (None: never downloaded through it)."""
         with self._lock:
             return self.certificates.get(cert_id)
 
@@ -479,6 +480,7 @@ class AcmeProxy:
     # Serving: every method below runs on the loop.
 
     def date_header(self) -> str:
+        """The Date header's value, formatted once a second rather than on every response."""
         now = time.time()
         text, at = self._date
         if now - at >= 1:
@@ -916,7 +918,13 @@ class _Connection(asyncio.Protocol):
             return None
         lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith("/"):
+        # An origin-form target only: "//host/..." would make the upstream client go elsewhere.
+        if (
+            len(parts) != 3
+            or not parts[0].isalpha()
+            or not parts[1].startswith("/")
+            or parts[1].startswith("//")
+        ):
             self._refuse(400, "malformed request line")
             return None
         method, target, version = parts
@@ -959,7 +967,9 @@ class _Connection(asyncio.Protocol):
             "Server: certwright-acme-proxy",
         ]
         head.extend(f"{name}: {value}" for name, value in response.headers)
-        if request.method == "HEAD":
+        if response.status in (204, 304):
+            body = b""  # neither has a body, nor a Content-Length
+        elif request.method == "HEAD":
             if not any(name.lower() == "content-length" for name, _ in response.headers):
                 head.append(f"Content-Length: {len(response.body)}")
             body = b""

@@ -306,13 +306,14 @@ def _raw_exchange(proxy: AcmeProxy, pebble_stack, data: bytes) -> bytes:
     ("request_bytes", "status"),
     [
         (b"NONSENSE\r\n\r\n", b"400"),
+        (b"GET //example.com/dir HTTP/1.1\r\n\r\n", b"400"),
         (b"GET /dir HTTP/2.0\r\n\r\n", b"505"),
         (b"GET /dir HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", b"431"),
         (b"POST /order-plz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"411"),
         (b"POST /order-plz HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
         (b"POST /order-plz HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
     ],
-    ids=["request-line", "version", "head-size", "chunked", "body-size", "content-length"],
+    ids=["request-line", "absolute-target", "version", "head-size", "chunked", "body-size", "content-length"],
 )
 def test_a_request_the_proxy_cannot_read_gets_a_4xx_and_the_connection_closed(
     proxy, pebble_stack, request_bytes, status
