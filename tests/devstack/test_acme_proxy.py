@@ -24,15 +24,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certificates.acme_client import client_for
+from certificates.acme_client import client_for, get_account
 from certificates.facts import renewal_info_id
 from certificates.models import AcmeAccount, Certificate
+from devstack.acme_account_keys import from_database
 from devstack.acme_proxy import MAX_HEAD_BYTES, AcmeProxy, ProxyControl, default_window
 from domains.models import DomainStatus
 from domains.services import create_domain
+from tests.conftest import celery_subprocess_env
 from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, unique_name, wait_for
-from tests.proxied_stack import account_key_from_database
 
 pytestmark = pytest.mark.integration
 
@@ -476,27 +477,7 @@ def test_a_renewal_naming_what_it_replaces_once_its_window_opened_is_exempt_from
 
 
 def test_out_of_process_the_proxy_prints_its_directory_and_its_control_api_works(pebble_stack, http):
-    tls = pebble_stack.state_dir / "tls"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack.acme_proxy",
-            "--upstream",
-            f"127.0.0.1:{pebble_stack.acme_port}",
-            "--ca-file",
-            str(pebble_stack.listener_ca_path),
-            "--cert",
-            str(tls / "cert.pem"),
-            "--key",
-            str(tls / "key.pem"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_out_of_process(pebble_stack)
     try:
         directory_url = process.stdout.readline().strip()
         assert directory_url.startswith("https://127.0.0.1:") and directory_url.endswith("/dir")
@@ -530,6 +511,53 @@ def test_a_proxy_that_cannot_listen_raises_and_leaves_no_thread_behind(proxy, pe
     with pytest.raises(OSError):
         AcmeProxy.in_front_of(pebble_stack, port=proxy.port).start()
     assert threading.active_count() == threads
+
+
+def _start_out_of_process(pebble_stack, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    tls = pebble_stack.state_dir / "tls"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.acme_proxy",
+            "--upstream",
+            f"127.0.0.1:{pebble_stack.acme_port}",
+            "--ca-file",
+            str(pebble_stack.listener_ca_path),
+            "--cert",
+            str(tls / "cert.pem"),
+            "--key",
+            str(tls / "key.pem"),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_out_of_process_the_proxy_reads_account_keys_from_certwrights_database(pebble_stack):
+    process = _start_out_of_process(
+        pebble_stack, "--account-key", "devstack.acme_account_keys:from_database", env=celery_subprocess_env()
+    )
+    try:
+        directory_url = process.stdout.readline().strip()
+        account = get_account(directory_url)
+        key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        order = client_for(account).new_order(crypto_util.make_csr(key_pem, [_name()]), profile="shortlived")
+        assert order.body.status.name == "pending"
+        orders = ProxyControl(directory_url, pebble_stack.listener_ca_path).get("orders")
+        assert [(o["kid"], o["profile"], o["url"]) for o in orders] == [
+            (account.account_url, "shortlived", order.uri)
+        ]
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
 
 
 def test_the_proxy_stops_with_its_connections_open(pebble_stack, http):
@@ -570,7 +598,7 @@ def test_the_proxied_stack_issues_through_the_proxy_which_reads_account_keys_fro
     seen = proxy.certificate(certificate.ari_cert_id)
     assert seen is not None and seen.account == account.account_url and seen.names == [name]
     assert [(order["kid"], order["identifiers"]) for order in proxy.orders] == [(account.account_url, [name])]
-    key = account_key_from_database(account.account_url)
+    key = from_database(account.account_url)
     assert key.thumbprint() == jose.JWKEC.load(account.key.reveal()).thumbprint()
     # A profile order signed by the platform's account: the proxy re-signs it with the key it read
     # from the database, and Pebble accepts the signature.
