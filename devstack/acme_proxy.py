@@ -277,6 +277,7 @@ class AcmeProxy:
         self.certificates: dict[str, SeenCertificate] = {}
         self.orders: list[dict[str, Any]] = []
         self._orders_by_path: dict[str, dict[str, Any]] = {}
+        self._orders_by_certificate: dict[str, dict[str, Any]] = {}
         self._new_orders: Counter[str] = Counter()
         self._renewal_info_by_cert: Counter[str] = Counter()
         self.renewal_info_served = 0
@@ -608,6 +609,9 @@ class AcmeProxy:
         except (x509.ExtensionNotFound, ValueError):
             dns_names = []
         with self._lock:
+            order = self._orders_by_certificate.get(request.path)
+            if order is not None:
+                order["cert_id"] = cert_id
             if cert_id not in self.certificates:
                 self.certificates[cert_id] = SeenCertificate(
                     cert_id=cert_id,
@@ -641,6 +645,10 @@ class AcmeProxy:
                 seen = self.certificates.get(order["replaces"])
                 if seen is not None and not seen.replaced_by:
                     seen.replaced_by = order["url"]
+            certificate_url = _json_field(response.body, "certificate")
+            if certificate_url:
+                # Its download will say which certificate this order issued.
+                self._orders_by_certificate[httpx.URL(certificate_url).path] = order
         return _with_order_fields(response, order)
 
     async def _new_order(self, request: Request) -> Response:
@@ -681,6 +689,7 @@ class AcmeProxy:
             "profile": profile,
             "url": location,
             "finalize": created.get("finalize", "") if isinstance(created, dict) else "",
+            "cert_id": "",  # of the certificate it issued, once downloaded
         }
         with self._lock:
             self.orders.append(order)
@@ -828,6 +837,16 @@ def _jws_parts(body: bytes) -> tuple[dict, dict]:
     if not isinstance(protected, dict) or not isinstance(payload, dict):
         raise TypeError("the protected header and the payload are JSON objects")
     return protected, payload
+
+
+def _json_field(body: bytes, name: str) -> str:
+    """A string field of a JSON object body; empty when there is none."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return ""
+    value = document.get(name) if isinstance(document, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _with_order_fields(response: Response, order: dict[str, Any]) -> Response:

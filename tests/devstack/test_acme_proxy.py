@@ -417,6 +417,8 @@ def test_a_second_replacement_of_a_replaced_certificate_is_already_replaced(prox
     # The renewal can itself be replaced.
     alice.issue([name], replaces=renewal_info_id(renewed))
     assert [order["replaces"] for order in proxy.orders] == ["", old, old, renewal_info_id(renewed)]
+    # Each order names the certificate it issued (the unfinished one none).
+    assert [order["cert_id"] for order in proxy.orders][:3] == [old, "", renewal_info_id(renewed)]
     assert all(order["kid"] == alice.kid and order["identifiers"] == [name] for order in proxy.orders)
 
 
