@@ -1,13 +1,14 @@
 """A test ACME proxy in front of Pebble 2.4 that adds what Pebble lacks and Let's Encrypt has: ACME
 Renewal Information (RFC 9773: the directory's `renewalInfo`, windows set by the test, `replaces`
-checked as Boulder checks it), certificate profiles (`meta.profiles`, each mapped to a `notAfter`),
-paused identifiers and rate-limited newOrders, with Let's Encrypt's problem documents.
+checked as Boulder checks it), certificate profiles (`meta.profiles`, each mapped to the
+`notBefore`/`notAfter` Pebble honours), paused identifiers and rate-limited newOrders, with Let's
+Encrypt's problem documents.
 
 Everything else is Pebble's: the proxy listens on HTTPS with Pebble's listener certificate and
 forwards with the client's Host header, so Pebble writes the proxy's URLs everywhere and a client
 cannot tell the two apart. renewalInfo is answered by the proxy itself, on an asyncio loop in a
-thread with HTTP/1.1 keep-alive (bench/ari.py sends it 100,000 GETs); the rest goes to Pebble over a
-keep-alive httpx client on the same loop.
+thread with HTTP/1.1 keep-alive (bench/ari.py sends it 100,000 GETs); the rest goes to Pebble over
+keep-alive httpx clients on the same loop.
 
 In process (the tests): `with AcmeProxy.in_front_of(pebble_stack) as proxy:` and the attributes and
 methods below. Out of process (the benchmark): `python -m devstack.acme_proxy --upstream HOST:PORT
@@ -35,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,25 +83,6 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 _OWN_RESPONSE_HEADERS = _HOP_BY_HOP | {"content-length", "date", "server", "content-encoding"}
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 
 AccountKey = Callable[[str], jose.JWK]
 
@@ -800,13 +783,18 @@ class AcmeProxy:
             if key is None:
                 raise _Refusal(500, "serverInternal", f"the proxy has no key for account {kid}")
             self._keys[kid] = key
+        try:
+            alg = jose.JWASignature.from_json(protected["alg"])
+            nonce = jose.decode_b64jose(protected["nonce"])
+        except (KeyError, jose.DeserializationError) as exc:
+            raise _Refusal(400, "malformed", f"the JWS has no usable alg and nonce: {exc}") from exc
         not_before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         edited = {**payload, "notBefore": rfc3339(not_before), "notAfter": rfc3339(not_before + lifetime)}
         signed = acme_jws.JWS.sign(
             json.dumps(edited).encode(),
             key=key,
-            alg=jose.JWASignature.from_json(protected["alg"]),
-            nonce=jose.decode_b64jose(protected["nonce"]),
+            alg=alg,
+            nonce=nonce,
             url=protected.get("url"),
             kid=kid or None,
         )
@@ -861,6 +849,13 @@ def _with_order_fields(response: Response, order: dict[str, Any]) -> Response:
     if order["profile"]:
         document["profile"] = order["profile"]
     return Response(response.status, response.headers, json.dumps(document).encode())
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 class _Connection(asyncio.Protocol):
@@ -981,7 +976,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         head = [
-            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
+            f"HTTP/1.1 {response.status} {_reason(response.status)}",
             f"Date: {self.proxy.date_header()}",
             "Server: certwright-acme-proxy",
         ]

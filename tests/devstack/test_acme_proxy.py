@@ -6,6 +6,7 @@ server is needed."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import socket
 import ssl
@@ -374,6 +375,27 @@ def test_a_profile_order_without_an_account_key_callback_is_a_500_saying_so(prox
     assert "account_key" in refused.value.detail
     # The refusal carried a fresh nonce: the next request of the same client goes through.
     alice.order([_name()])
+
+
+def test_a_profile_order_whose_jws_cannot_be_signed_again_is_a_400_not_a_500(proxy, user, http):
+    alice = user()
+
+    def b64(document: dict) -> str:
+        return jose.encode_b64jose(json.dumps(document).encode())
+
+    jws = {
+        "protected": b64(
+            {"alg": "ES999", "kid": alice.kid, "nonce": "AAAA", "url": f"{proxy.base_url}/order-plz"}
+        ),
+        "payload": b64({"identifiers": [{"type": "dns", "value": _name()}], "profile": "shortlived"}),
+        "signature": "AAAA",
+    }
+    response = http.post(
+        f"{proxy.base_url}/order-plz", json=jws, headers={"Content-Type": "application/jose+json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:ietf:params:acme:error:malformed"
+    assert "alg" in response.json()["detail"] and response.headers["Replay-Nonce"]
 
 
 # replaces.
