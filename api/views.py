@@ -35,6 +35,7 @@ from domains.names import InvalidDomainName, normalize_domain_name
 from domains.services import (
     DomainLimitReached,
     DomainNameTaken,
+    DomainPaused,
     add_domain,
     delete_domain,
     move_domain,
@@ -323,11 +324,25 @@ class DomainCertificate(GenericAPIView):
 class DomainRetry(GenericAPIView):
     serializer_class = MessageSerializer
 
-    @extend_schema(request=None, responses={202: MessageSerializer, **_errors(401, 404, 411, 413, 429)})
+    @extend_schema(
+        request=None,
+        responses={
+            202: MessageSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Let's Encrypt paused the name: only the platform's operators can lift it.",
+            ),
+            **_errors(401, 404, 411, 413, 429),
+        },
+    )
     def post(self, request, app, name):
-        """Checks the domain, continues its order or renews its certificate now, backoff reset."""
+        """Checks the domain, continues its order or renews its certificate now, backoff reset;
+        409 while Let's Encrypt has the name paused (only the platform's operators can lift that)."""
         domain = get_domain(request, app, name)
-        return Response({"detail": retry_now(domain)}, status=status.HTTP_202_ACCEPTED)
+        try:
+            return Response({"detail": retry_now(domain)}, status=status.HTTP_202_ACCEPTED)
+        except DomainPaused as exc:
+            return _conflict(str(exc))
 
 
 class DomainEvents(GenericAPIView):

@@ -36,8 +36,8 @@ from certificates.store import store_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.orders import ended
+from domains.quota_policy import charge_failed_authorization, registered_domains
 from domains.quota_policy import commit as commit_quota
-from domains.quota_policy import registered_domains
 from domains.status import change_status
 from workers.failpoints import failpoint
 
@@ -316,6 +316,9 @@ def _order_problem(body: messages.Order) -> str:
 
 
 def _authorization_problems(order: Order) -> str:
+    """Why the CA refused the order's authorizations; each one found invalid spends a token of
+    its identifier's failed-authorization bucket, once per authorization (a rerun of this step
+    reads it again: the charge is keyed by its URL)."""
     acme = client_for(order.account)
     problems = []
     for challenge in Challenge.objects.filter(order=order):
@@ -323,6 +326,10 @@ def _authorization_problems(order: Order) -> str:
             acme._post_as_get(challenge.authorization_url).json()
         )
         Challenge.objects.filter(pk=challenge.pk).update(authorization_status=authorization.status.name)
+        if authorization.status == messages.STATUS_INVALID:
+            charge_failed_authorization(
+                order.account_id, authorization.identifier.value, challenge.authorization_url
+            )
         for chall in authorization.challenges:
             if chall.error is not None:
                 problems.append(f"{authorization.identifier.value}: {describe_problem(chall.error)}")
