@@ -1,13 +1,14 @@
 """A test ACME proxy in front of Pebble 2.4 that adds what Pebble lacks and Let's Encrypt has: ACME
 Renewal Information (RFC 9773: the directory's `renewalInfo`, windows set by the test, `replaces`
-checked as Boulder checks it), certificate profiles (`meta.profiles`, each mapped to a `notAfter`),
-paused identifiers and rate-limited newOrders, with Let's Encrypt's problem documents.
+checked as Boulder checks it), certificate profiles (`meta.profiles`, each mapped to the
+`notBefore`/`notAfter` Pebble honours), paused identifiers and rate-limited newOrders, with Let's
+Encrypt's problem documents.
 
 Everything else is Pebble's: the proxy listens on HTTPS with Pebble's listener certificate and
 forwards with the client's Host header, so Pebble writes the proxy's URLs everywhere and a client
 cannot tell the two apart. renewalInfo is answered by the proxy itself, on an asyncio loop in a
-thread with HTTP/1.1 keep-alive (bench/ari.py sends it 100,000 GETs); the rest goes to Pebble over a
-keep-alive httpx client on the same loop.
+thread with HTTP/1.1 keep-alive (bench/ari.py sends it 100,000 GETs); the rest goes to Pebble over
+keep-alive httpx clients on the same loop.
 
 In process (the tests): `with AcmeProxy.in_front_of(pebble_stack) as proxy:` and the attributes and
 methods below. Out of process (the benchmark): `python -m devstack.acme_proxy --upstream HOST:PORT
@@ -32,9 +33,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +74,8 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CERT_ID_CHARS = 200
 UPSTREAM_TIMEOUT_SECONDS = 30.0
+UPSTREAM_CLIENTS = 16
+UPSTREAM_CONNECTIONS_PER_CLIENT = 4
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 # Headers that belong to one hop, never forwarded; and the ones the proxy writes itself.
@@ -79,25 +83,6 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 _OWN_RESPONSE_HEADERS = _HOP_BY_HOP | {"content-length", "date", "server", "content-encoding"}
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 
 AccountKey = Callable[[str], jose.JWK]
 
@@ -177,12 +162,14 @@ class RateLimit:
     detail: str
     retry_after: str
     times: int = 1
+    exempts_renewals: bool = True
 
 
 @dataclass
 class _Failure:
     status: int
     times: int
+    retry_after: int | None = None
 
 
 @dataclass
@@ -273,9 +260,11 @@ class AcmeProxy:
         self.certificates: dict[str, SeenCertificate] = {}
         self.orders: list[dict[str, Any]] = []
         self._orders_by_path: dict[str, dict[str, Any]] = {}
+        self._orders_by_certificate: dict[str, dict[str, Any]] = {}
         self._new_orders: Counter[str] = Counter()
         self._renewal_info_by_cert: Counter[str] = Counter()
         self.renewal_info_served = 0
+        self.connections_accepted = 0
         self.new_orders_refused = 0
         self.new_orders_passed = 0
         self._keys: dict[str, jose.JWK] = {}
@@ -284,7 +273,8 @@ class AcmeProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="acme-proxy", daemon=True)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="acme-proxy-key")
         self._server: asyncio.AbstractServer | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._next_client = 0
         self._connections: set[_Connection] = set()
         self._date = ("", 0.0)
         self.control = _Control(self)
@@ -306,16 +296,28 @@ class AcmeProxy:
     def start(self) -> AcmeProxy:
         """Starts listening; returns at once, serving from a thread."""
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+        except BaseException:
+            # A port in use, an unreadable certificate: leave no thread or client behind.
+            self.stop()
+            raise
         return self
 
     async def _start(self) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=self.upstream,
-            verify=self.upstream_context,
-            timeout=UPSTREAM_TIMEOUT_SECONDS,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+        # Several small clients rather than one with a large pool: httpx's pool costs more CPU per
+        # request the more connections it holds (encode/httpx#3215; measured here, 64 requests at a
+        # time: 4 ms of the proxy's CPU a forwarded request with one client of 64 connections, 2 ms
+        # with 16 clients of 4).
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=self.upstream,
+                verify=self.upstream_context,
+                timeout=UPSTREAM_TIMEOUT_SECONDS,
+                limits=httpx.Limits(max_connections=UPSTREAM_CONNECTIONS_PER_CLIENT),
+            )
+            for _ in range(UPSTREAM_CLIENTS)
+        ]
         self._server = await self._loop.create_server(
             lambda: _Connection(self), self.host, self.port, ssl=self.listener_context, backlog=1024
         )
@@ -340,8 +342,8 @@ class AcmeProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
+        for upstream in self._clients:
+            await upstream.aclose()
 
     def __enter__(self) -> AcmeProxy:
         return self.start()
@@ -394,15 +396,20 @@ class AcmeProxy:
         with self._lock:
             self._unknown_window = None if start is None or end is None else Window(start, end)
 
-    def fail_renewal_info(self, status: int = 500, times: int = 1) -> None:
-        """The next `times` renewalInfo requests get `status` with a problem document."""
+    def fail_renewal_info(self, status: int = 500, times: int = 1, retry_after: int | None = None) -> None:
+        """The next `times` renewalInfo requests get `status` with a problem document (and a
+        Retry-After header when `retry_after` is given)."""
         with self._lock:
-            self._renewal_info_failures.append(_Failure(status, times))
+            self._renewal_info_failures.append(_Failure(status, times, retry_after))
 
-    def refuse_new_orders(self, detail: str, retry_after: str, times: int = 1) -> None:
-        """The next `times` newOrders get Let's Encrypt's 429 with `detail` and `Retry-After`."""
+    def refuse_new_orders(
+        self, detail: str, retry_after: str, times: int = 1, exempt_renewals: bool = True
+    ) -> None:
+        """The next `times` newOrders get Let's Encrypt's 429 with `detail` and `Retry-After`. As at
+        Let's Encrypt, an order that `replaces` a certificate whose window has opened passes (and
+        leaves the refusal for the next order) unless `exempt_renewals` is False."""
         with self._lock:
-            self._limits.append(RateLimit(detail, retry_after, times))
+            self._limits.append(RateLimit(detail, retry_after, times, exempt_renewals))
 
     def pause(self, identifier: str, unpause_url: str, account: str | None = None) -> None:
         """newOrders naming `identifier` from `account` (a kid; None: any account) get Let's
@@ -430,6 +437,7 @@ class AcmeProxy:
             return self._renewal_info_by_cert[cert_id]
 
     def certificate(self, cert_id: str) -> SeenCertificate | None:
+        """What the proxy saw of the certificate `cert_id` (None: never downloaded through it)."""
         with self._lock:
             return self.certificates.get(cert_id)
 
@@ -456,6 +464,7 @@ class AcmeProxy:
     # Serving: every method below runs on the loop.
 
     def date_header(self) -> str:
+        """The Date header's value, formatted once a second rather than on every response."""
         now = time.time()
         text, at = self._date
         if now - at >= 1:
@@ -463,7 +472,7 @@ class AcmeProxy:
             self._date = (text, now)
         return text
 
-    def dispatch(self, request: Request) -> Response | asyncio.Future | Any:
+    def dispatch(self, request: Request) -> Response | Coroutine[Any, Any, Response]:
         """The response, or a coroutine making it (requests that go to Pebble)."""
         path = request.path
         if path.startswith(RENEWAL_INFO_PATH) and (
@@ -492,7 +501,8 @@ class AcmeProxy:
                 if failure.times <= 0:
                     self._renewal_info_failures.pop(0)
                 kind = "rateLimited" if failure.status == 429 else "serverInternal"
-                return problem(failure.status, kind, "renewalInfo failed, as the test asked")
+                headers = [] if failure.retry_after is None else [("Retry-After", str(failure.retry_after))]
+                return problem(failure.status, kind, "renewalInfo failed, as the test asked", headers)
             if not well_formed_cert_id(cert_id):
                 return problem(
                     400,
@@ -514,14 +524,15 @@ class AcmeProxy:
     async def _upstream(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> Response:
-        assert self._client is not None
+        self._next_client = (self._next_client + 1) % len(self._clients)
+        upstream = self._clients[self._next_client]
         forwarded = [
             (k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {"content-length", "accept-encoding"}
         ]
         # The proxy reads bodies: never let Pebble compress them.
         forwarded.append(("Accept-Encoding", "identity"))
         try:
-            answer = await self._client.request(
+            answer = await upstream.request(
                 method, path, headers=forwarded, content=body if method not in ("GET", "HEAD") else None
             )
         except httpx.HTTPError as exc:
@@ -581,6 +592,9 @@ class AcmeProxy:
         except (x509.ExtensionNotFound, ValueError):
             dns_names = []
         with self._lock:
+            order = self._orders_by_certificate.get(request.path)
+            if order is not None:
+                order["cert_id"] = cert_id
             if cert_id not in self.certificates:
                 self.certificates[cert_id] = SeenCertificate(
                     cert_id=cert_id,
@@ -614,6 +628,10 @@ class AcmeProxy:
                 seen = self.certificates.get(order["replaces"])
                 if seen is not None and not seen.replaced_by:
                     seen.replaced_by = order["url"]
+            certificate_url = _json_field(response.body, "certificate")
+            if certificate_url:
+                # Its download will say which certificate this order issued.
+                self._orders_by_certificate[httpx.URL(certificate_url).path] = order
         return _with_order_fields(response, order)
 
     async def _new_order(self, request: Request) -> Response:
@@ -654,6 +672,7 @@ class AcmeProxy:
             "profile": profile,
             "url": location,
             "finalize": created.get("finalize", "") if isinstance(created, dict) else "",
+            "cert_id": "",  # of the certificate it issued, once downloaded
         }
         with self._lock:
             self.orders.append(order)
@@ -681,8 +700,13 @@ class AcmeProxy:
                     f"{', '.join(name for name, _ in paused)} and possibly others. "
                     f"Please visit: {paused[0][1]}",
                 )
+            exempt = False
             if replaces:
                 self._check_replaces(kid, identifiers, replaces)
+                # Let's Encrypt exempts a renewal that names what it replaces, once its window has
+                # opened, from every limit (a window moved into the past included: the drill).
+                window = self._window_locked(replaces)
+                exempt = window is not None and window.start <= datetime.datetime.now(datetime.UTC)
             lifetime = None
             if profile:
                 lifetime = self.profiles.get(profile)
@@ -693,7 +717,7 @@ class AcmeProxy:
                         "invalidProfile",
                         f"profile name {profile!r} not recognized (this CA offers: {offered})",
                     )
-            if self._limits:
+            if self._limits and not (exempt and self._limits[0].exempts_renewals):
                 limit = self._limits[0]
                 limit.times -= 1
                 if limit.times <= 0:
@@ -759,13 +783,18 @@ class AcmeProxy:
             if key is None:
                 raise _Refusal(500, "serverInternal", f"the proxy has no key for account {kid}")
             self._keys[kid] = key
+        try:
+            alg = jose.JWASignature.from_json(protected["alg"])
+            nonce = jose.decode_b64jose(protected["nonce"])
+        except (KeyError, jose.DeserializationError) as exc:
+            raise _Refusal(400, "malformed", f"the JWS has no usable alg and nonce: {exc}") from exc
         not_before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         edited = {**payload, "notBefore": rfc3339(not_before), "notAfter": rfc3339(not_before + lifetime)}
         signed = acme_jws.JWS.sign(
             json.dumps(edited).encode(),
             key=key,
-            alg=jose.JWASignature.from_json(protected["alg"]),
-            nonce=jose.decode_b64jose(protected["nonce"]),
+            alg=alg,
+            nonce=nonce,
             url=protected.get("url"),
             kid=kid or None,
         )
@@ -798,6 +827,16 @@ def _jws_parts(body: bytes) -> tuple[dict, dict]:
     return protected, payload
 
 
+def _json_field(body: bytes, name: str) -> str:
+    """A string field of a JSON object body; empty when there is none."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return ""
+    value = document.get(name) if isinstance(document, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def _with_order_fields(response: Response, order: dict[str, Any]) -> Response:
     try:
         document = json.loads(response.body)
@@ -810,6 +849,13 @@ def _with_order_fields(response: Response, order: dict[str, Any]) -> Response:
     if order["profile"]:
         document["profile"] = order["profile"]
     return Response(response.status, response.headers, json.dumps(document).encode())
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 class _Connection(asyncio.Protocol):
@@ -825,6 +871,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.proxy._connections.add(self)
+        self.proxy.connections_accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy._connections.discard(self)
@@ -859,7 +906,7 @@ class _Connection(asyncio.Protocol):
                 # The loop holds tasks weakly; the connection holds its one pending task.
                 self.pending = asyncio.ensure_future(self._finish(request, result))
 
-    async def _finish(self, request: Request, pending: Any) -> None:
+    async def _finish(self, request: Request, pending: Coroutine[Any, Any, Response]) -> None:
         try:
             response = await pending
         except Exception as exc:  # as above
@@ -885,7 +932,13 @@ class _Connection(asyncio.Protocol):
             return None
         lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith("/"):
+        # An origin-form target only: "//host/..." would make the upstream client go elsewhere.
+        if (
+            len(parts) != 3
+            or not parts[0].isalpha()
+            or not parts[1].startswith("/")
+            or parts[1].startswith("//")
+        ):
             self._refuse(400, "malformed request line")
             return None
         method, target, version = parts
@@ -923,12 +976,14 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         head = [
-            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
+            f"HTTP/1.1 {response.status} {_reason(response.status)}",
             f"Date: {self.proxy.date_header()}",
             "Server: certwright-acme-proxy",
         ]
         head.extend(f"{name}: {value}" for name, value in response.headers)
-        if request.method == "HEAD":
+        if response.status in (204, 304):
+            body = b""  # neither has a body, nor a Content-Length
+        elif request.method == "HEAD":
             if not any(name.lower() == "content-length" for name, _ in response.headers):
                 head.append(f"Content-Length: {len(response.body)}")
             body = b""
@@ -956,10 +1011,10 @@ class _Control:
     POST /_proxy/reset-windows          {}
     POST /_proxy/answer-unknown         {"start", "end"} or {} to answer 404 again
     POST /_proxy/settings               {"ari_enabled"?, "retry_after"?, "profiles"? {name: seconds}}
-    POST /_proxy/fail-renewal-info      {"status"?, "times"?}
+    POST /_proxy/fail-renewal-info      {"status"?, "times"?, "retry_after"?}
     POST /_proxy/pause                  {"identifier", "unpause_url", "account"?}
     POST /_proxy/unpause                {"identifier", "account"?}
-    POST /_proxy/refuse-new-orders      {"detail", "retry_after", "times"?}
+    POST /_proxy/refuse-new-orders      {"detail", "retry_after", "times"?, "exempt_renewals"?}
     Bad input is a 400 {"error": "..."} naming what is wrong.
     """
 
@@ -996,6 +1051,7 @@ class _Control:
                 "retry_after": proxy.retry_after,
                 "profiles": {name: life.total_seconds() for name, life in proxy.profiles.items()},
                 "renewal_info_served": proxy.renewal_info_served,
+                "connections_accepted": proxy.connections_accepted,
                 "new_orders_passed": proxy.new_orders_passed,
                 "new_orders_refused": proxy.new_orders_refused,
                 "orders": len(proxy.orders),
@@ -1079,7 +1135,11 @@ class _Control:
 
     def _post_fail_renewal_info(self, document: dict) -> None:
         status = _whole(document, "status", 400, 599, default=500)
-        self.proxy.fail_renewal_info(status, _whole(document, "times", 1, 10**9, default=1))
+        times = _whole(document, "times", 1, 10**9, default=1)
+        retry_after = (
+            None if document.get("retry_after") is None else _whole(document, "retry_after", 0, 10**9)
+        )
+        self.proxy.fail_renewal_info(status, times, retry_after)
 
     def _post_pause(self, document: dict) -> None:
         self.proxy.pause(
@@ -1092,7 +1152,10 @@ class _Control:
     def _post_refuse_new_orders(self, document: dict) -> None:
         retry_after = str(_whole(document, "retry_after", 0, 10**9))
         times = _whole(document, "times", 1, 10**9, default=1)
-        self.proxy.refuse_new_orders(_text(document, "detail"), retry_after, times)
+        exempt = document.get("exempt_renewals", True)
+        if not isinstance(exempt, bool):
+            raise _BadInput("exempt_renewals is true or false")
+        self.proxy.refuse_new_orders(_text(document, "detail"), retry_after, times, exempt)
 
 
 class _BadInput(ValueError):
@@ -1136,7 +1199,11 @@ class ProxyControl:
         base = (
             directory_url[: -len(DIRECTORY_PATH)] if directory_url.endswith(DIRECTORY_PATH) else directory_url
         )
-        self.client = httpx.Client(base_url=base + CONTROL_PATH.rstrip("/"), verify=str(ca_file), timeout=30)
+        self.client = httpx.Client(
+            base_url=base + CONTROL_PATH.rstrip("/"),
+            verify=ssl.create_default_context(cafile=str(ca_file)),
+            timeout=30,
+        )
 
     def get(self, name: str) -> Any:
         response = self.client.get(f"/{name}")

@@ -14,7 +14,8 @@ Use it by naming the fixture (registered in tests/conftest.py through `pytest_pl
         assert all(order["replaces"] for order in proxy.orders[1:])
 
 The test must be transactional (`django_db(transaction=True)`): the worker is another process, and
-the proxy reads the account's key from the database when an order names a profile. What it gives:
+the proxy reads the account's key from the database when an order names a profile
+(devstack/acme_account_keys.py). What it gives:
 - `proxied_issuance.proxy`: the AcmeProxy (its `directory_url` is ACME_DIRECTORY_URL in the test
   process, through pytest-django's `settings`, and in the worker's environment);
 - `proxied_issuance.worker`: a Celery worker of its own on every queue (the session worker is
@@ -29,27 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import josepy as jose
 import pytest
-from django.db import connection
 
+from devstack.acme_account_keys import from_database
 from devstack.acme_proxy import AcmeProxy
 from devstack.pebble import PebbleStack
 from devstack.processes import ManagedProcess
 from tests.conftest import start_celery_worker
-
-
-def account_key_from_database(kid: str) -> jose.JWK:
-    """The key of the platform's account registered as `kid` (its account URL), unsealed. Runs in a
-    proxy thread: it closes that thread's connection, so nothing holds the test database open."""
-    # Imported here: this module is a pytest plugin, loaded before Django's apps are ready.
-    from certificates.models import AcmeAccount
-
-    try:
-        account = AcmeAccount.objects.get(account_url=kid)
-        return jose.JWKEC.load(account.key.reveal())
-    finally:
-        connection.close()
 
 
 @dataclass
@@ -63,7 +50,7 @@ class ProxiedIssuance:
 def proxied_issuance(pebble_stack, web_server, without_session_worker, settings):
     """Pebble behind a fresh proxy, a worker whose ACME_DIRECTORY_URL is the proxy, and the test
     process pointed at it too (see the module's docstring)."""
-    with AcmeProxy.in_front_of(pebble_stack, account_key=account_key_from_database) as proxy:
+    with AcmeProxy.in_front_of(pebble_stack, account_key=from_database) as proxy:
         settings.ACME_DIRECTORY_URL = proxy.directory_url
         worker = start_celery_worker("worker-proxied", extra_env={"ACME_DIRECTORY_URL": proxy.directory_url})
         try:

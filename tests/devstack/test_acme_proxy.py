@@ -6,11 +6,13 @@ server is needed."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,8 +25,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certificates.acme_client import client_for, get_account
 from certificates.facts import renewal_info_id
+from certificates.models import AcmeAccount, Certificate
+from devstack.acme_account_keys import from_database
 from devstack.acme_proxy import MAX_HEAD_BYTES, AcmeProxy, ProxyControl, default_window
+from domains.models import DomainStatus
+from domains.services import create_domain
+from tests.conftest import celery_subprocess_env
+from tests.integration.pointing import point_at_platform
+from tests.integration.polling import status_of, unique_name, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +140,7 @@ def user(proxy, pebble_stack, keys):
 
 @pytest.fixture
 def http(pebble_stack):
-    with httpx.Client(verify=str(pebble_stack.listener_ca_path), timeout=10) as http:
+    with httpx.Client(verify=pebble_stack.ssl_context(), timeout=10) as http:
         yield http
 
 
@@ -183,6 +193,15 @@ def test_renewal_info_answers_the_default_window_of_a_certificate_it_saw_issued(
     renew_at, _ = alice.client.renewal_time(leaf.public_bytes(serialization.Encoding.PEM))
     assert start <= renew_at <= end
     assert proxy.renewal_info_served_for(cert_id) == 2
+
+
+def test_a_revoked_certificates_window_is_in_the_past_as_boulder_answers(proxy, user, http):
+    alice = user()
+    leaf = alice.issue([_name()])
+    alice.client.revoke(leaf, 1)
+    window = http.get(f"{proxy.renewal_info_url}/{renewal_info_id(leaf)}").json()["suggestedWindow"]
+    assert window["end"] < _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert proxy.certificate(renewal_info_id(leaf)).revoked
 
 
 def test_a_short_certificates_default_window_starts_at_half_its_lifetime():
@@ -244,11 +263,15 @@ def test_retry_after_and_injected_failures_are_what_the_test_set(proxy, http):
     proxy.answer_unknown(_now(), _now() + HOUR)
     proxy.retry_after = 60
     assert http.get(f"{proxy.renewal_info_url}/AAAA.AAAA").headers["Retry-After"] == "60"
-    proxy.fail_renewal_info(status=503, times=2)
-    statuses = [http.get(f"{proxy.renewal_info_url}/AAAA.AAAA").status_code for _ in range(3)]
-    assert statuses == [503, 503, 200]
-    assert proxy.renewal_info_served_for("AAAA.AAAA") == 4
-    assert proxy.renewal_info_served == 4
+    proxy.fail_renewal_info(status=503, times=2, retry_after=30)
+    answers = [http.get(f"{proxy.renewal_info_url}/AAAA.AAAA") for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [503, 503, 200]
+    assert answers[0].json()["type"] == "urn:ietf:params:acme:error:serverInternal"
+    assert [answer.headers["Retry-After"] for answer in answers] == ["30", "30", "60"]
+    proxy.fail_renewal_info(status=429)
+    assert http.get(f"{proxy.renewal_info_url}/AAAA.AAAA").json()["type"].endswith(":rateLimited")
+    assert proxy.renewal_info_served_for("AAAA.AAAA") == 5
+    assert proxy.renewal_info_served == 5
 
 
 def test_renewal_info_is_served_over_one_kept_alive_connection(proxy, pebble_stack):
@@ -285,13 +308,14 @@ def _raw_exchange(proxy: AcmeProxy, pebble_stack, data: bytes) -> bytes:
     ("request_bytes", "status"),
     [
         (b"NONSENSE\r\n\r\n", b"400"),
+        (b"GET //example.com/dir HTTP/1.1\r\n\r\n", b"400"),
         (b"GET /dir HTTP/2.0\r\n\r\n", b"505"),
         (b"GET /dir HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", b"431"),
         (b"POST /order-plz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"411"),
         (b"POST /order-plz HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
         (b"POST /order-plz HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
     ],
-    ids=["request-line", "version", "head-size", "chunked", "body-size", "content-length"],
+    ids=["request-line", "absolute-target", "version", "head-size", "chunked", "body-size", "content-length"],
 )
 def test_a_request_the_proxy_cannot_read_gets_a_4xx_and_the_connection_closed(
     proxy, pebble_stack, request_bytes, status
@@ -353,6 +377,27 @@ def test_a_profile_order_without_an_account_key_callback_is_a_500_saying_so(prox
     alice.order([_name()])
 
 
+def test_a_profile_order_whose_jws_cannot_be_signed_again_is_a_400_not_a_500(proxy, user, http):
+    alice = user()
+
+    def b64(document: dict) -> str:
+        return jose.encode_b64jose(json.dumps(document).encode())
+
+    jws = {
+        "protected": b64(
+            {"alg": "ES999", "kid": alice.kid, "nonce": "AAAA", "url": f"{proxy.base_url}/order-plz"}
+        ),
+        "payload": b64({"identifiers": [{"type": "dns", "value": _name()}], "profile": "shortlived"}),
+        "signature": "AAAA",
+    }
+    response = http.post(
+        f"{proxy.base_url}/order-plz", json=jws, headers={"Content-Type": "application/jose+json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:ietf:params:acme:error:malformed"
+    assert "alg" in response.json()["detail"] and response.headers["Replay-Nonce"]
+
+
 # replaces.
 
 
@@ -394,6 +439,8 @@ def test_a_second_replacement_of_a_replaced_certificate_is_already_replaced(prox
     # The renewal can itself be replaced.
     alice.issue([name], replaces=renewal_info_id(renewed))
     assert [order["replaces"] for order in proxy.orders] == ["", old, old, renewal_info_id(renewed)]
+    # Each order names the certificate it issued (the unfinished one none).
+    assert [order["cert_id"] for order in proxy.orders][:3] == [old, "", renewal_info_id(renewed)]
     assert all(order["kid"] == alice.kid and order["identifiers"] == [name] for order in proxy.orders)
 
 
@@ -430,31 +477,31 @@ def test_refused_new_orders_get_a_429_with_retry_after_then_pass(proxy, user):
     assert (proxy.new_orders_refused, proxy.new_orders_passed) == (1, 1)
 
 
+def test_a_renewal_naming_what_it_replaces_once_its_window_opened_is_exempt_from_refusals(proxy, user):
+    alice = user()
+    name = _name()
+    early, due = (renewal_info_id(alice.issue([name])) for _ in range(2))
+    proxy.set_window(due, _now() - 2 * HOUR, _now() - HOUR)
+    proxy.refuse_new_orders("too many certificates", retry_after="60", times=1)
+    # Not yet in its window (the default one, weeks ahead): refused like any order.
+    with pytest.raises(messages.Error) as limited:
+        alice.order([name], replaces=early)
+    assert limited.value.typ == "urn:ietf:params:acme:error:rateLimited"
+    proxy.refuse_new_orders("too many certificates", retry_after="60", times=1)
+    alice.order([name], replaces=due)
+    # The refusal is still there for the next order that is not exempt.
+    with pytest.raises(messages.Error):
+        alice.order([name])
+    proxy.refuse_new_orders("too many certificates", retry_after="60", times=1, exempt_renewals=False)
+    with pytest.raises(messages.Error):
+        alice.order([name], replaces=due)
+
+
 # Out of process.
 
 
 def test_out_of_process_the_proxy_prints_its_directory_and_its_control_api_works(pebble_stack, http):
-    tls = pebble_stack.state_dir / "tls"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack.acme_proxy",
-            "--upstream",
-            f"127.0.0.1:{pebble_stack.acme_port}",
-            "--ca-file",
-            str(pebble_stack.listener_ca_path),
-            "--cert",
-            str(tls / "cert.pem"),
-            "--key",
-            str(tls / "key.pem"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_out_of_process(pebble_stack)
     try:
         directory_url = process.stdout.readline().strip()
         assert directory_url.startswith("https://127.0.0.1:") and directory_url.endswith("/dir")
@@ -483,6 +530,60 @@ def test_out_of_process_the_proxy_prints_its_directory_and_its_control_api_works
         assert process.wait(timeout=10) == 0
 
 
+def test_a_proxy_that_cannot_listen_raises_and_leaves_no_thread_behind(proxy, pebble_stack):
+    threads = threading.active_count()
+    with pytest.raises(OSError):
+        AcmeProxy.in_front_of(pebble_stack, port=proxy.port).start()
+    assert threading.active_count() == threads
+
+
+def _start_out_of_process(pebble_stack, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    tls = pebble_stack.state_dir / "tls"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.acme_proxy",
+            "--upstream",
+            f"127.0.0.1:{pebble_stack.acme_port}",
+            "--ca-file",
+            str(pebble_stack.listener_ca_path),
+            "--cert",
+            str(tls / "cert.pem"),
+            "--key",
+            str(tls / "key.pem"),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_out_of_process_the_proxy_reads_account_keys_from_certwrights_database(pebble_stack):
+    process = _start_out_of_process(
+        pebble_stack, "--account-key", "devstack.acme_account_keys:from_database", env=celery_subprocess_env()
+    )
+    try:
+        directory_url = process.stdout.readline().strip()
+        account = get_account(directory_url)
+        key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        order = client_for(account).new_order(crypto_util.make_csr(key_pem, [_name()]), profile="shortlived")
+        assert order.body.status.name == "pending"
+        orders = ProxyControl(directory_url, pebble_stack.listener_ca_path).get("orders")
+        assert [(o["kid"], o["profile"], o["url"]) for o in orders] == [
+            (account.account_url, "shortlived", order.uri)
+        ]
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
 def test_the_proxy_stops_with_its_connections_open(pebble_stack, http):
     proxy = AcmeProxy.in_front_of(pebble_stack).start()
     http.get(proxy.directory_url)
@@ -490,7 +591,7 @@ def test_the_proxy_stops_with_its_connections_open(pebble_stack, http):
     proxy.stop()
     assert time.monotonic() - began < 5
     with pytest.raises(httpx.ConnectError):
-        httpx.get(proxy.directory_url, verify=str(pebble_stack.listener_ca_path), timeout=2)
+        httpx.get(proxy.directory_url, verify=pebble_stack.ssl_context(), timeout=2)
 
 
 def test_a_new_order_the_proxy_cannot_read_gets_pebbles_answer(proxy, http):
@@ -502,3 +603,31 @@ def test_a_new_order_the_proxy_cannot_read_gets_pebbles_answer(proxy, http):
     )
     assert response.status_code == 400
     assert response.json()["type"].startswith("urn:ietf:params:acme:error:")
+
+
+# The proxied issuance stack (tests/proxied_stack.py).
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_proxied_stack_issues_through_the_proxy_which_reads_account_keys_from_the_database(
+    proxied_issuance, app
+):
+    proxy = proxied_issuance.proxy
+    name = unique_name()
+    point_at_platform(proxied_issuance.pebble.challtestsrv, app, name)
+    domain = create_domain(app, name)
+    wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, timeout=60, what="in_use through the proxy")
+    certificate = Certificate.objects.get(domain=domain)
+    account = AcmeAccount.objects.get(directory_url=proxy.directory_url)
+    seen = proxy.certificate(certificate.ari_cert_id)
+    assert seen is not None and seen.account == account.account_url and seen.names == [name]
+    assert [(order["kid"], order["identifiers"]) for order in proxy.orders] == [(account.account_url, [name])]
+    key = from_database(account.account_url)
+    assert key.thumbprint() == jose.JWKEC.load(account.key.reveal()).thumbprint()
+    # A profile order signed by the platform's account: the proxy re-signs it with the key it read
+    # from the database, and Pebble accepts the signature.
+    key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    order = client_for(account).new_order(crypto_util.make_csr(key_pem, [name]), profile="shortlived")
+    assert order.uri == proxy.orders[-1]["url"] and proxy.orders[-1]["profile"] == "shortlived"
