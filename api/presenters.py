@@ -20,6 +20,7 @@ from certificates.serving import in_serving_order
 from domains.models import Domain, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
+from domains.profiles import effective_profile
 from domains.quota_policy import quota_of
 from domains.services import records_for
 from domains.targeting import target_in
@@ -39,6 +40,7 @@ def _served_json(now: datetime.datetime) -> Subquery:
                 not_before="not_before",
                 not_after="not_after",
                 fingerprint_sha256="fingerprint_sha256",
+                profile="profile",
             )
         )[:1]
     )
@@ -105,6 +107,8 @@ def present_domains(domains: list[Domain], now: datetime.datetime | None = None)
                 "status": domain.status,
                 "status_label": STATUS_LABELS.get(domain.status, domain.status),
                 "letsencrypt": domain.letsencrypt_enabled,
+                "profile": domain.acme_profile,
+                "effective_profile": effective_profile(domain.acme_profile),
                 "custom_certificate": domain.has_custom,
                 "certificate": _certificate(domain.served),
                 "dns": _dns(domain, records_for(name, target)),
@@ -139,6 +143,7 @@ PAGE_FIELDS = (
     "registered_domain",
     "status",
     "letsencrypt_enabled",
+    "acme_profile",
     "next_attempt_at",
     "last_error",
     "ownership_token",

@@ -39,6 +39,9 @@ class CertificateSerializer(serializers.Serializer):
     not_before = serializers.DateTimeField()
     not_after = serializers.DateTimeField()
     fingerprint_sha256 = serializers.CharField()
+    profile = serializers.CharField(
+        allow_blank=True, help_text="The CA profile it was issued under (empty: the CA's default, or custom)."
+    )
 
 
 class DnsSerializer(serializers.Serializer):
@@ -73,6 +76,13 @@ class DomainSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=DomainStatus.choices)
     status_label = serializers.CharField()
     letsencrypt = serializers.BooleanField()
+    profile = serializers.CharField(
+        allow_blank=True, help_text="The CA profile chosen for this domain (empty: the platform's default)."
+    )
+    effective_profile = serializers.CharField(
+        allow_blank=True,
+        help_text="The profile its next certificate is ordered under (empty: the CA's default).",
+    )
     custom_certificate = serializers.BooleanField(help_text="Whether a custom certificate is uploaded.")
     certificate = CertificateSerializer(allow_null=True, help_text="The certificate served now, if any.")
     dns = DnsSerializer()
@@ -135,15 +145,26 @@ class DomainCertificateInput(serializers.Serializer):
         return data
 
 
+PROFILE_HELP = (
+    "The CA profile its Let's Encrypt certificates are ordered under, one the CA offers (Let's Encrypt: "
+    "classic, tlsserver, shortlived); empty for the platform's default. A change applies from the "
+    "next certificate."
+)
+
+
 class DomainCreateSerializer(DomainCertificateInput):
     name = serializers.CharField(
         max_length=300, help_text="The domain, such as www.example.com (Unicode accepted)."
     )
     letsencrypt = serializers.BooleanField(default=True)
+    profile = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=64, help_text=PROFILE_HELP
+    )
 
 
 class DomainUpdateSerializer(DomainCertificateInput):
     letsencrypt = serializers.BooleanField(required=False)
+    profile = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text=PROFILE_HELP)
     app = serializers.CharField(required=False, max_length=48, help_text="Staff only: move it to this app.")
 
 
