@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from certificates.custom import MAX_UPLOAD_BYTES
 from domains.models import APP_NAME_VALIDATOR, DomainStatus
+from domains.profiles import PROFILE_HELP
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -143,13 +144,6 @@ class DomainCertificateInput(serializers.Serializer):
         if "tlscert" in data and "tlskey" not in data:
             raise serializers.ValidationError({"tlskey": ["tlscert needs its private key (tlskey)"]})
         return data
-
-
-PROFILE_HELP = (
-    "The CA profile its Let's Encrypt certificates are ordered under, one the CA offers (Let's Encrypt: "
-    "classic, tlsserver, shortlived); empty for the platform's default. A change applies from the "
-    "next certificate."
-)
 
 
 class DomainCreateSerializer(DomainCertificateInput):

@@ -34,10 +34,11 @@ class CertificateAdmin(admin.ModelAdmin):
         "renew_at",
         "renewal_failures",
         "issuer",
+        "profile",
         "fingerprint_sha256",
         "created",
     ]
-    list_filter = ["source", "issuer"]
+    list_filter = ["source", "issuer", "profile"]
     search_fields = ["domain__name", "fingerprint_sha256", "serial", "sans"]
     list_select_related = ["domain"]
     raw_id_fields = ["domain"]
@@ -51,6 +52,8 @@ class CertificateAdmin(admin.ModelAdmin):
         "issuer",
         "serial",
         "fingerprint_sha256",
+        "profile",
+        "account",
         "renew_at",
         "renewal_failures",
         "renewal_error",
@@ -79,6 +82,7 @@ class OrderAdmin(admin.ModelAdmin):
         "__str__",
         "domain",
         "state",
+        "profile",
         "step_attempts",
         "lease_until",
         "created",
@@ -95,6 +99,8 @@ class OrderAdmin(admin.ModelAdmin):
         "state",
         "names",
         "is_renewal",
+        "profile",
+        "replaces",
         "quota_reservation",
         "order_url",
         "finalize_url",

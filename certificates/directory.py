@@ -54,11 +54,11 @@ def parse_directory(url: str, document: object) -> Directory:
     return Directory(url, profiles, renewal_info if isinstance(renewal_info, str) else "")
 
 
-def _fetch(url: str) -> Directory:
+def _fetch(url: str, timeout: float) -> Directory:
     try:
         with requests.get(
             url,
-            timeout=FETCH_TIMEOUT_SECONDS,
+            timeout=timeout,
             verify=settings.ACME_CA_BUNDLE or True,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             stream=True,
@@ -77,7 +77,9 @@ def _fetch(url: str) -> Directory:
     return parse_directory(url, document)
 
 
-def directory(url: str | None = None, now: float | None = None) -> Directory:
+def directory(
+    url: str | None = None, now: float | None = None, timeout: float = FETCH_TIMEOUT_SECONDS
+) -> Directory:
     """The directory at `url` (default ACME_DIRECTORY_URL), from this process' cache when read in
     the last DIRECTORY_CACHE_SECONDS; raises DirectoryUnavailable."""
     url = url or settings.ACME_DIRECTORY_URL
@@ -86,7 +88,7 @@ def directory(url: str | None = None, now: float | None = None) -> Directory:
         cached = _cache.get(url)
     if cached is not None and now - cached[0] < DIRECTORY_CACHE_SECONDS:
         return cached[1]
-    found = _fetch(url)
+    found = _fetch(url, timeout)
     with _lock:
         _cache[url] = (now, found)
     return found

@@ -24,6 +24,7 @@ from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.platform import ensure_platform_domain, platform_apps, platform_domains, remove_platform_domain
+from domains.profiles import PROFILE_HELP, ProfileRefused, ProfileUnchecked, check_profile, effective_profile
 from domains.quota_policy import quota_of
 from domains.services import (
     DomainLimitReached,
@@ -35,6 +36,7 @@ from domains.services import (
     dns_records_to_add,
     retry_now,
     set_letsencrypt,
+    set_profile,
 )
 
 
@@ -127,13 +129,22 @@ class AppAdmin(admin.ModelAdmin):
 class DomainForm(forms.ModelForm):
     class Meta:
         model = Domain
-        fields = ["app", "name", "letsencrypt_enabled"]
+        fields = ["app", "name", "letsencrypt_enabled", "acme_profile"]
+        labels = {"acme_profile": "CA profile"}
+        help_texts = {"acme_profile": PROFILE_HELP}
 
     def clean_name(self) -> str:
         try:
             return clean_domain_name(self.cleaned_data["name"])
         except InvalidDomainName as exc:
             raise ValidationError(str(exc), code=exc.rule) from None
+
+    def clean_acme_profile(self) -> str:
+        try:
+            # Asked of the CA now; the answer is cached for create_domain / set_profile.
+            return check_profile(self.cleaned_data.get("acme_profile") or "")
+        except (ProfileRefused, ProfileUnchecked) as exc:
+            raise ValidationError(str(exc)) from None
 
     def clean_app(self):
         app = self.cleaned_data["app"]
@@ -226,12 +237,13 @@ class DomainAdmin(admin.ModelAdmin):
         "served",
         "expiring",
         "letsencrypt_enabled",
+        "profile",
         "consecutive_failures",
         "next_attempt_at",
         "last_checked_at",
         "last_error",
     ]
-    list_filter = ["status", ExpiringFilter, "letsencrypt_enabled", "app__region"]
+    list_filter = ["status", ExpiringFilter, "letsencrypt_enabled", "acme_profile", "app__region"]
     search_fields = ["name", "app__name", "registered_domain"]
     list_select_related = ["app"]
     raw_id_fields = ["app"]
@@ -321,8 +333,16 @@ class DomainAdmin(admin.ModelAdmin):
         if change:
             if "letsencrypt_enabled" in form.changed_data:
                 set_letsencrypt(obj, obj.letsencrypt_enabled)
+            if "acme_profile" in form.changed_data:
+                try:
+                    set_profile(obj, obj.acme_profile)
+                except (ProfileRefused, ProfileUnchecked) as exc:
+                    # The CA's offer changed since the form was checked: the profile is left as it was.
+                    self.message_user(request, f"{obj.name}: profile not changed: {exc}", messages.ERROR)
             return
-        created = create_domain(obj.app, obj.name, letsencrypt=obj.letsencrypt_enabled)
+        created = create_domain(
+            obj.app, obj.name, letsencrypt=obj.letsencrypt_enabled, profile=obj.acme_profile
+        )
         obj.pk = created.pk
         obj.refresh_from_db()
 
@@ -347,6 +367,13 @@ class DomainAdmin(admin.ModelAdmin):
             return "nothing"
         return f"{CertificateSource(obj.served_source).label}, until {obj.served_not_after:%Y-%m-%d}"
 
+    @admin.display(description="Profile", ordering="acme_profile")
+    def profile(self, obj: Domain) -> str:
+        if obj.acme_profile:
+            return obj.acme_profile
+        platform = effective_profile("")
+        return f"default ({platform})" if platform else "default (the CA's)"
+
     @admin.display(description="Expiring", boolean=True)
     def expiring(self, obj: Domain) -> bool | None:
         if obj.served_not_after is None:
@@ -364,11 +391,12 @@ class DomainAdmin(admin.ModelAdmin):
         if cert is None:
             return format_html('Nothing is served. <a href="{}">Upload a custom certificate</a>', upload)
         return format_html(
-            "{} certificate for {}<br>issuer {}<br>valid {} to {} UTC<br>SHA-256 {}<br>"
+            "{} certificate for {}<br>issuer {}, profile {}<br>valid {} to {} UTC<br>SHA-256 {}<br>"
             '<a href="{}">Upload a custom certificate</a>',
             cert.get_source_display(),
             ", ".join(cert.sans),
             cert.issuer,
+            (cert.profile or "(the CA's default)") if cert.source == CertificateSource.LETSENCRYPT else "-",
             f"{cert.not_before:%Y-%m-%d %H:%M}",
             f"{cert.not_after:%Y-%m-%d %H:%M}",
             cert.fingerprint_sha256,

@@ -19,6 +19,13 @@ from certificates.directory import DirectoryUnavailable, directory
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+PROFILE_HELP = (
+    "The CA profile its Let's Encrypt certificates are ordered under, one the CA offers (Let's Encrypt: "
+    "classic 90 days, tlsserver 45 days, shortlived 160 hours); empty for the platform's default "
+    "(ACME_PROFILE). A change applies from the next certificate, the next renewal included."
+)
+
+
 class ProfileRefused(ValueError):
     """The profile is not one the CA offers (or not a profile name at all): the user must choose
     another. The message names what the CA offers."""
@@ -73,3 +80,21 @@ def not_offered_message(profile: str, chosen: str, offered: dict[str, str]) -> s
         where = "set by the platform's ACME_PROFILE setting"
         fix = "the operator must change ACME_PROFILE, or the domain must choose an offered profile"
     return f"the CA does not offer the profile {profile!r} {where}: {offered_text(offered)}; {fix}"
+
+
+def platform_profile_problem(timeout: float | None = None) -> str | None:
+    """What is wrong with ACME_PROFILE, in words for the operator (None: nothing, or unset).
+    Raises ProfileUnchecked when the CA cannot be asked."""
+    profile = settings.ACME_PROFILE
+    if not profile:
+        return None
+    try:
+        offered = directory(**({"timeout": timeout} if timeout else {})).profiles
+    except DirectoryUnavailable as exc:
+        raise ProfileUnchecked(f"ACME_PROFILE={profile!r} could not be checked: {exc}") from None
+    if profile in offered:
+        return None
+    return (
+        f"ACME_PROFILE={profile!r} is not offered by the CA at {settings.ACME_DIRECTORY_URL}: "
+        f"{offered_text(offered)}; every order of a domain without its own profile fails until it is changed"
+    )

@@ -100,12 +100,20 @@ _WITHOUT_REPLACES = uuid.UUID("5d1c8e51-7c1e-4f31-9f43-2b0e0c6a4f10")
 _REPLACES_PROBLEMS = {"malformed", "unauthorized"}
 
 
+def problem_code(problem: messages.Error) -> str:
+    """The ACME error code of `problem`, newer ones included (the library's `code` knows only RFC
+    8555's, not alreadyReplaced or invalidProfile); "" for a type outside the ACME namespace."""
+    typ = str(problem.typ or "")
+    return typ[len(messages.ERROR_PREFIX) :] if typ.startswith(messages.ERROR_PREFIX) else ""
+
+
 def replaces_refused(problem: messages.Error) -> bool:
     """Whether the CA refused the order for its `replaces` (and would take it without)."""
-    if problem.code == "alreadyReplaced":
+    code = problem_code(problem)
+    if code == "alreadyReplaced":
         return True
     text = f"{problem.detail or ''} {problem.description or ''}".lower()
-    return problem.code in _REPLACES_PROBLEMS and "replace" in text
+    return code in _REPLACES_PROBLEMS and "replace" in text
 
 
 def describe_problem(problem: messages.Error) -> str:
@@ -153,7 +161,7 @@ def step_place_order(order: Order, carried: Carried) -> Next:
     try:
         orderr = place_order(acme, csr_pem, profile=order.profile, replaces=order.replaces)
     except messages.Error as problem:
-        if problem.code == "invalidProfile":
+        if problem_code(problem) == "invalidProfile":
             raise OrderFailed(_profile_refused(order, problem, forget=True), issued_nothing=True) from None
         if not (order.replaces and replaces_refused(problem)):
             raise

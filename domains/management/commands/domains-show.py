@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand
 from certificates.serving import served_certificate_of
 from domains.management.commands._cli import add_app_argument, find_domain
 from domains.ownership import ownership_record
+from domains.profiles import effective_profile
 
 
 class Command(BaseCommand):
@@ -22,6 +23,10 @@ class Command(BaseCommand):
             ("name", domain.name),
             ("app", domain.app.name),
             ("letsencrypt", "enabled" if domain.letsencrypt_enabled else "disabled"),
+            (
+                "profile",
+                domain.acme_profile or f"{effective_profile('') or 'the CA default'} (platform default)",
+            ),
             ("status", domain.get_status_display()),
         ]
         if domain.last_error:
@@ -42,6 +47,7 @@ class Command(BaseCommand):
                 ("served", cert.get_source_display()),
                 ("names", ", ".join(cert.sans)),
                 ("issuer", cert.issuer),
+                ("profile", cert.profile or "-"),
                 ("not after", f"{cert.not_after:%Y-%m-%d %H:%M:%S} UTC"),
                 ("sha-256", cert.fingerprint_sha256),
             ]
