@@ -73,20 +73,20 @@ class Certificate(models.Model):
         related_name="certificates",
         db_index=False,
     )
-    profile = models.CharField(max_length=64, blank=True, default="")
+    profile = models.CharField(max_length=64, blank=True, default="", db_default="")
     # ACME Renewal Information (RFC 9773): the certificate's identifier at the CA (base64url of the
     # issuer's key identifier, a dot, base64url of the serial), the window the CA last suggested
     # and why, and when the ARI sweep next asks (null: never, as for custom certificates).
-    ari_cert_id = models.CharField(max_length=200, blank=True, default="")
+    ari_cert_id = models.CharField(max_length=200, blank=True, default="", db_default="")
     ari_window_start = models.DateTimeField(null=True, blank=True)
     ari_window_end = models.DateTimeField(null=True, blank=True)
-    ari_explanation_url = models.URLField(max_length=2000, blank=True, default="")
+    ari_explanation_url = models.URLField(max_length=2000, blank=True, default="", db_default="")
     ari_checked_at = models.DateTimeField(null=True, blank=True)
     ari_next_check = models.DateTimeField(null=True, blank=True)
-    ari_error = models.TextField(blank=True, default="")
+    ari_error = models.TextField(blank=True, default="", db_default="")
     # Revocation at the CA (certificates/revocation.py): when, and the RFC 5280 reason's name.
     revoked_at = models.DateTimeField(null=True, blank=True)
-    revocation_reason = models.CharField(max_length=40, blank=True, default="")
+    revocation_reason = models.CharField(max_length=40, blank=True, default="", db_default="")
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -211,11 +211,11 @@ class Order(models.Model):
     step_attempts = models.PositiveIntegerField(default=0)
     # The CA profile asked for (empty: the CA's default), and the ARI identifier of the certificate
     # this renewal replaces (RFC 9773 `replaces`; empty when it names none).
-    profile = models.CharField(max_length=64, blank=True, default="")
-    replaces = models.CharField(max_length=200, blank=True, default="")
+    profile = models.CharField(max_length=64, blank=True, default="", db_default="")
+    replaces = models.CharField(max_length=200, blank=True, default="", db_default="")
     # Revoke and replace: once this order's certificate is stored, the certificate it renews is
     # revoked with this reason (an RFC 5280 reason name such as keyCompromise); empty: not revoked.
-    revoke_replaced = models.CharField(max_length=40, blank=True, default="")
+    revoke_replaced = models.CharField(max_length=40, blank=True, default="", db_default="")
     # The quota tokens this order spent (domains/quota.py): committed when the certificate is
     # stored, refunded when the CA certainly issued nothing. Null for orders that spent none.
     quota_reservation = models.UUIDField(null=True, blank=True, editable=False)

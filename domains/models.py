@@ -116,10 +116,10 @@ class Domain(models.Model):
     )
     letsencrypt_enabled = models.BooleanField(default=True)
     # The CA profile its certificates are ordered with (empty: the platform's ACME_PROFILE).
-    acme_profile = models.CharField(max_length=64, blank=True, default="")
+    acme_profile = models.CharField(max_length=64, blank=True, default="", db_default="")
     # The CA paused this name for the platform's account after too many failed validations: nothing
     # is sent for it until an operator has visited this URL and marked the domain unpaused.
-    ca_unpause_url = models.URLField(max_length=2000, blank=True, default="")
+    ca_unpause_url = models.URLField(max_length=2000, blank=True, default="", db_default="")
     ca_paused_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=DomainStatus.choices, default=DomainStatus.PENDING_DNS)
     consecutive_failures = models.PositiveIntegerField(default=0)

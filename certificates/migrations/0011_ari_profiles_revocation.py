@@ -58,7 +58,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="certificate",
             name="ari_cert_id",
-            field=models.CharField(blank=True, default="", max_length=200),
+            field=models.CharField(blank=True, db_default="", default="", max_length=200),
         ),
         migrations.AddField(
             model_name="certificate",
@@ -68,12 +68,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="certificate",
             name="ari_error",
-            field=models.TextField(blank=True, default=""),
+            field=models.TextField(blank=True, db_default="", default=""),
         ),
         migrations.AddField(
             model_name="certificate",
             name="ari_explanation_url",
-            field=models.URLField(blank=True, default="", max_length=2000),
+            field=models.URLField(blank=True, db_default="", default="", max_length=2000),
         ),
         migrations.AddField(
             model_name="certificate",
@@ -93,12 +93,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="certificate",
             name="profile",
-            field=models.CharField(blank=True, default="", max_length=64),
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
         migrations.AddField(
             model_name="certificate",
             name="revocation_reason",
-            field=models.CharField(blank=True, default="", max_length=40),
+            field=models.CharField(blank=True, db_default="", default="", max_length=40),
         ),
         migrations.AddField(
             model_name="certificate",
@@ -108,17 +108,17 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="order",
             name="profile",
-            field=models.CharField(blank=True, default="", max_length=64),
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
         migrations.AddField(
             model_name="order",
             name="replaces",
-            field=models.CharField(blank=True, default="", max_length=200),
+            field=models.CharField(blank=True, db_default="", default="", max_length=200),
         ),
         migrations.AddField(
             model_name="order",
             name="revoke_replaced",
-            field=models.CharField(blank=True, default="", max_length=40),
+            field=models.CharField(blank=True, db_default="", default="", max_length=40),
         ),
         migrations.AddIndex(
             model_name="certificate",

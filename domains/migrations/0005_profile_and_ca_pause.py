@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="domain",
             name="acme_profile",
-            field=models.CharField(blank=True, default="", max_length=64),
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
         migrations.AddField(
             model_name="domain",
@@ -22,6 +22,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="domain",
             name="ca_unpause_url",
-            field=models.URLField(blank=True, default="", max_length=2000),
+            field=models.URLField(blank=True, db_default="", default="", max_length=2000),
         ),
     ]
