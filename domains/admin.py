@@ -8,7 +8,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Subquery
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, OuterRef, Subquery, Value
+from django.db.models.functions import Least
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -17,7 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
-from certificates.models import Certificate, CertificateSource, RegisteredDomain
+from certificates.models import Certificate, CertificateSource, RegisteredDomain, expiring_window
 from certificates.serving import in_serving_order, served_certificate_of
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
@@ -194,12 +195,20 @@ class ExpiringFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         days = settings.CERTIFICATE_EXPIRING_DAYS
-        return [("expiring", f"Expiring (under {days} days left)"), ("none", "Nothing served")]
+        return [
+            ("expiring", f"Expiring (under {days} days or a quarter of its lifetime left)"),
+            ("none", "Nothing served"),
+        ]
 
     def queryset(self, request, queryset):
         now = timezone.now()
         if self.value() == "expiring":
-            soon = now + datetime.timedelta(days=settings.CERTIFICATE_EXPIRING_DAYS)
+            # expiring_window in SQL: LEAST(N days, (not_after - not_before) / 4).
+            quarter = ExpressionWrapper(
+                (F("served_not_after") - F("served_not_before")) / 4, output_field=DurationField()
+            )
+            days = Value(datetime.timedelta(days=settings.CERTIFICATE_EXPIRING_DAYS), DurationField())
+            soon = ExpressionWrapper(Value(now) + Least(days, quarter), output_field=DateTimeField())
             return queryset.filter(served_not_after__lte=soon)
         if self.value() == "none":
             return queryset.filter(served_not_after__isnull=True)
@@ -270,6 +279,7 @@ class DomainAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 served_source=_served_subquery("source", now),
+                served_not_before=_served_subquery("not_before", now),
                 served_not_after=_served_subquery("not_after", now),
             )
         )
@@ -378,8 +388,9 @@ class DomainAdmin(admin.ModelAdmin):
     def expiring(self, obj: Domain) -> bool | None:
         if obj.served_not_after is None:
             return None
-        return obj.served_not_after - timezone.now() < datetime.timedelta(
-            days=settings.CERTIFICATE_EXPIRING_DAYS
+        lifetime = obj.served_not_after - obj.served_not_before
+        return obj.served_not_after - timezone.now() < expiring_window(
+            lifetime, settings.CERTIFICATE_EXPIRING_DAYS
         )
 
     @admin.display(description="Served certificate")

@@ -7,7 +7,8 @@ from every rate limit, so it spends no quota token. The others (and a renewal th
 replace its certificate, workers/acme_steps.py) spend the quota of an ordinary renewal. Every
 renewal asks for the domain's effective profile (domains/profiles.py), as its first order did.
 
-A certificate is due at two thirds of its own lifetime (`Certificate.renew_at`). The sweep claims
+A certificate is due at two thirds of its own lifetime, half of it under 10 days, or earlier when
+the CA's ARI window says so (`Certificate.renew_at`). The sweep claims
 due rows through the partial index `certificate_renewal_due_idx` with one UPDATE (the rows it
 takes are locked with SKIP LOCKED, so two sweeps never take the same row), pushes `renew_at`
 forward as a lease, commits, then fans out chunks. A chunk re-checks DNS and CAA, takes the quota
