@@ -39,10 +39,22 @@ def _jwk(account: AcmeAccount) -> jose.JWK:
 
 class _Network(client.ClientNetwork):
     """The library's network, keeping the CA's Retry-After on the problems it raises (a 429's
-    problem document does not say when to come back; its header does)."""
+    problem document does not say when to come back; its header does), and raising a 409's problem
+    document as the problem it is (alreadyReplaced, RFC 9773): the library raises a bare
+    ConflictError for any 409, losing it (an account that exists is a 200, not a 409)."""
 
     @classmethod
     def _check_response(cls, response, content_type=None):
+        if response.status_code == 409 and response.headers.get("Content-Type", "").startswith(
+            cls.JSON_ERROR_CONTENT_TYPE
+        ):
+            try:
+                problem = messages.Error.from_json(response.json())
+            except (ValueError, jose.DeserializationError):
+                problem = None
+            if problem is not None:
+                problem.retry_after = response.headers.get("Retry-After")
+                raise problem
         try:
             return super()._check_response(response, content_type=content_type)
         except messages.Error as problem:
