@@ -14,11 +14,11 @@ import pytest
 from django.utils import timezone
 
 from certificates.models import Order, QuotaKind, QuotaOverride
+from devstack.acme_proxy import AcmeProxy
 from devstack.processes import ManagedProcess, tcp_open
 from domains import quota_policy
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
-from tests.acme_proxy import AcmeProxy
 from tests.conftest import start_celery_worker
 from tests.factories import CertificateFactory, DomainFactory
 from tests.integration.beat import restore_schedule, start_beat
@@ -188,13 +188,7 @@ def test_a_429_from_the_ca_schedules_the_domain_by_retry_after_and_only_the_cert
     registered = _registered_domain()
     name = f"www.{registered}"
     _pointed(pebble_stack, [name], app)
-    with AcmeProxy(
-        "127.0.0.1",
-        pebble_stack.acme_port,
-        pebble_stack.ssl_context(),
-        pebble_stack.state_dir / "tls" / "cert.pem",
-        pebble_stack.state_dir / "tls" / "key.pem",
-    ) as proxy:
+    with AcmeProxy.in_front_of(pebble_stack) as proxy:
         worker = start_celery_worker("worker-429", extra_env={"ACME_DIRECTORY_URL": proxy.directory_url})
         try:
             retry_at = timezone.now() + datetime.timedelta(seconds=4)
@@ -228,7 +222,7 @@ def test_a_429_from_the_ca_schedules_the_domain_by_retry_after_and_only_the_cert
                 # The CA counted certificates we did not issue: ours is empty until its retry time.
                 assert 1.5 < level.next_token_in_us / 1e6 <= 4.5
             # Otherwise untouched, and the order's own token refunded (50 left).
-            assert proxy.state.new_orders_refused == 1
+            assert proxy.new_orders_refused == 1
             # After Retry-After, the sweep orders again, and the CA (through the proxy) issues.
             wait_for(
                 lambda: (
@@ -241,7 +235,7 @@ def test_a_429_from_the_ca_schedules_the_domain_by_retry_after_and_only_the_cert
             )
             second = Order.objects.filter(domain=domain, state="valid").get()
             assert second.created >= domain.next_attempt_at
-            assert proxy.state.new_orders_passed == 1
+            assert proxy.new_orders_passed == 1
         finally:
             worker.stop()
 
