@@ -1,9 +1,10 @@
 """A stand-in for a CA's directory, for tests of what Certwright reads from it (profiles,
 renewalInfo) without a CA: a small HTTP server in a thread answering one JSON document.
 
-Use the `stub_directory` fixture: it points ACME_DIRECTORY_URL at the stub for the test and empties
-the directory cache before and after. Change `stub.document` to change what the CA offers, or set
-`stub.status` to make it fail; `stub.requests` counts the fetches.
+The `stub_directory` fixture (a plugin of tests/conftest.py, so any test can name it) points
+ACME_DIRECTORY_URL at the stub for the test and empties the directory cache before and after.
+Change `stub.document` to change what the CA offers, or set `stub.status` to make it fail;
+`stub.requests` counts the fetches.
 """
 
 from __future__ import annotations

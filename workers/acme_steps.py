@@ -123,7 +123,7 @@ def describe_problem(problem: messages.Error) -> str:
     details = [
         f"{sub.identifier.value if sub.identifier else ''}: {sub.detail}".strip(": ") for sub in subproblems
     ]
-    code = problem.code or str(problem.typ)
+    code = problem_code(problem) or str(problem.typ)
     return f"{text} [{code}]" + (f" ({'; '.join(details)})" if details else "")
 
 

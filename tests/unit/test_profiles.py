@@ -18,7 +18,6 @@ from domains.profiles import (
     not_offered_message,
     platform_profile_problem,
 )
-from tests.directory_stub import stub_directory, unreachable_directory  # noqa: F401 (fixtures)
 from workers.acme_steps import replaces_refused
 
 IDENTIFIERS = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value="www.example.com")]
@@ -80,7 +79,7 @@ def test_malformed_profiles_are_read_as_none_offered():
     assert found.profiles == {}
 
 
-def test_the_directory_is_fetched_once_per_cache_period(stub_directory):  # noqa: F811
+def test_the_directory_is_fetched_once_per_cache_period(stub_directory):
     assert set(directory(now=1000.0).profiles) == {"classic", "tlsserver", "shortlived"}
     assert directory(now=1300.0).renewal_info == "https://ca.invalid/renewal-info"
     assert stub_directory.requests == 1
@@ -89,7 +88,7 @@ def test_the_directory_is_fetched_once_per_cache_period(stub_directory):  # noqa
     assert stub_directory.requests == 2
 
 
-def test_a_failing_directory_is_not_cached(stub_directory):  # noqa: F811
+def test_a_failing_directory_is_not_cached(stub_directory):
     stub_directory.status = 503
     with pytest.raises(DirectoryUnavailable, match="HTTP 503"):
         directory()
@@ -97,7 +96,7 @@ def test_a_failing_directory_is_not_cached(stub_directory):  # noqa: F811
     assert "classic" in directory().profiles
 
 
-def test_an_offered_profile_is_accepted_and_empty_means_the_default(stub_directory):  # noqa: F811
+def test_an_offered_profile_is_accepted_and_empty_means_the_default(stub_directory):
     assert check_profile(" shortlived ") == "shortlived"
     assert check_profile("") == ""
     stub_directory.status = 500
@@ -105,7 +104,7 @@ def test_an_offered_profile_is_accepted_and_empty_means_the_default(stub_directo
     assert check_profile("  ") == ""
 
 
-def test_a_profile_the_ca_does_not_offer_is_refused_naming_the_offered_ones(stub_directory):  # noqa: F811
+def test_a_profile_the_ca_does_not_offer_is_refused_naming_the_offered_ones(stub_directory):
     with pytest.raises(ProfileRefused) as refused:
         check_profile("veryshort")
     assert str(refused.value) == (
@@ -113,20 +112,20 @@ def test_a_profile_the_ca_does_not_offer_is_refused_naming_the_offered_ones(stub
     )
 
 
-def test_a_ca_without_profiles_refuses_every_named_profile(stub_directory):  # noqa: F811
+def test_a_ca_without_profiles_refuses_every_named_profile(stub_directory):
     stub_directory.document.pop("meta")
     with pytest.raises(ProfileRefused, match="the CA offers no profiles"):
         check_profile("classic")
 
 
 @pytest.mark.parametrize("name", ["short lived", "x" * 65, "../classic", "-a"])
-def test_a_name_that_is_no_profile_name_is_refused_before_the_ca_is_asked(stub_directory, name):  # noqa: F811
+def test_a_name_that_is_no_profile_name_is_refused_before_the_ca_is_asked(stub_directory, name):
     with pytest.raises(ProfileRefused, match="is not a profile name"):
         check_profile(name)
     assert stub_directory.requests == 0
 
 
-def test_an_unreachable_ca_leaves_the_profile_unchecked(unreachable_directory):  # noqa: F811
+def test_an_unreachable_ca_leaves_the_profile_unchecked(unreachable_directory):
     with pytest.raises(ProfileUnchecked, match="could not be checked: the CA's directory is unreachable"):
         check_profile("classic")
 
@@ -138,7 +137,7 @@ def test_an_order_refused_for_acme_profile_names_the_setting():
     assert "chosen for this domain" in text and "ACME_PROFILE" not in text
 
 
-def test_the_operator_check_names_acme_profile_when_the_ca_does_not_offer_it(stub_directory, settings):  # noqa: F811
+def test_the_operator_check_names_acme_profile_when_the_ca_does_not_offer_it(stub_directory, settings):
     settings.ACME_PROFILE = "classic"
     assert platform_profile_problem() is None
     settings.ACME_PROFILE = "sixday"

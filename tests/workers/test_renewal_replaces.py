@@ -10,7 +10,6 @@ import pytest
 from django.utils import timezone
 
 from certificates.models import Order
-from tests.directory_stub import stub_directory  # noqa: F401 (fixture)
 from tests.factories import AcmeAccountFactory, CertificateFactory, DomainFactory
 from workers import renewals
 from workers.preflight import Verdict
@@ -22,7 +21,7 @@ CERT_ID = "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
 
 
 @pytest.fixture
-def account(stub_directory):  # noqa: F811
+def account(stub_directory):
     return AcmeAccountFactory(directory_url=stub_directory.url, account_url="https://ca.invalid/acct/1")
 
 
@@ -82,7 +81,7 @@ def test_a_certificate_without_an_ari_identifier_is_renewed_without_replaces(acc
     assert (order.replaces, order.quota_reservation is not None) == ("", True)
 
 
-def test_at_a_ca_without_ari_no_renewal_names_replaces(account, quota_redis, stub_directory):  # noqa: F811
+def test_at_a_ca_without_ari_no_renewal_names_replaces(account, quota_redis, stub_directory):
     del stub_directory.document["renewalInfo"]
 
     order = _renew(_due(account))
