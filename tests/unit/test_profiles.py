@@ -8,8 +8,10 @@ import json
 import pytest
 from acme import messages
 
+from api.health import check_acme_profile
 from certificates.acme_client import NewOrder
 from certificates.directory import DirectoryUnavailable, directory, parse_directory
+from domains.checks import acme_profile_offered
 from domains.profiles import (
     ProfileRefused,
     ProfileUnchecked,
@@ -167,3 +169,21 @@ def _problem(code: str, detail: str) -> messages.Error:
 )
 def test_only_a_refusal_of_replaces_makes_the_order_go_again_without_it(code, detail, refused):
     assert replaces_refused(_problem(code, detail)) is refused
+
+
+def test_healthz_and_check_deploy_name_an_acme_profile_the_ca_does_not_offer(stub_directory, settings):
+    settings.ACME_PROFILE = "tlsserver"
+    assert check_acme_profile().ok
+    assert acme_profile_offered(None) == []
+    settings.ACME_PROFILE = "sixday"
+    health = check_acme_profile()
+    assert (health.ok, health.critical) == (False, False)
+    assert "ACME_PROFILE='sixday' is not offered" in health.detail
+    [error] = acme_profile_offered(None)
+    assert error.id == "certwright.E001" and "ACME_PROFILE='sixday'" in error.msg
+
+
+def test_healthz_says_when_acme_profile_cannot_be_checked(unreachable_directory, settings):
+    settings.ACME_PROFILE = "classic"
+    health = check_acme_profile()
+    assert not health.ok and "could not be checked" in health.detail
