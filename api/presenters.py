@@ -71,6 +71,13 @@ def _dns(domain: Domain, records: list[str]) -> dict:
     if domain.status == DomainStatus.PENDING_DNS:
         message = domain.last_error or "not checked yet"
         return {"ok": False, "message": message, "records": records}
+    if domain.ca_unpause_url:
+        # Not a DNS matter (the CA paused the name): last_error says so; the URL is the operators'.
+        return {
+            "ok": None,
+            "message": "not checked while Let's Encrypt has this name paused",
+            "records": records,
+        }
     if domain.status == DomainStatus.ACTION_REQUIRED:
         return {"ok": None, "message": domain.last_error, "records": records}
     return {"ok": True, "message": "the domain points at the platform", "records": records}
@@ -148,6 +155,7 @@ PAGE_FIELDS = (
     "last_error",
     "ownership_token",
     "ownership_verified_at",
+    "ca_unpause_url",
     "created",
     "app_id",
 )

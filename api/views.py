@@ -36,6 +36,7 @@ from domains.profiles import check_profile
 from domains.services import (
     DomainLimitReached,
     DomainNameTaken,
+    DomainPaused,
     ProfileRefused,
     ProfileUnchecked,
     add_domain,
@@ -355,11 +356,25 @@ class DomainCertificate(GenericAPIView):
 class DomainRetry(GenericAPIView):
     serializer_class = MessageSerializer
 
-    @extend_schema(request=None, responses={202: MessageSerializer, **_errors(401, 404, 411, 413, 429)})
+    @extend_schema(
+        request=None,
+        responses={
+            202: MessageSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Let's Encrypt paused the name: only the platform's operators can lift it.",
+            ),
+            **_errors(401, 404, 411, 413, 429),
+        },
+    )
     def post(self, request, app, name):
-        """Checks the domain, continues its order or renews its certificate now, backoff reset."""
+        """Checks the domain, continues its order or renews its certificate now, backoff reset;
+        409 while Let's Encrypt has the name paused (only the platform's operators can lift that)."""
         domain = get_domain(request, app, name)
-        return Response({"detail": retry_now(domain)}, status=status.HTTP_202_ACCEPTED)
+        try:
+            return Response({"detail": retry_now(domain)}, status=status.HTTP_202_ACCEPTED)
+        except DomainPaused as exc:
+            return _conflict(str(exc))
 
 
 class DomainEvents(GenericAPIView):

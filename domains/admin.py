@@ -24,6 +24,7 @@ from domains.custom_certificates import install_custom_certificate, remove_custo
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
+from domains.pauses import DomainPaused, unpause_domains
 from domains.platform import ensure_platform_domain, platform_apps, platform_domains, remove_platform_domain
 from domains.profiles import PROFILE_HELP, ProfileRefused, ProfileUnchecked, check_profile, effective_profile
 from domains.quota_policy import quota_of
@@ -215,6 +216,21 @@ class ExpiringFilter(admin.SimpleListFilter):
         return queryset
 
 
+class PausedByCAFilter(admin.SimpleListFilter):
+    title = "paused by the CA"
+    parameter_name = "ca_paused"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Paused by the CA"), ("no", "Not paused")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(ca_unpause_url="")
+        if self.value() == "no":
+            return queryset.filter(ca_unpause_url="")
+        return queryset
+
+
 def _served_subquery(field: str, now: datetime.datetime) -> Subquery:
     """One field of the certificate served now."""
     return Subquery(in_serving_order(now).filter(domain_id=OuterRef("pk")).values(field)[:1])
@@ -237,7 +253,7 @@ class DomainEventInline(admin.TabularInline):
 class DomainAdmin(admin.ModelAdmin):
     form = DomainForm
     inlines = [DomainEventInline]
-    actions = ["retry_now_action", "remove_custom_certificate_action"]
+    actions = ["retry_now_action", "mark_unpaused_action", "remove_custom_certificate_action"]
     list_display = [
         "name",
         "unicode_name",
@@ -252,12 +268,20 @@ class DomainAdmin(admin.ModelAdmin):
         "last_checked_at",
         "last_error",
     ]
-    list_filter = ["status", ExpiringFilter, "letsencrypt_enabled", "acme_profile", "app__region"]
+    list_filter = [
+        "status",
+        PausedByCAFilter,
+        ExpiringFilter,
+        "letsencrypt_enabled",
+        "acme_profile",
+        "app__region",
+    ]
     search_fields = ["name", "app__name", "registered_domain"]
     list_select_related = ["app"]
     raw_id_fields = ["app"]
     readonly_fields = [
         "status",
+        "ca_pause",
         "served_certificate",
         "renewal",
         "ownership",
@@ -437,7 +461,32 @@ class DomainAdmin(admin.ModelAdmin):
     @admin.action(description="Retry now (check DNS, or continue the order, with the backoff reset)")
     def retry_now_action(self, request, queryset) -> None:
         for domain in queryset:
-            self.message_user(request, retry_now(domain), messages.INFO)
+            try:
+                self.message_user(request, retry_now(domain), messages.INFO)
+            except DomainPaused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+
+    @admin.action(description="Mark unpaused at the CA (after visiting its unpause URL)")
+    def mark_unpaused_action(self, request, queryset) -> None:
+        done = unpause_domains(list(queryset.values_list("pk", flat=True)))
+        if done:
+            self.message_user(request, f"Unpaused, and due now: {', '.join(sorted(done))}", messages.SUCCESS)
+        else:
+            self.message_user(request, "None of these domains was paused by the CA.", messages.WARNING)
+
+    @admin.display(description="Paused by the CA")
+    def ca_pause(self, obj: Domain) -> str:
+        if not obj.ca_unpause_url:
+            return "no"
+        return format_html(
+            "since {} UTC: Let's Encrypt refuses every order for this name from the platform's "
+            'account. Visit <a href="{}" rel="noreferrer" target="_blank">its unpause page</a> '
+            "(the platform account's own link: it may lift the pause of other names too; keep it "
+            "from customers), then use the action "
+            '"Mark unpaused at the CA". Nothing is sent for this name until then.',
+            f"{obj.ca_paused_at:%Y-%m-%d %H:%M}" if obj.ca_paused_at else "?",
+            obj.ca_unpause_url,
+        )
 
     @admin.display(description="Let's Encrypt quota of its registered domain")
     def quota(self, obj: Domain) -> str:

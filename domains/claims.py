@@ -49,10 +49,13 @@ def _check_lease(now: datetime.datetime) -> datetime.datetime:
 
 def claim_check_now(domain_id: int, *, reset_backoff: bool = False, now: datetime.datetime | None = None):
     """Claims the domain's check now, whatever its next_attempt_at, and sends it after commit;
-    returns the claim token, or None when the domain is not waiting for a check."""
+    returns the claim token, or None when the domain is not waiting for a check (or the CA paused
+    it: only unpausing it claims its check, domains/pauses.py)."""
     now = now or timezone.now()
     return claim_now(
-        Domain.objects.filter(pk=domain_id, status__in=SWEPT_STATUSES, letsencrypt_enabled=True),
+        Domain.objects.filter(
+            pk=domain_id, status__in=SWEPT_STATUSES, letsencrypt_enabled=True, ca_unpause_url=""
+        ),
         claim_field="claim_token",
         lease_field="next_attempt_at",
         lease_end=_check_lease(now),
@@ -64,13 +67,16 @@ def claim_check_now(domain_id: int, *, reset_backoff: bool = False, now: datetim
 def renew_now(domain_id: int, now: datetime.datetime | None = None) -> bool:
     """Claims the domain's current Let's Encrypt certificate for renewal at once, whatever its
     renew_at and backoff, and sends the renewal after commit; False when it has no certificate to
-    renew (none yet, Let's Encrypt off, or an order already running)."""
+    renew (none yet, Let's Encrypt off, an order already running, or the CA paused the name)."""
     now = now or timezone.now()
     if Order.objects.filter(domain_id=domain_id, state__in=ACTIVE_ORDER_STATES).exists():
         return False
     token = claim_now(
         Certificate.objects.filter(
-            domain_id=domain_id, source=CertificateSource.LETSENCRYPT, renew_at__isnull=False
+            domain_id=domain_id,
+            source=CertificateSource.LETSENCRYPT,
+            renew_at__isnull=False,
+            domain__ca_unpause_url="",
         ).order_by("-not_after"),
         claim_field="renewal_claim",
         lease_field="renew_at",

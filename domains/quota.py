@@ -11,7 +11,14 @@ domains, the exact name set, the account) is all-or-nothing even with many worke
 - commit: forget a reservation (the certificate exists; nothing can be refunded any more);
 - peek: tokens left and when the next one arrives;
 - sync: the CA says a bucket is empty until a given time (a 429): make ours agree;
-- seed: a lost bucket, rebuilt by the caller from PostgreSQL, written only if still missing.
+- seed: a lost bucket, rebuilt by the caller from PostgreSQL, written only if still missing;
+- charge: one token taken after the fact, once per `once` key (a failed authorization the CA
+  counted), never refused.
+
+A "check only" bucket in a spend is one the order must find a token in, without taking it (Let's
+Encrypt's failed-authorization limit: an order needs room for one more failure; only a failure
+spends, through `charge`). It holds no reservation and books nothing: when it is empty the spend
+waits until its next token arrives, and every waiter may go then, as at the CA.
 
 A bucket is one hash: field `t` holds its theoretical arrival time (TAT) in microseconds of
 Redis' own clock (`TIME`), unless the caller passes `now_us` (tests only), and one field per
@@ -39,6 +46,8 @@ import redis
 logger = logging.getLogger(__name__)
 
 SINCE_KEY = "quota:since"
+# How long a charge is remembered at least (Quota.charge): a day, longer than any order lives.
+ONCE_LIFETIME_MS = 24 * 3600 * 1000
 
 SCRIPT = r"""
 local op = ARGV[1]
@@ -86,19 +95,28 @@ local function store(key, tat, field, value, floor_ms)
 end
 
 if op == 'spend' then
-  -- KEYS: since, bucket...; ARGV: op, now, reservation, then interval, capacity, durable (0/1)
-  -- per bucket. A bucket's field named after the reservation holds when its token is there: 0
-  -- once taken, or the booked token's arrival.
+  -- KEYS: since, bucket...; ARGV: op, now, reservation, then interval, capacity, durable (0/1),
+  -- check only (0/1) per bucket. A bucket's field named after the reservation holds when its
+  -- token is there: 0 once taken, or the booked token's arrival.
   local reservation = ARGV[3]
   local n, at, why = 0, now, ''
   local todo, tats, allowed = {}, {}, {}
   for i = 2, #KEYS do
     local key = KEYS[i]
-    local base = 3 * i - 2
+    local base = 4 * i - 4
     local found = redis.call('HMGET', key, 't', reservation)
     -- A bucket full again (TAT not after now) is as good as expired: its reservations are void.
     local live = found[1] and tonumber(found[1]) > now
-    if live and found[2] then
+    if ARGV[base + 3] == '1' then
+      -- Check only: a token must be there; none is taken or booked.
+      if live then
+        local ready = tonumber(found[1]) - (tonumber(ARGV[base + 1]) - 1) * tonumber(ARGV[base])
+        if ready > at then
+          at = ready
+          why = key
+        end
+      end
+    elseif live and found[2] then
       local ready = tonumber(found[2])
       if ready > now then return {0, ready - now, key} end
     else
@@ -121,20 +139,20 @@ if op == 'spend' then
       end
     end
   end
-  if n == 0 then
+  local waiting = at > now
+  if n == 0 and not waiting then
     return 1
   end
-  local waiting = at > now
   for j = 1, n do
     -- Granted: every bucket's token is taken now. Waiting: each empty bucket's next free token
     -- (arriving at `at` or before) is booked, dated as if spent at `at`; buckets with room now
     -- are spent when the waiter returns.
     if not waiting then
-      store(KEYS[todo[j]], tats[j] + tonumber(ARGV[3 * todo[j] - 2]), reservation, 0)
+      store(KEYS[todo[j]], tats[j] + tonumber(ARGV[4 * todo[j] - 4]), reservation, 0)
     elseif allowed[j] > now then
       local from = tats[j]
       if at > from then from = at end
-      store(KEYS[todo[j]], from + tonumber(ARGV[3 * todo[j] - 2]), reservation, at)
+      store(KEYS[todo[j]], from + tonumber(ARGV[4 * todo[j] - 4]), reservation, at)
     end
   end
   if waiting then return {0, at - now, why} end
@@ -159,6 +177,19 @@ elseif op == 'refund' or op == 'commit' then
     end
   end
   return done
+elseif op == 'charge' then
+  -- KEYS: since, bucket, once; ARGV: op, now, interval, capacity, once's lifetime (ms).
+  -- Charges one token for the event named by KEYS[3], once: 0 when it was charged already.
+  -- Never refused, but never below empty either: Let's Encrypt's own spend of a failed
+  -- authorization is best effort (spend-only), so one on an empty bucket changes nothing there
+  -- (2), and ours must not wait longer than the CA would.
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', tonumber(ARGV[5])) then return 0 end
+  local key, interval, capacity = KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+  local tat = tonumber(redis.call('HGET', key, 't') or '')
+  if not tat or tat < now then tat = now end
+  if tat - (capacity - 1) * interval > now then return 2 end
+  store(key, tat + interval)
+  return 1
 elseif op == 'peek' or op == 'seed' or op == 'sync' then
   -- KEYS: since, bucket; ARGV: op, now, interval, capacity, durable, [TAT or CA's retry time]
   local key, interval, capacity = KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -220,6 +251,8 @@ class Bucket:
     interval_us: int
     durable: bool = False
     subject: str = ""
+    # Spends need a token here but take none (see `Quota.charge`).
+    check_only: bool = False
 
     @property
     def period_us(self) -> int:
@@ -292,7 +325,7 @@ class Quota:
         Idempotent per reservation: spending it again after the wait takes what is left."""
         args: list = ["spend", _now(now_us), reservation]
         for bucket in buckets:
-            args += bucket.args()
+            args += [*bucket.args(), 1 if bucket.check_only else 0]
         keys = [bucket.key for bucket in buckets]
         for _ in range(len(buckets) + 1):
             answer = self._run(keys, args)
@@ -310,6 +343,14 @@ class Quota:
         nothing from are left alone); True only the first time."""
         args = ["refund", _now(now_us), reservation, *(bucket.interval_us for bucket in buckets)]
         return bool(self._run([bucket.key for bucket in buckets], args))
+
+    def charge(self, bucket: Bucket, once: str, now_us: int | None = None) -> bool:
+        """Takes one token from `bucket` after the fact (never refused; an empty bucket stays
+        empty), at most once per `once` key; True when this call charged it."""
+        # The once key outlives any rerun of the step that charges, and the bucket's own period.
+        lifetime_ms = max(bucket.period_us // 1000, ONCE_LIFETIME_MS)
+        args = ["charge", _now(now_us), bucket.interval_us, bucket.capacity, lifetime_ms]
+        return self._run([bucket.key, once], args) != 0
 
     def commit(self, reservation: str, buckets: list[Bucket]) -> bool:
         """The certificate exists: its tokens are spent for good (nothing can refund them)."""

@@ -5,6 +5,10 @@ names, and from the ACME account's new-order bucket; a renewal (the same names a
 domain already has) only from the exact set, as at Let's Encrypt. Tokens are spent before the order
 is placed, committed when the certificate is stored, and refunded only when the CA certainly issued
 nothing. A registered-domain bucket Redis lost is rebuilt from the `Issuance` ledger.
+
+Every order, a renewal too, also needs room for one more failed authorization of each of its names
+at its account (5 an hour at Let's Encrypt): a check-only bucket, spent only when the CA marks an
+authorization invalid (`charge_failed_authorization`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ logger = logging.getLogger(__name__)
 REGISTERED_DOMAIN_PREFIX = "quota:rd:"
 EXACT_SET_PREFIX = "quota:set:"
 ACCOUNT_PREFIX = "quota:account:"
+FAILED_AUTHZ_PREFIX = "quota:fa:"
+FAILED_AUTHZ_ONCE_PREFIX = "quota:fa-once:"
 WEEK = 7 * 24 * 3600
 
 _quota: Quota | None = None
@@ -105,18 +111,46 @@ def registered_domain_bucket(domain: str, overrides: Overrides | None = None) ->
     )
 
 
+def authorization_identifier(name: str) -> str:
+    """The identifier of a name's authorization at the CA: a wildcard's is its base domain."""
+    return name[2:] if name.startswith("*.") else name
+
+
+def failed_authz_bucket(identifier: str, account_id: int) -> Bucket:
+    """Failed authorizations of one identifier at one account: check only (see quota.py).
+
+    Not durable, and with no override (Let's Encrypt offers none for it): a Redis that lost it
+    thinks it full, and the worst that does is one order the CA refuses with its own 429 ("too many
+    failed authorizations ... retry after"), which order_run turns into a wait and a sync of this
+    bucket. The bucket covers an hour: a rebuild would cost more than that one refused order."""
+    capacity, period = settings.QUOTA_FAILED_AUTHZ_LIMIT, settings.QUOTA_FAILED_AUTHZ_PERIOD_SECONDS
+    identifier = authorization_identifier(identifier)
+    return Bucket(
+        f"{FAILED_AUTHZ_PREFIX}{account_id}:{identifier}",
+        capacity,
+        -(-period * 1_000_000 // capacity),
+        subject=identifier,
+        check_only=True,
+    )
+
+
 def buckets_for(names: list[str], account_id: int, *, renewal: bool, overrides: Overrides) -> list[Bucket]:
-    """The buckets one order spends from."""
+    """The buckets one order spends from (the failed-authorization ones only checked)."""
     subject = exact_set_subject(names)
     digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
     exact = _bucket(QuotaKind.EXACT_SET, EXACT_SET_PREFIX + digest, subject, overrides)
+    # A renewal of the same names is checked against it too, as at Let's Encrypt; only an ARI
+    # renewal (`replaces`) is exempt from checking every limit, this one included. Its failed
+    # validations still count at the CA all the same (Boulder charges every invalid authorization).
+    failed = [failed_authz_bucket(name, account_id) for name in sorted(set(names))]
     if renewal:
-        return [exact]
+        return [exact, *failed]
     domains = registered_domains(names)
     return [
         *(registered_domain_bucket(domain, overrides) for domain in domains),
         exact,
         _bucket(QuotaKind.ACCOUNT, f"{ACCOUNT_PREFIX}{account_id}", str(account_id), overrides),
+        *failed,
     ]
 
 
@@ -210,6 +244,11 @@ def waiting_message(bucket: Bucket, until: datetime.datetime) -> str:
             f"(Let's Encrypt issues at most {bucket.capacity} certificates per registered domain "
             f"per {_period(period)})"
         )
+    if bucket.key.startswith(FAILED_AUTHZ_PREFIX):
+        return (
+            f"{bucket.capacity} failed validations of {bucket.subject} in the last {_period(period)}: "
+            f"Let's Encrypt allows {bucket.capacity}; next attempt at {at}"
+        )
     if bucket.key.startswith(EXACT_SET_PREFIX):
         return (
             f"certificate limit for exactly {bucket.subject.replace(',', ', ')} reached; next attempt at "
@@ -278,7 +317,12 @@ def _all_buckets(names: list[str], account_id: int | None, limits: bool = True) 
         )
     # With the overrides: a refund gives back the interval the spend took.
     overrides = load_overrides([names], [account_id] if account_id else []) if limits else {}
-    buckets = buckets_for(names, account_id or 0, renewal=False, overrides=overrides)
+    # The check-only buckets hold no reservation.
+    buckets = [
+        bucket
+        for bucket in buckets_for(names, account_id or 0, renewal=False, overrides=overrides)
+        if not bucket.check_only
+    ]
     return buckets if account_id else buckets[:-1]
 
 
@@ -307,6 +351,29 @@ def commit(reservation: uuid.UUID | None, names: list[str], account_id: int | No
     except QuotaUnavailable as exc:
         # The reservation goes with its buckets; nothing can refund it meanwhile (its order is valid).
         logger.warning("could not commit quota reservation %s: %s", reservation, exc)
+
+
+def charge_failed_authorization(account_id: int, identifier: str, authorization_url: str) -> bool:
+    """The CA marked this authorization invalid: one token of (account, identifier) is spent,
+    once per authorization however often a step reads it. True when this call spent it."""
+    once = FAILED_AUTHZ_ONCE_PREFIX + hashlib.sha256(authorization_url.encode()).hexdigest()[:32]
+    try:
+        return get_quota().charge(failed_authz_bucket(identifier, account_id), once)
+    except QuotaUnavailable as exc:
+        # Uncounted here, still counted at the CA: at worst its 429 makes the domain wait.
+        logger.warning("could not count the failed authorization of %s: %s", identifier, exc)
+        return False
+
+
+def sync_failed_authorizations(identifier: str, account_id: int, retry_at: datetime.datetime) -> bool:
+    """Let's Encrypt refused an order for too many failed authorizations of `identifier` until
+    `retry_at`: ours agrees from now on. Returns whether ours had to change."""
+    try:
+        bucket = failed_authz_bucket(identifier, account_id)
+        return get_quota().sync(bucket, int(retry_at.timestamp() * 1_000_000))
+    except QuotaUnavailable as exc:
+        logger.warning("could not sync the failed authorizations of %s with the CA: %s", identifier, exc)
+        return False
 
 
 def sync_registered_domains(names: list[str], retry_at: datetime.datetime) -> list[str]:

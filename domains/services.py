@@ -18,6 +18,7 @@ from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatu
 from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
+from domains.pauses import DomainPaused, retry_refusal
 from domains.profiles import ProfileRefused, ProfileUnchecked, check_profile
 from domains.status import NOTHING_SERVED, change_status, settle_status
 from domains.targeting import Target, records_to_add, target_in
@@ -204,8 +205,11 @@ def delete_domain(domain: Domain, now: datetime | None = None) -> None:
 
 def retry_now(domain: Domain, now: datetime | None = None) -> str:
     """Continues the domain's order, or checks it, or renews its certificate, at once, with the
-    backoff reset; says what it did."""
+    backoff reset; says what it did. Raises DomainPaused when the CA paused the name (only an
+    operator's unpause lifts that: domains/pauses.py)."""
     now = now or timezone.now()
+    if Domain.objects.filter(pk=domain.pk).exclude(ca_unpause_url="").exists():
+        raise DomainPaused(retry_refusal(domain.name))
     if redrive_order_of(domain.pk, now):
         return f"{domain.name}: continuing its order now"
     if domain.status in (DomainStatus.IN_USE, DomainStatus.NOT_USED) or (
@@ -303,6 +307,7 @@ __all__ = [
     "WILDCARD_MESSAGE",
     "DomainLimitReached",
     "DomainNameTaken",
+    "DomainPaused",
     "InvalidDomainName",
     "ProfileRefused",
     "ProfileUnchecked",

@@ -39,7 +39,7 @@ from certificates.verify import ChainRejected, verify_issued_chain
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.orders import ended
 from domains.profiles import not_offered_message
-from domains.quota_policy import Candidate, Waiting, registered_domains, reserve
+from domains.quota_policy import Candidate, Waiting, charge_failed_authorization, registered_domains, reserve
 from domains.quota_policy import commit as commit_quota
 from domains.quota_policy import refund as refund_quota
 from domains.status import change_status
@@ -417,6 +417,9 @@ def _order_problem(body: messages.Order) -> str:
 
 
 def _authorization_problems(order: Order) -> str:
+    """Why the CA refused the order's authorizations; each one found invalid spends a token of
+    its identifier's failed-authorization bucket, once per authorization (a rerun of this step
+    reads it again: the charge is keyed by its URL)."""
     acme = client_for(order.account)
     problems = []
     for challenge in Challenge.objects.filter(order=order):
@@ -424,6 +427,10 @@ def _authorization_problems(order: Order) -> str:
             acme._post_as_get(challenge.authorization_url).json()
         )
         Challenge.objects.filter(pk=challenge.pk).update(authorization_status=authorization.status.name)
+        if authorization.status == messages.STATUS_INVALID:
+            charge_failed_authorization(
+                order.account_id, authorization.identifier.value, challenge.authorization_url
+            )
         for chall in authorization.challenges:
             if chall.error is not None:
                 problems.append(f"{authorization.identifier.value}: {describe_problem(chall.error)}")

@@ -24,6 +24,7 @@ from domains.backoff import retry_delay
 from domains.enqueue import check_domains_later
 from domains.models import SWEPT_STATUSES, Domain, DomainStatus
 from domains.orders import Start, start_orders
+from domains.pauses import paused_message
 from domains.quota_policy import Candidate, Granted, refund, reserve, when
 from domains.status import StatusWrite, bulk_change_status
 from workers.poison import isolate_poison
@@ -118,6 +119,7 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
             "renewal",
             "ownership_token",
             "ownership_verified_at",
+            "ca_unpause_url",
             named=True,
         )
     )
@@ -125,7 +127,17 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
     writes: list[StatusWrite] = []
     checkable = []
     for row in rows:
-        if parked_wildcard(row.name):
+        if row.ca_unpause_url:
+            # Paused by the CA (however this check was claimed): nothing is sent for the name, and
+            # nothing is due until an operator unpauses it (domains/pauses.py).
+            message = paused_message(row.name)
+            writes.append(
+                StatusWrite(
+                    row.pk, DomainStatus.ACTION_REQUIRED, message, message, row.consecutive_failures, None
+                )
+            )
+            counts["parked"] += 1
+        elif parked_wildcard(row.name):
             writes.append(
                 StatusWrite(
                     row.pk,

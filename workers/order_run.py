@@ -28,10 +28,11 @@ from certificates.models import ACTIVE_ORDER_STATES, Order, OrderState
 from domains.backoff import retry_delay
 from domains.enqueue import advance_order_later
 from domains.locking import lock_domains
-from domains.models import DomainStatus
+from domains.models import Domain, DomainStatus
 from domains.orders import BEFORE_FINALIZE, clean_challenge_records, ended, lease_until
+from domains.pauses import pause_domains
 from domains.quota_policy import refund as refund_quota
-from domains.quota_policy import sync_registered_domains, when
+from domains.quota_policy import sync_failed_authorizations, sync_registered_domains, when
 from domains.status import change_status
 from workers.acme_steps import (
     STEPS,
@@ -55,6 +56,18 @@ INLINE_BUDGET_SECONDS = 20
 # this exact set of identifiers" instead, and new-order or failed-authorization limits say neither.
 REGISTERED_DOMAIN_LIMIT = re.compile(
     r"too many certificates\b.*\balready issued for(?!\s*this exact set)", re.I
+)
+# Its 429 for the failed-authorization limit: 'too many failed authorizations (5) for "NAME" in
+# the last 1h0m0s, retry after ...' (Boulder's ratelimits/limiter.go).
+FAILED_AUTHZ_LIMIT = re.compile(r'too many failed authorizations\b.*?\bfor "(?P<name>[^"]+)"', re.I)
+# Its refusal of a paused identifier (Boulder's wfe2, a 429 rateLimited at newOrder): "Your account
+# is temporarily prevented from requesting certificates for NAME[, NAME...] and possibly others.
+# Please visit: URL". Matched whatever the problem type, so a change of type cannot turn it into
+# a blind retry.
+PAUSED = re.compile(
+    r"temporarily prevented from requesting certificates for (?P<names>.+?) and possibly others\b"
+    r".*?(?P<url>https?://\S+)",
+    re.I | re.S,
 )
 
 
@@ -148,6 +161,9 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
                 order, held, "the CA no longer knows the platform's ACME account; a new one is registered"
             )
             return None, "failed: account unknown to the CA"
+        pause = PAUSED.search(problem.detail or "")
+        if pause and order.state == OrderState.PENDING:
+            return None, paused(order, held, pause["names"], pause["url"].rstrip(".,;)\"'"))
         if problem.code in RETRYABLE_PROBLEMS:
             delay = 0 if problem.code == "badNonce" else 2
             return None, _retry(order, held, f"the CA answered {problem.code}", delay)
@@ -212,6 +228,9 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
     synced = []
     if REGISTERED_DOMAIN_LIMIT.search(problem.detail or ""):
         synced = sync_registered_domains(order.names, retry_at)
+    failed = FAILED_AUTHZ_LIMIT.search(problem.detail or "")
+    if failed and sync_failed_authorizations(failed["name"], order.account_id, retry_at):
+        synced = [failed["name"]]
     logger.info(
         "order %s for %s: rate limited until %s (%s); synced %s",
         order.pk,
@@ -235,6 +254,31 @@ def _renewal_waits(order: Order, held: uuid.UUID, wait: RenewalWaits) -> str:
             return "skipped: lost the lease"
         renewal_waits(order.renews_id, wait.waiting, now)
     return f"renewal waits for its quota token until {wait.waiting.until.isoformat()}"
+
+
+def paused(order: Order, held: uuid.UUID, names: str, unpause_url: str) -> str:
+    """The CA refused the new order because it paused the name for the platform's account: the
+    order ends, its tokens go back (the CA counted nothing), and the domain, with any other domain
+    of a name the CA listed, waits in `action_required` for an operator (domains/pauses.py)."""
+    now = timezone.now()
+    listed = {name.strip().lower() for name in names.split(",") if name.strip()}
+    with transaction.atomic():
+        stopped = Order.objects.filter(pk=order.pk, lease_token=held, state=OrderState.PENDING).update(
+            **ended(OrderState.INVALID, now, f"the CA paused {', '.join(sorted(listed))} for this account")
+        )
+        if stopped != 1:
+            return "skipped: lost the lease"
+        others = Domain.objects.filter(name__in=listed).values_list("pk", flat=True)
+        newly = pause_domains(sorted({order.domain_id, *others}), unpause_url, now)
+    refund_quota(order.quota_reservation, order.names, order.account_id, "the CA paused the name")
+    logger.warning(
+        "order %s: Let's Encrypt paused %s for the platform's account (%d domain(s) newly paused); "
+        "an operator must visit the unpause URL shown in the admin, then mark them unpaused",
+        order.pk,
+        ", ".join(sorted(listed)),
+        len(newly),
+    )
+    return "paused by the CA"
 
 
 def _wait_for_rate_limit(

@@ -137,21 +137,23 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
             "domain__acme_profile",
             "ari_cert_id",
             "account_id",
+            "domain__ca_unpause_url",
             named=True,
         )
     )
     counts = {"claimed": len(rows), "ordered": 0, "failed": 0, "waiting": 0, "skipped": 0}
     mine = Certificate.objects.filter(renewal_claim=token)
-    # Let's Encrypt turned off: no renewal until it is turned on again (the normal check then).
-    off = [row.pk for row in rows if not row.domain__letsencrypt_enabled]
+    # Let's Encrypt turned off, or the CA paused the name (whatever scheduled this renewal since,
+    # an ARI window say): no renewal until it is turned on again or an operator unpauses it.
+    off = [row.pk for row in rows if not row.domain__letsencrypt_enabled or row.domain__ca_unpause_url]
     # An order is already in flight for the domain: look again once it has had its time.
-    busy_ids = [row.pk for row in rows if row.domain__letsencrypt_enabled and row.busy]
+    busy_ids = [row.pk for row in rows if row.pk not in off and row.busy]
     if off:
         mine.filter(pk__in=off).update(renewal_claim=None, renew_at=None)
     if busy_ids:
         mine.filter(pk__in=busy_ids).update(renewal_claim=None, renew_at=_order_lease(now))
     counts["skipped"] = len(off) + len(busy_ids)
-    rows = [row for row in rows if row.domain__letsencrypt_enabled and not row.busy]
+    rows = [row for row in rows if row.pk not in off and not row.busy]
     verdicts, account = preflight(
         [
             PreflightRow(row.domain_id, row.domain__name, row.domain__app__name, row.domain__app__region_id)

@@ -31,10 +31,18 @@ def fresh(quota_redis, monkeypatch):
     quota_policy._quota = None
 
 
-def test_a_new_certificate_spends_registered_domain_exact_set_and_account_buckets():
+def test_a_new_certificate_spends_registered_domain_exact_set_and_account_buckets_and_checks_failed_authz():
     buckets = quota_policy.buckets_for(["www.shop.example.co.uk"], 7, renewal=False, overrides={})
-    assert [b.key.rsplit(":", 1)[0] for b in buckets] == ["quota:rd", "quota:set", "quota:account"]
-    rd, exact, account = buckets
+    assert [b.key.rsplit(":", 1)[0] for b in buckets] == [
+        "quota:rd",
+        "quota:set",
+        "quota:account",
+        "quota:fa:7",
+    ]
+    rd, exact, account, failed = buckets
+    assert [b.check_only for b in buckets] == [False, False, False, True]
+    # Let's Encrypt: 5 failed authorizations per identifier per account per hour, 1 back every 12 min.
+    assert (failed.subject, failed.capacity, failed.interval_us) == ("www.shop.example.co.uk", 5, 720_000_000)
     assert (rd.subject, rd.capacity, rd.interval_us, rd.durable) == (
         "example.co.uk",
         50,
@@ -50,9 +58,13 @@ def test_a_private_suffix_is_its_own_registered_domain_as_at_lets_encrypt():
     assert rd.subject == "foo.github.io"
 
 
-def test_a_renewal_of_the_same_names_spends_only_the_exact_set_bucket():
+def test_a_renewal_of_the_same_names_spends_only_the_exact_set_bucket_and_checks_failed_authz():
     buckets = quota_policy.buckets_for(["www.example.com"], 7, renewal=True, overrides={})
-    assert [b.key.split(":")[1] for b in buckets] == ["set"]
+    assert [(b.key.split(":")[1], b.check_only) for b in buckets] == [("set", False), ("fa", True)]
+
+
+def test_a_wildcards_failed_authorizations_count_against_its_base_domain_as_its_authorization_names_it():
+    assert quota_policy.failed_authz_bucket("*.example.com", 3).key == "quota:fa:3:example.com"
 
 
 def test_an_override_in_the_database_replaces_the_default_for_its_subject_only():
