@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from domains.profiles import ProfileUnchecked, platform_profile_problem
 from workers.models import Heartbeat
 
 
@@ -86,9 +87,23 @@ def check_heartbeats(now: datetime | None = None) -> list[Check]:
     return checks
 
 
+def check_acme_profile() -> Check:
+    """Informational: whether the CA offers ACME_PROFILE (read from its directory, cached for
+    minutes, so this costs the CA a request now and then)."""
+    try:
+        problem = platform_profile_problem(timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS)
+    except ProfileUnchecked as exc:
+        return Check("acme_profile", False, str(exc), critical=False)
+    if problem:
+        return Check("acme_profile", False, problem, critical=False)
+    return Check("acme_profile", True, f"the CA offers {settings.ACME_PROFILE}", critical=False)
+
+
 def run_checks(now: datetime | None = None) -> tuple[bool, list[Check]]:
     """All checks, and whether every critical one passed."""
     checks = [check_postgresql(), check_broker(), check_quota_redis()]
+    if settings.ACME_PROFILE:
+        checks.append(check_acme_profile())
     checks += check_heartbeats(now) if checks[0].ok else [Check("beat", False, "PostgreSQL is down")]
     healthy = all(check.ok for check in checks if check.critical)
     return healthy, checks

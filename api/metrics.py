@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from certificates.models import ACTIVE_ORDER_STATES, CertificateSource
+from certificates.models import ACTIVE_ORDER_STATES, CertificateSource, expiring_window
 from domains.models import SWEPT_STATUSES, DomainStatus
 from workers.models import Heartbeat
 
@@ -28,7 +28,7 @@ EXPIRY_WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
 # certificates ending within the longest window, through certificate_expiry_idx, each kept only if
 # no servable certificate of its domain outlives it.
 _EXPIRING_SQL = """
-SELECT c.not_after
+SELECT c.not_before, c.not_after
 FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
 WHERE c.source IN (%(custom)s, %(letsencrypt)s) AND c.not_after > %(now)s AND c.not_after <= %(until)s
   AND c.not_before <= %(now)s AND (c.source = %(custom)s OR d.letsencrypt_enabled)
@@ -88,7 +88,8 @@ def render(now: datetime.datetime | None = None) -> str:
             [list(ACTIVE_ORDER_STATES)],
         )
         orders = dict(cursor.fetchall())
-        longest = max(EXPIRY_WINDOWS.values())
+        # expiring_window is never longer than CERTIFICATE_EXPIRING_DAYS.
+        longest = max(*EXPIRY_WINDOWS.values(), settings.CERTIFICATE_EXPIRING_DAYS)
         cursor.execute(
             _EXPIRING_SQL,
             {
@@ -98,7 +99,8 @@ def render(now: datetime.datetime | None = None) -> str:
                 "letsencrypt": CertificateSource.LETSENCRYPT.value,
             },
         )
-        ends = [row[0] for row in cursor.fetchall()]
+        lasts = cursor.fetchall()
+        ends = [not_after for _, not_after in lasts]
         cursor.execute(
             "SELECT count(*) FILTER (WHERE renew_at <= %s), count(*) FILTER (WHERE renewal_failures > 0)"
             " FROM certificates_certificate WHERE renew_at IS NOT NULL",
@@ -136,6 +138,22 @@ def render(now: datetime.datetime | None = None) -> str:
         [
             ({"within": label}, sum(1 for end in ends if end <= now + datetime.timedelta(days=days)))
             for label, days in EXPIRY_WINDOWS.items()
+        ],
+    )
+    out.metric(
+        "certwright_domains_certificate_expiring",
+        "Domains whose last valid certificate is expiring: less than CERTIFICATE_EXPIRING_DAYS or a "
+        "quarter of its lifetime left, whichever is shorter (its renewal is late, whatever its lifetime).",
+        [
+            (
+                {},
+                sum(
+                    1
+                    for not_before, not_after in lasts
+                    if not_after - now
+                    < expiring_window(not_after - not_before, settings.CERTIFICATE_EXPIRING_DAYS)
+                ),
+            )
         ],
     )
     out.metric(

@@ -21,6 +21,7 @@ from certificates.serving import in_serving_order
 from domains.models import Domain, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
+from domains.profiles import effective_profile
 from domains.quota_policy import quota_of
 from domains.services import records_for
 from domains.targeting import target_in
@@ -49,6 +50,7 @@ def _served_json(now: datetime.datetime) -> Subquery:
                     next_check="ari_next_check",
                     error="ari_error",
                 ),
+                profile="profile",
             )
         )[:1]
     )
@@ -169,6 +171,8 @@ def present_domains(domains: list[Domain], now: datetime.datetime | None = None)
                 "status": domain.status,
                 "status_label": STATUS_LABELS.get(domain.status, domain.status),
                 "letsencrypt": domain.letsencrypt_enabled,
+                "profile": domain.acme_profile,
+                "effective_profile": effective_profile(domain.acme_profile),
                 "custom_certificate": domain.has_custom,
                 "certificate": _certificate(domain.served),
                 "revoked_certificates": _revoked(getattr(domain, "revoked", None)),
@@ -204,6 +208,7 @@ PAGE_FIELDS = (
     "registered_domain",
     "status",
     "letsencrypt_enabled",
+    "acme_profile",
     "next_attempt_at",
     "last_error",
     "ownership_token",

@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from certificates.custom import MAX_UPLOAD_BYTES
 from domains.models import APP_NAME_VALIDATOR, DomainStatus
+from domains.profiles import PROFILE_HELP
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -56,6 +57,9 @@ class CertificateSerializer(serializers.Serializer):
         allow_null=True, help_text="When it is renewed (null: not renewed by Certwright, as a custom one)."
     )
     ari = RenewalInfoSerializer(allow_null=True, help_text="null for a custom certificate.")
+    profile = serializers.CharField(
+        allow_blank=True, help_text="The CA profile it was issued under (empty: the CA's default, or custom)."
+    )
 
 
 class RevokedCertificateSerializer(serializers.Serializer):
@@ -98,6 +102,13 @@ class DomainSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=DomainStatus.choices)
     status_label = serializers.CharField()
     letsencrypt = serializers.BooleanField()
+    profile = serializers.CharField(
+        allow_blank=True, help_text="The CA profile chosen for this domain (empty: the platform's default)."
+    )
+    effective_profile = serializers.CharField(
+        allow_blank=True,
+        help_text="The profile its next certificate is ordered under (empty: the CA's default).",
+    )
     custom_certificate = serializers.BooleanField(help_text="Whether a custom certificate is uploaded.")
     certificate = CertificateSerializer(allow_null=True, help_text="The certificate served now, if any.")
     revoked_certificates = RevokedCertificateSerializer(
@@ -168,10 +179,14 @@ class DomainCreateSerializer(DomainCertificateInput):
         max_length=300, help_text="The domain, such as www.example.com (Unicode accepted)."
     )
     letsencrypt = serializers.BooleanField(default=True)
+    profile = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=64, help_text=PROFILE_HELP
+    )
 
 
 class DomainUpdateSerializer(DomainCertificateInput):
     letsencrypt = serializers.BooleanField(required=False)
+    profile = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text=PROFILE_HELP)
     app = serializers.CharField(required=False, max_length=48, help_text="Staff only: move it to this app.")
 
 

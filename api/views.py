@@ -33,15 +33,19 @@ from domains.custom_certificates import install_custom_certificate, remove_custo
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, normalize_domain_name
 from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
+from domains.profiles import check_profile
 from domains.services import (
     DomainLimitReached,
     DomainNameTaken,
     DomainPaused,
+    ProfileRefused,
+    ProfileUnchecked,
     add_domain,
     delete_domain,
     move_domain,
     retry_now,
     set_letsencrypt,
+    set_profile,
 )
 
 # What a 400 holds: a list of messages per field, or `detail` alone.
@@ -68,6 +72,10 @@ ERRORS = {
         "is read no further).",
     ),
     429: OpenApiResponse(ErrorSerializer, description="Too many writes with this token; retry later."),
+    503: OpenApiResponse(
+        ErrorSerializer,
+        description="The CA could not be asked whether it offers the chosen profile; nothing was changed.",
+    ),
 }
 # Upload fields of the API, by the field the certificate checks blame.
 UPLOAD_FIELDS = {"cert": "tlscert", "chain": "tlscert", "key": "tlskey", "passphrase": "tlskey_passphrase"}
@@ -111,6 +119,10 @@ def _upload_error(exc: UploadRejected) -> ValidationError:
 
 def _conflict(message: str) -> Response:
     return Response({"detail": message}, status=status.HTTP_409_CONFLICT)
+
+
+def _profile_unchecked(exc: ProfileUnchecked) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 def _app_data(app: App, domain_count: int | None = None) -> dict:
@@ -229,7 +241,7 @@ class DomainList(GenericAPIView):
         responses={
             201: DomainSerializer,
             409: OpenApiResponse(ErrorSerializer, description="In use by another app, or the app's limit."),
-            **_errors(400, 401, 404, 411, 413, 429),
+            **_errors(400, 401, 404, 411, 413, 429, 503),
         },
     )
     def post(self, request, app):
@@ -247,9 +259,14 @@ class DomainList(GenericAPIView):
                 cert=values["tlscert"].encode() if "tlscert" in values else None,
                 key=values["tlskey"].encode() if "tlskey" in values else None,
                 passphrase=values.get("tlskey_passphrase"),
+                profile=values["profile"],
             )
         except InvalidDomainName as exc:
             raise ValidationError({"name": [str(exc)]}) from None
+        except ProfileRefused as exc:
+            raise ValidationError({"profile": [str(exc)]}) from None
+        except ProfileUnchecked as exc:
+            return _profile_unchecked(exc)
         except UploadRejected as exc:
             raise _upload_error(exc) from None
         except (DomainNameTaken, DomainLimitReached) as exc:
@@ -267,11 +284,11 @@ class DomainDetail(GenericAPIView):
 
     @extend_schema(
         request=DomainUpdateSerializer,
-        responses={200: DomainSerializer, **_errors(400, 401, 404, 411, 413, 429)},
+        responses={200: DomainSerializer, **_errors(400, 401, 404, 411, 413, 429, 503)},
     )
     def patch(self, request, app, name):
         """Uploads a custom certificate (tlscert, tlskey, tlskey_passphrase), turns Let's Encrypt on or
-        off, or (staff) moves the domain to another app."""
+        off, chooses the CA profile, or (staff) moves the domain to another app."""
         domain = get_domain(request, app, name)
         data = DomainUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -284,6 +301,14 @@ class DomainDetail(GenericAPIView):
             if target is None:
                 raise ValidationError({"app": [f"no app named {values['app']}"]})
         try:
+            # Asked before anything changes (the CA's answer is cached for set_profile below).
+            if "profile" in values:
+                check_profile(values["profile"])
+        except ProfileRefused as exc:
+            raise ValidationError({"profile": [str(exc)]}) from None
+        except ProfileUnchecked as exc:
+            return _profile_unchecked(exc)
+        try:
             # All or nothing: a refused part (a certificate, a full app) undoes the others.
             with transaction.atomic():
                 if "tlscert" in values:
@@ -295,12 +320,19 @@ class DomainDetail(GenericAPIView):
                     )
                 if "letsencrypt" in values:
                     set_letsencrypt(domain, values["letsencrypt"])
+                if "profile" in values:
+                    set_profile(domain, values["profile"])
                 if target is not None:
                     move_domain(domain, target)
         except UploadRejected as exc:
             raise _upload_error(exc) from None
         except DomainLimitReached as exc:
             return _conflict(str(exc))
+        except ProfileRefused as exc:
+            # The CA withdrew it between the check and the change (its cache expired): nothing changed.
+            raise ValidationError({"profile": [str(exc)]}) from None
+        except ProfileUnchecked as exc:
+            return _profile_unchecked(exc)
         return Response(_present(domain))
 
     @extend_schema(responses={204: None, **_errors(401, 404, 429)})

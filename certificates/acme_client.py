@@ -10,7 +10,8 @@ import threading
 import urllib.request
 
 import josepy as jose
-from acme import client, errors, messages
+from acme import client, crypto_util, errors, messages
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
@@ -38,10 +39,22 @@ def _jwk(account: AcmeAccount) -> jose.JWK:
 
 class _Network(client.ClientNetwork):
     """The library's network, keeping the CA's Retry-After on the problems it raises (a 429's
-    problem document does not say when to come back; its header does)."""
+    problem document does not say when to come back; its header does), and raising a 409's problem
+    document as the problem it is (alreadyReplaced, RFC 9773): the library raises a bare
+    ConflictError for any 409, losing it (an account that exists is a 200, not a 409)."""
 
     @classmethod
     def _check_response(cls, response, content_type=None):
+        if response.status_code == 409 and response.headers.get("Content-Type", "").startswith(
+            cls.JSON_ERROR_CONTENT_TYPE
+        ):
+            try:
+                problem = messages.Error.from_json(response.json())
+            except (ValueError, jose.DeserializationError):
+                problem = None
+            if problem is not None:
+                problem.retry_after = response.headers.get("Retry-After")
+                raise problem
         try:
             return super()._check_response(response, content_type=content_type)
         except messages.Error as problem:
@@ -147,6 +160,36 @@ def client_for(account: AcmeAccount) -> client.ClientV2:
         cache.clear()
         cache[cache_key] = acme
     return acme
+
+
+class NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's `replaces` (the ARI identifier of the certificate this order
+    renews), which the library's message lacks; like `profile`, left out of the JSON when empty."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+def place_order(
+    acme: client.ClientV2, csr_pem: bytes, *, profile: str = "", replaces: str = ""
+) -> messages.OrderResource:
+    """`acme.new_order(csr_pem, profile=...)`, also naming the certificate it `replaces`: the
+    library's own steps (identifiers from the CSR, the order, then each authorization read)."""
+    csr = x509.load_pem_x509_csr(csr_pem)
+    dns_names, ip_addresses = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+    identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in dns_names]
+    identifiers += [
+        messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(address)) for address in ip_addresses
+    ]
+    # None, not "": an empty field is omitted (the CA's default profile, no certificate replaced).
+    order = NewOrder(identifiers=identifiers, profile=profile or None, replaces=replaces or None)
+    response = acme._post(acme.directory["newOrder"], order)
+    body = messages.Order.from_json(response.json())
+    authorizations = [
+        acme._authzr_from_response(acme._post_as_get(url), uri=url) for url in body.authorizations
+    ]
+    return messages.OrderResource(
+        body=body, uri=response.headers.get("Location"), authorizations=authorizations, csr_pem=csr_pem
+    )
 
 
 def forget_clients() -> None:

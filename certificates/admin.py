@@ -40,10 +40,11 @@ class CertificateAdmin(admin.ModelAdmin):
         "revoked_at",
         "revocation_reason",
         "issuer",
+        "profile",
         "fingerprint_sha256",
         "created",
     ]
-    list_filter = ["source", "revocation_reason", "issuer"]
+    list_filter = ["source", "revocation_reason", "issuer", "profile"]
     search_fields = ["domain__name", "fingerprint_sha256", "serial", "sans"]
     list_select_related = ["domain"]
     raw_id_fields = ["domain"]
@@ -57,6 +58,8 @@ class CertificateAdmin(admin.ModelAdmin):
         "issuer",
         "serial",
         "fingerprint_sha256",
+        "profile",
+        "account",
         "renew_at",
         "renewal_failures",
         "renewal_error",
@@ -138,6 +141,7 @@ class OrderAdmin(admin.ModelAdmin):
         "__str__",
         "domain",
         "state",
+        "profile",
         "step_attempts",
         "lease_until",
         "created",
@@ -155,6 +159,8 @@ class OrderAdmin(admin.ModelAdmin):
         "names",
         "is_renewal",
         "revoke_replaced",
+        "profile",
+        "replaces",
         "quota_reservation",
         "order_url",
         "finalize_url",

@@ -1,7 +1,11 @@
-"""The CA's ACME directory as raw JSON (RFC 8555 section 7.1.1), for the fields the acme library's
-`messages.Directory` does not know (RFC 9773's `renewalInfo`), cached per directory URL per process
-for a few minutes: a sweep of thousands of certificates reads it once, and a CA that starts or stops
-offering a resource is noticed soon.
+"""What an ACME CA's directory says beyond the URLs the `acme` library uses: the profiles it offers
+(`meta.profiles`) and where it answers ACME Renewal Information (`renewalInfo`, RFC 9773).
+
+The directory is read as raw JSON (the library's Directory drops fields it does not know) and kept
+per directory URL per process for DIRECTORY_CACHE_SECONDS: the API checks a profile on every domain
+creation, and the renewal and ARI sweeps ask about renewalInfo on every chunk, while a CA changes
+its directory rarely (and a CA that starts or stops offering a resource is noticed within minutes).
+A failed read is not cached, so the next caller tries again.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 
 import certifi
 import httpx
@@ -18,18 +23,30 @@ from django.conf import settings
 
 from certificates.acme_client import USER_AGENT
 
-# How long a directory read is trusted. Failures are not cached: the next caller asks again.
-DIRECTORY_TTL_SECONDS = 300.0
-# A directory is a few kilobytes; a larger answer is not one.
+DIRECTORY_CACHE_SECONDS = 600.0
+FETCH_TIMEOUT_SECONDS = 10.0
+# A directory is a few hundred bytes; a CA answering more is refused before it is parsed.
 MAX_DIRECTORY_BYTES = 64 * 1024
-TIMEOUT_SECONDS = 10.0
-
-_cache: dict[str, tuple[float, dict]] = {}
-_lock = threading.Lock()
 
 
 class DirectoryUnavailable(Exception):
-    """The directory could not be read; the message says why, in plain words."""
+    """The CA's directory could not be read (network, HTTP error, not a JSON directory); the
+    message says why, in plain words."""
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The parts of a CA's directory Certwright reads beyond the library's."""
+
+    url: str
+    # Profile name -> the CA's description of it; empty when the CA offers no profiles.
+    profiles: dict[str, str]
+    # The renewalInfo base URL (RFC 9773 section 4.1); empty when the CA has no ARI.
+    renewal_info: str
+
+
+_cache: dict[str, tuple[float, Directory]] = {}
+_lock = threading.Lock()
 
 
 @functools.cache
@@ -40,47 +57,67 @@ def ca_tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=settings.ACME_CA_BUNDLE or certifi.where())
 
 
-def acme_directory(url: str) -> dict:
-    """The directory at `url` as a JSON object, from this process's cache when read less than
-    DIRECTORY_TTL_SECONDS ago; DirectoryUnavailable when it cannot be read."""
-    now = time.monotonic()
+def parse_directory(url: str, document: object) -> Directory:
+    """The Directory of a parsed directory JSON document; DirectoryUnavailable when it is not one."""
+    if not isinstance(document, dict):
+        raise DirectoryUnavailable(f"the ACME directory at {url} is not a JSON object")
+    if not isinstance(document.get("newOrder"), str):
+        raise DirectoryUnavailable(f"{url} is not an ACME directory (no newOrder URL)")
+    meta = document.get("meta")
+    offered = meta.get("profiles") if isinstance(meta, dict) else None
+    profiles = {str(name): str(text) for name, text in offered.items()} if isinstance(offered, dict) else {}
+    renewal_info = document.get("renewalInfo")
+    if not (isinstance(renewal_info, str) and renewal_info.startswith(("https://", "http://"))):
+        # Anything but a web URL (javascript:, a number) is no ARI to follow.
+        renewal_info = ""
+    return Directory(url, profiles, renewal_info)
+
+
+def directory(
+    url: str | None = None, now: float | None = None, timeout: float = FETCH_TIMEOUT_SECONDS
+) -> Directory:
+    """The directory at `url` (default ACME_DIRECTORY_URL), from this process' cache when read in
+    the last DIRECTORY_CACHE_SECONDS; raises DirectoryUnavailable."""
+    url = url or settings.ACME_DIRECTORY_URL
+    now = time.monotonic() if now is None else now
     with _lock:
         cached = _cache.get(url)
-    if cached is not None and now - cached[0] < DIRECTORY_TTL_SECONDS:
+    if cached is not None and now - cached[0] < DIRECTORY_CACHE_SECONDS:
         return cached[1]
-    document = _fetch(url)
+    found = parse_directory(url, _fetch(url, timeout))
     with _lock:
-        _cache[url] = (now, document)
-    return document
+        _cache[url] = (now, found)
+    return found
 
 
-def renewal_info_base(url: str) -> str | None:
+def renewal_info_base(url: str | None = None) -> str | None:
     """The directory's `renewalInfo` URL (RFC 9773 section 3), or None when the CA offers no ARI."""
-    value = acme_directory(url).get("renewalInfo")
-    if isinstance(value, str) and value.startswith(("https://", "http://")):
-        return value
-    return None
+    return directory(url).renewal_info or None
 
 
 def forget_directories() -> None:
-    """Empties this process's cache (tests that switch a CA's resources on and off)."""
+    """Empties this process' cache (tests that change what the CA offers)."""
     with _lock:
         _cache.clear()
 
 
-def _fetch(url: str) -> dict:
+def _fetch(url: str, timeout: float) -> object:
     try:
-        with httpx.Client(
-            verify=ca_tls_context(), timeout=TIMEOUT_SECONDS, headers={"User-Agent": USER_AGENT}
-        ) as client:
-            with client.stream("GET", url) as response:
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_DIRECTORY_BYTES:
-                        raise DirectoryUnavailable(
-                            f"the ACME directory at {url} is larger than {MAX_DIRECTORY_BYTES // 1024} KiB"
-                        )
+        with (
+            httpx.Client(
+                verify=ca_tls_context(),
+                timeout=timeout,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            ) as client,
+            client.stream("GET", url) as response,
+        ):
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_DIRECTORY_BYTES:
+                    raise DirectoryUnavailable(
+                        f"the ACME directory at {url} is larger than {MAX_DIRECTORY_BYTES // 1024} KiB"
+                    )
     except httpx.HTTPError as exc:
         raise DirectoryUnavailable(
             f"the ACME directory at {url} could not be read: {network_problem(exc)}"
@@ -88,12 +125,9 @@ def _fetch(url: str) -> dict:
     if response.status_code != 200:
         raise DirectoryUnavailable(f"the ACME directory at {url} answered HTTP {response.status_code}")
     try:
-        document = json.loads(body)
+        return json.loads(body)
     except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise DirectoryUnavailable(f"the ACME directory at {url} is not a JSON object")
-    return document
+        raise DirectoryUnavailable(f"the ACME directory at {url} is not a JSON object") from None
 
 
 def network_problem(exc: httpx.HTTPError) -> str:

@@ -53,9 +53,10 @@ class Certificate(models.Model):
     issuer = models.CharField(max_length=500)
     serial = models.CharField(max_length=64, help_text="Hexadecimal.")
     fingerprint_sha256 = models.CharField(max_length=64, help_text="Hexadecimal SHA-256 of the leaf's DER.")
-    # Let's Encrypt certificates only: when the renewal sweep next takes it (two thirds of its
-    # lifetime, then the backoff after a failed renewal, or a lease while a renewal runs). Null for
-    # custom certificates and for certificates a newer one replaced.
+    # Let's Encrypt certificates only: when the renewal sweep next takes it (renewal_due: two thirds
+    # of its lifetime, half under 10 days, or earlier when ARI says so; then the backoff after a
+    # failed renewal, or a lease while a renewal runs). Null for custom certificates and for
+    # certificates a newer one replaced.
     renew_at = models.DateTimeField(null=True, blank=True)
     renewal_claim = models.UUIDField(null=True, blank=True, editable=False)
     renewal_failures = models.PositiveIntegerField(default=0)
@@ -159,6 +160,15 @@ def renewal_due(not_before, not_after):
     if lifetime < SHORT_LIFETIME:
         return not_before + lifetime / 2
     return not_before + lifetime * 2 / 3
+
+
+def expiring_window(lifetime: datetime.timedelta, expiring_days: int) -> datetime.timedelta:
+    """How long before its end a certificate of `lifetime` counts as expiring (the admin's flag and
+    filter, the metrics): the last quarter of its lifetime or `expiring_days`
+    (CERTIFICATE_EXPIRING_DAYS), whichever is shorter. 10 days of a 90- or 45-day certificate, 40
+    hours of a 160-hour one: always after its renewal was due (two thirds, or half), so a
+    certificate is flagged only when its renewal is late, never merely because it is short-lived."""
+    return min(datetime.timedelta(days=expiring_days), lifetime / 4)
 
 
 class OrderState(models.TextChoices):

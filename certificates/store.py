@@ -26,8 +26,9 @@ def store_certificate(
     profile: str = "",
 ) -> Certificate | None:
     """Creates the domain's Certificate row for `facts` with its key sealed (a Let's Encrypt one is due
-    for renewal two thirds into its life). Returns None and stores nothing when the domain already holds
-    this very certificate (same leaf), as a step that runs twice finds; any other database refusal raises.
+    for renewal at renewal_due: two thirds into its life, half under 10 days). Returns None and
+    stores nothing when the domain already holds this very certificate (same leaf), as a step that
+    runs twice finds; any other database refusal raises.
 
     A Let's Encrypt certificate records the account that ordered it and its profile, and is due for
     its first ACME Renewal Information check at once (the CA may already want it replaced)."""

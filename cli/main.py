@@ -54,6 +54,7 @@ examples:
   certwright apps-create my-app --region osc-fr1
   certwright --app demo domains
   certwright -a demo domains-add www.example.com
+  certwright -a demo domains-profile www.example.com shortlived
   certwright -a demo domains-ssl --cert site.pfx --passphrase-file pass.txt www.example.com
   certwright -a demo --json domains-show www.example.com
   certwright -a demo domains-revoke-and-replace www.example.com
@@ -211,6 +212,8 @@ KNOWN_FIELDS = {
     "status",
     "status_label",
     "letsencrypt",
+    "profile",
+    "effective_profile",
     "custom_certificate",
     "certificate",
     "revoked_certificates",
@@ -247,6 +250,15 @@ def renewal_rows(certificate: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def profile_text(domain: dict) -> str:
+    """The CA profile the domain's next certificate is ordered under, and where that comes from."""
+    chosen = domain.get("profile") or ""
+    effective = domain.get("effective_profile") or ""
+    if chosen:
+        return chosen
+    return f"{effective} (the platform's default)" if effective else "the CA's default"
+
+
 def domain_rows(domain: dict) -> list[tuple[str, str]]:
     """Every field of a domain as `key  value` rows; fields added to the API later are shown as given."""
     rows = [("name", domain.get("name", "?"))]
@@ -256,8 +268,10 @@ def domain_rows(domain: dict) -> list[tuple[str, str]]:
         ("app", domain.get("app", "?")),
         ("status", f"{domain.get('status_label', '?')} ({domain.get('status', '?')})"),
         ("letsencrypt", on_off(domain.get("letsencrypt"))),
-        ("custom certificate", "uploaded" if domain.get("custom_certificate") else "none"),
     ]
+    if "effective_profile" in domain:
+        rows.append(("profile", profile_text(domain)))
+    rows.append(("custom certificate", "uploaded" if domain.get("custom_certificate") else "none"))
     certificate = domain.get("certificate")
     if certificate:
         rows += [
@@ -267,6 +281,8 @@ def domain_rows(domain: dict) -> list[tuple[str, str]]:
             ("  sha-256", certificate.get("fingerprint_sha256") or "-"),
         ]
         rows += renewal_rows(certificate)
+        if certificate.get("source") == "letsencrypt" and "profile" in certificate:
+            rows.append(("  profile", certificate.get("profile") or "the CA's default"))
     else:
         rows.append(("certificate", "none served"))
     for revoked in domain.get("revoked_certificates") or []:
@@ -408,6 +424,8 @@ def cmd_domains_add(client: ApiClient, config: Config, args: argparse.Namespace)
     if (args.key or args.chain) and not args.cert:
         raise UsageError("--key and --chain go with --cert")
     body: dict[str, Any] = {"name": args.name, "letsencrypt": not args.no_letsencrypt}
+    if args.profile is not None:
+        body["profile"] = args.profile
     if args.cert:
         body.update(_upload(args))
     domain = client.request("POST", _domains_path(config), json=body)
@@ -442,6 +460,20 @@ def cmd_domains_ssl(client: ApiClient, config: Config, args: argparse.Namespace)
         f"Installed the custom certificate of {domain.get('name', args.name)} "
         f"(issued by {certificate.get('issuer', '?')}, until {day(certificate.get('not_after'))}): "
         f"{domain.get('status_label', '?')}."
+    )
+
+
+def cmd_domains_profile(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    if args.default == (args.profile is not None):
+        raise UsageError("give a PROFILE, or --default for the platform's default")
+    profile = "" if args.default else args.profile
+    domain = client.request("PATCH", _domains_path(config, args.name), json={"profile": profile})
+    if args.json:
+        emit_json(domain)
+        return
+    print(
+        f"{domain.get('name', args.name)} now orders its certificates under: {profile_text(domain)}. "
+        "It applies from the next certificate; `certwright domains-retry` renews now."
     )
 
 
@@ -544,8 +576,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("domains-add", cmd_domains_add, "add a domain (with a custom certificate, optionally)")
     sub.add_argument("--no-letsencrypt", action="store_true", help="do not get a Let's Encrypt certificate")
+    sub.add_argument(
+        "--profile",
+        metavar="PROFILE",
+        help="the CA profile of its certificates, one the CA offers (Let's Encrypt: classic, tlsserver, "
+        "shortlived); default: the platform's",
+    )
     _certificate_options(sub)
     sub.add_argument("name", metavar="NAME")
+
+    sub = command(
+        "domains-profile",
+        cmd_domains_profile,
+        "choose the CA profile of a domain's certificates (from its next certificate on)",
+    )
+    sub.add_argument("--default", action="store_true", help="go back to the platform's default profile")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("profile", metavar="PROFILE", nargs="?", help="such as classic, tlsserver, shortlived")
 
     sub = command("domains-ssl", cmd_domains_ssl, "upload a custom certificate, or remove it (--disable)")
     _certificate_options(sub)

@@ -8,7 +8,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Subquery
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, OuterRef, Subquery, Value
+from django.db.models.functions import Least
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -17,7 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
-from certificates.models import Certificate, CertificateSource, RegisteredDomain
+from certificates.models import Certificate, CertificateSource, RegisteredDomain, expiring_window
 from certificates.serving import in_serving_order, served_certificate_of
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
@@ -25,6 +26,7 @@ from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.pauses import DomainPaused, unpause_domains
 from domains.platform import ensure_platform_domain, platform_apps, platform_domains, remove_platform_domain
+from domains.profiles import PROFILE_HELP, ProfileRefused, ProfileUnchecked, check_profile, effective_profile
 from domains.quota_policy import quota_of
 from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import (
@@ -37,6 +39,7 @@ from domains.services import (
     dns_records_to_add,
     retry_now,
     set_letsencrypt,
+    set_profile,
 )
 
 
@@ -129,13 +132,22 @@ class AppAdmin(admin.ModelAdmin):
 class DomainForm(forms.ModelForm):
     class Meta:
         model = Domain
-        fields = ["app", "name", "letsencrypt_enabled"]
+        fields = ["app", "name", "letsencrypt_enabled", "acme_profile"]
+        labels = {"acme_profile": "CA profile"}
+        help_texts = {"acme_profile": PROFILE_HELP}
 
     def clean_name(self) -> str:
         try:
             return clean_domain_name(self.cleaned_data["name"])
         except InvalidDomainName as exc:
             raise ValidationError(str(exc), code=exc.rule) from None
+
+    def clean_acme_profile(self) -> str:
+        try:
+            # Asked of the CA now; the answer is cached for create_domain / set_profile.
+            return check_profile(self.cleaned_data.get("acme_profile") or "")
+        except (ProfileRefused, ProfileUnchecked) as exc:
+            raise ValidationError(str(exc)) from None
 
     def clean_app(self):
         app = self.cleaned_data["app"]
@@ -185,12 +197,20 @@ class ExpiringFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         days = settings.CERTIFICATE_EXPIRING_DAYS
-        return [("expiring", f"Expiring (under {days} days left)"), ("none", "Nothing served")]
+        return [
+            ("expiring", f"Expiring (under {days} days or a quarter of its lifetime left)"),
+            ("none", "Nothing served"),
+        ]
 
     def queryset(self, request, queryset):
         now = timezone.now()
         if self.value() == "expiring":
-            soon = now + datetime.timedelta(days=settings.CERTIFICATE_EXPIRING_DAYS)
+            # expiring_window in SQL: LEAST(N days, (not_after - not_before) / 4).
+            quarter = ExpressionWrapper(
+                (F("served_not_after") - F("served_not_before")) / 4, output_field=DurationField()
+            )
+            days = Value(datetime.timedelta(days=settings.CERTIFICATE_EXPIRING_DAYS), DurationField())
+            soon = ExpressionWrapper(Value(now) + Least(days, quarter), output_field=DateTimeField())
             return queryset.filter(served_not_after__lte=soon)
         if self.value() == "none":
             return queryset.filter(served_not_after__isnull=True)
@@ -248,12 +268,20 @@ class DomainAdmin(admin.ModelAdmin):
         "served",
         "expiring",
         "letsencrypt_enabled",
+        "profile",
         "consecutive_failures",
         "next_attempt_at",
         "last_checked_at",
         "last_error",
     ]
-    list_filter = ["status", PausedByCAFilter, ExpiringFilter, "letsencrypt_enabled", "app__region"]
+    list_filter = [
+        "status",
+        PausedByCAFilter,
+        ExpiringFilter,
+        "letsencrypt_enabled",
+        "acme_profile",
+        "app__region",
+    ]
     search_fields = ["name", "app__name", "registered_domain"]
     list_select_related = ["app"]
     raw_id_fields = ["app"]
@@ -282,6 +310,7 @@ class DomainAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 served_source=_served_subquery("source", now),
+                served_not_before=_served_subquery("not_before", now),
                 served_not_after=_served_subquery("not_after", now),
             )
         )
@@ -345,8 +374,16 @@ class DomainAdmin(admin.ModelAdmin):
         if change:
             if "letsencrypt_enabled" in form.changed_data:
                 set_letsencrypt(obj, obj.letsencrypt_enabled)
+            if "acme_profile" in form.changed_data:
+                try:
+                    set_profile(obj, obj.acme_profile)
+                except (ProfileRefused, ProfileUnchecked) as exc:
+                    # The CA's offer changed since the form was checked: the profile is left as it was.
+                    self.message_user(request, f"{obj.name}: profile not changed: {exc}", messages.ERROR)
             return
-        created = create_domain(obj.app, obj.name, letsencrypt=obj.letsencrypt_enabled)
+        created = create_domain(
+            obj.app, obj.name, letsencrypt=obj.letsencrypt_enabled, profile=obj.acme_profile
+        )
         obj.pk = created.pk
         obj.refresh_from_db()
 
@@ -371,12 +408,20 @@ class DomainAdmin(admin.ModelAdmin):
             return "nothing"
         return f"{CertificateSource(obj.served_source).label}, until {obj.served_not_after:%Y-%m-%d}"
 
+    @admin.display(description="Profile", ordering="acme_profile")
+    def profile(self, obj: Domain) -> str:
+        if obj.acme_profile:
+            return obj.acme_profile
+        platform = effective_profile("")
+        return f"default ({platform})" if platform else "default (the CA's)"
+
     @admin.display(description="Expiring", boolean=True)
     def expiring(self, obj: Domain) -> bool | None:
         if obj.served_not_after is None:
             return None
-        return obj.served_not_after - timezone.now() < datetime.timedelta(
-            days=settings.CERTIFICATE_EXPIRING_DAYS
+        lifetime = obj.served_not_after - obj.served_not_before
+        return obj.served_not_after - timezone.now() < expiring_window(
+            lifetime, settings.CERTIFICATE_EXPIRING_DAYS
         )
 
     @admin.display(description="Served certificate")
@@ -388,11 +433,12 @@ class DomainAdmin(admin.ModelAdmin):
         if cert is None:
             return format_html('Nothing is served. <a href="{}">Upload a custom certificate</a>', upload)
         return format_html(
-            "{} certificate for {}<br>issuer {}<br>valid {} to {} UTC<br>SHA-256 {}<br>"
+            "{} certificate for {}<br>issuer {}, profile {}<br>valid {} to {} UTC<br>SHA-256 {}<br>"
             '<a href="{}">Upload a custom certificate</a>',
             cert.get_source_display(),
             ", ".join(cert.sans),
             cert.issuer,
+            (cert.profile or "(the CA's default)") if cert.source == CertificateSource.LETSENCRYPT else "-",
             f"{cert.not_before:%Y-%m-%d %H:%M}",
             f"{cert.not_after:%Y-%m-%d %H:%M}",
             cert.fingerprint_sha256,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -25,6 +25,7 @@ from domains.enqueue import advance_order_later, deactivate_authorizations_later
 from domains.locking import lock_domains, lock_orders
 from domains.models import Domain, DomainStatus
 from domains.names import is_wildcard
+from domains.profiles import effective_profile
 from domains.quota_policy import refund as refund_quota
 from domains.status import StatusWrite, bulk_change_status
 
@@ -59,7 +60,9 @@ def ended(state: str, now: datetime.datetime, problem: str | None = None) -> dic
 @dataclass(frozen=True)
 class Start:
     """An order to create: for a claimed domain (a new certificate), or for a claimed certificate
-    (`renews`: its renewal), with the quota reservation it spent."""
+    (`renews`: its renewal), with the quota reservation it spent, the CA profile it asks for
+    (effective_profile: "" is the CA's default) and the ARI identifier of the certificate it
+    `replaces` (RFC 9773; "" names none)."""
 
     domain_id: int
     name: str
@@ -70,6 +73,8 @@ class Start:
     # Revoke and replace: the RFC 5280 reason the renewed certificate is revoked with once this
     # order's certificate is stored and served (empty: it is not revoked).
     revoke_replaced: str = ""
+    profile: str = ""
+    replaces: str = ""
 
 
 def fresh_keys(starts: list[Start]) -> dict[int, object]:
@@ -97,6 +102,8 @@ def create_orders(
             renews_id=start.renews,
             revoke_replaced=start.revoke_replaced,
             quota_reservation=start.reservation,
+            profile=start.profile,
+            replaces=start.replaces,
             private_key=keys[start.domain_id],
             lease_token=uuid.uuid4(),
             lease_until=lease_until(now),
@@ -137,12 +144,15 @@ def start_orders(
     by_domain = {start.domain_id: start for start in starts}
     keys = fresh_keys(starts)
     with transaction.atomic():
-        held = {
-            domain.pk: domain.consecutive_failures
-            for domain in lock_domains(list(by_domain), claim_token=claim_token).only(
-                "pk", "consecutive_failures"
+        held = {}
+        for domain in lock_domains(list(by_domain), claim_token=claim_token).only(
+            "pk", "consecutive_failures", "acme_profile"
+        ):
+            held[domain.pk] = domain.consecutive_failures
+            # The profile as the domain has it now, read under its lock.
+            by_domain[domain.pk] = replace(
+                by_domain[domain.pk], profile=effective_profile(domain.acme_profile)
             )
-        }
         orders = create_orders([by_domain[pk] for pk in held], keys, account, now)
         bulk_change_status(
             [

@@ -20,6 +20,7 @@ from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
 from domains.pauses import DomainPaused, retry_refusal
 from domains.revocations import revoke_on_delete
+from domains.profiles import ProfileRefused, ProfileUnchecked, check_profile
 from domains.status import NOTHING_SERVED, change_status, settle_status
 from domains.targeting import Target, records_to_add, target_in
 
@@ -87,17 +88,21 @@ def create_domain(
     letsencrypt: bool = True,
     now: datetime | None = None,
     platform_owned: bool = False,
+    profile: str = "",
 ) -> Domain:
     """Attaches a custom domain to `app`; its first check is sent as soon as the row is committed.
 
     Raises InvalidDomainName for a bad name, DomainNameTaken when another domain row has it, and
-    DomainLimitReached when the app has APP_DOMAIN_LIMIT domains already.
+    DomainLimitReached when the app has APP_DOMAIN_LIMIT domains already; `profile` (the CA profile
+    its certificates are ordered under, "" for the platform's default) is checked with the CA first:
+    ProfileRefused when the CA does not offer it, ProfileUnchecked when the CA cannot be asked.
     Wildcards are checked like any name, plus their DNS-01 delegation (certificates/dns01.py), or
     wait in `action_required` when the platform has no DNS01_ZONE. `platform_owned` is for the
     platform's own names only (domains/platform.py): it skips the rule reserving them, nothing else.
     """
     now = now or timezone.now()
     name = normalize_domain_name(raw_name) if platform_owned else clean_domain_name(raw_name)
+    profile = check_profile(profile)
     token = uuid.uuid4() if letsencrypt and not parked_wildcard(name) else None
     if not letsencrypt:
         status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED
@@ -109,6 +114,7 @@ def create_domain(
         app=app,
         name=name,
         letsencrypt_enabled=letsencrypt,
+        acme_profile=profile,
         status=status,
         last_error=error,
         claim_token=token,
@@ -145,11 +151,12 @@ def add_domain(
     chain: bytes | None = None,
     passphrase: str | bytes | None = None,
     now: datetime | None = None,
+    profile: str = "",
 ) -> Domain:
     """create_domain, with a custom certificate installed in the same transaction when `cert` is
     given: a rejected certificate (UploadRejected) adds no domain."""
     with transaction.atomic():
-        domain = create_domain(app, raw_name, letsencrypt=letsencrypt, now=now)
+        domain = create_domain(app, raw_name, letsencrypt=letsencrypt, now=now, profile=profile)
         if cert is not None:
             install_custom_certificate(domain, cert, key=key, chain=chain, passphrase=passphrase, now=now)
     domain.refresh_from_db()
@@ -275,12 +282,38 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
     return True
 
 
+def set_profile(domain: Domain, profile: str, *, now: datetime | None = None) -> bool:
+    """Sets the CA profile the domain's certificates are ordered under ("" = the platform's default),
+    once the CA confirmed it offers it (ProfileRefused, ProfileUnchecked); it applies from the next
+    order, the next renewal included. Returns whether it changed."""
+    now = now or timezone.now()
+    profile = check_profile(profile)
+    with transaction.atomic():
+        locked = Domain.objects.select_for_update().filter(pk=domain.pk).exclude(acme_profile=profile).first()
+        if locked is None:
+            return False
+        Domain.objects.filter(pk=domain.pk).update(acme_profile=profile, updated=now)
+        before = locked.acme_profile or "the platform's default"
+        after = profile or "the platform's default"
+        DomainEvent.objects.create(
+            domain_id=domain.pk,
+            created=now,
+            from_status=locked.status,
+            to_status=locked.status,
+            reason=f"CA profile changed from {before} to {after}: it applies from the next certificate",
+        )
+    domain.refresh_from_db()
+    return True
+
+
 __all__ = [
     "WILDCARD_MESSAGE",
     "DomainLimitReached",
     "DomainNameTaken",
     "DomainPaused",
     "InvalidDomainName",
+    "ProfileRefused",
+    "ProfileUnchecked",
     "add_domain",
     "check_room_for_a_domain",
     "clean_domain_name",
@@ -290,4 +323,5 @@ __all__ = [
     "platform_suffixes",
     "retry_now",
     "set_letsencrypt",
+    "set_profile",
 ]

@@ -22,7 +22,7 @@ from devstack.redis_server import start_redis
 from tests.leak_watch import LeakWatch, RecordHandler
 
 # The issuance stack behind the test ACME proxy (ARI, profiles, pauses): the `proxied_issuance` fixture.
-pytest_plugins = ["tests.proxied_stack"]
+pytest_plugins = ["tests.proxied_stack", "tests.directory_stub"]
 
 RUN_DIR = Path(os.environ["CERTWRIGHT_TEST_RUN_DIR"])
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 from dataclasses import dataclass
 
 import requests
@@ -19,7 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from certificates import dns01
-from certificates.acme_client import client_for
+from certificates.acme_client import client_for, place_order
+from certificates.directory import DirectoryUnavailable, directory, forget_directories
 from certificates.keys import make_csr_pem
 from certificates.models import (
     AcmeAccount,
@@ -37,8 +39,10 @@ from certificates.verify import ChainRejected, verify_issued_chain
 from domains.enqueue import revoke_certificate_later
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.orders import ended
-from domains.quota_policy import charge_failed_authorization, registered_domains
+from domains.profiles import not_offered_message
+from domains.quota_policy import Candidate, Waiting, charge_failed_authorization, registered_domains, reserve
 from domains.quota_policy import commit as commit_quota
+from domains.quota_policy import refund as refund_quota
 from domains.status import change_status
 from workers.failpoints import failpoint
 
@@ -80,6 +84,39 @@ class ChallengeNotPublished(Exception):
     """The platform's DNS did not take a DNS-01 record: retried like a network error."""
 
 
+class RenewalWaits(Exception):
+    """A renewal the CA would not let replace its certificate needs a quota token it cannot have
+    yet: the order ends and the renewal waits for the token (workers/order_run.py)."""
+
+    def __init__(self, waiting: Waiting) -> None:
+        super().__init__(waiting.message)
+        self.waiting = waiting
+
+
+# The reservation a renewal takes when the CA refused its `replaces`: one per order, so a step run
+# again after a crash spends the same tokens (the quota's spend is idempotent per reservation).
+_WITHOUT_REPLACES = uuid.UUID("5d1c8e51-7c1e-4f31-9f43-2b0e0c6a4f10")
+# The CA's answers to a `replaces` it will not honour (RFC 9773 section 5; Let's Encrypt answers
+# alreadyReplaced, or malformed / unauthorized naming the replaced certificate).
+_REPLACES_PROBLEMS = {"malformed", "unauthorized"}
+
+
+def problem_code(problem: messages.Error) -> str:
+    """The ACME error code of `problem`, newer ones included (the library's `code` knows only RFC
+    8555's, not alreadyReplaced or invalidProfile); "" for a type outside the ACME namespace."""
+    typ = str(problem.typ or "")
+    return typ[len(messages.ERROR_PREFIX) :] if typ.startswith(messages.ERROR_PREFIX) else ""
+
+
+def replaces_refused(problem: messages.Error) -> bool:
+    """Whether the CA refused the order for its `replaces` (and would take it without)."""
+    code = problem_code(problem)
+    if code == "alreadyReplaced":
+        return True
+    text = f"{problem.detail or ''} {problem.description or ''}".lower()
+    return code in _REPLACES_PROBLEMS and "replace" in text
+
+
 def describe_problem(problem: messages.Error) -> str:
     """The CA's problem document in plain words, with its sub-problems."""
     text = problem.detail or problem.description or str(problem.typ)
@@ -87,7 +124,7 @@ def describe_problem(problem: messages.Error) -> str:
     details = [
         f"{sub.identifier.value if sub.identifier else ''}: {sub.detail}".strip(": ") for sub in subproblems
     ]
-    code = problem.code or str(problem.typ)
+    code = problem_code(problem) or str(problem.typ)
     return f"{text} [{code}]" + (f" ({'; '.join(details)})" if details else "")
 
 
@@ -120,8 +157,17 @@ def step_place_order(order: Order, carried: Carried) -> Next:
     if order.order_url:
         return Next(OrderState.AUTHORIZING)
     acme = client_for(order.account)
-    key_pem = order.private_key.reveal()
-    orderr = acme.new_order(make_csr_pem(key_pem, order.names))
+    _check_profile_offered(order)
+    csr_pem = make_csr_pem(order.private_key.reveal(), order.names)
+    try:
+        orderr = place_order(acme, csr_pem, profile=order.profile, replaces=order.replaces)
+    except messages.Error as problem:
+        if problem_code(problem) == "invalidProfile":
+            raise OrderFailed(_profile_refused(order, problem, forget=True), issued_nothing=True) from None
+        if not (order.replaces and replaces_refused(problem)):
+            raise
+        _order_without_replaces(order, problem)
+        orderr = place_order(acme, csr_pem, profile=order.profile)
     jwk = acme.net.key
     rows = []
     for authzr in orderr.authorizations:
@@ -158,6 +204,61 @@ def step_place_order(order: Order, carried: Carried) -> Next:
         fields={"order_url": orderr.uri, "finalize_url": orderr.body.finalize},
         carry=Carried(authorizations_fresh=True),
     )
+
+
+def _profile_refused(order: Order, problem: messages.Error | None = None, forget: bool = False) -> str:
+    """Why the order's profile cannot be ordered, naming where it came from (the domain's choice
+    or ACME_PROFILE) and what the CA offers."""
+    if forget:
+        # The CA refused a profile the cached directory listed: its offer changed.
+        forget_directories()
+    try:
+        offered = directory(order.account.directory_url).profiles
+    except DirectoryUnavailable:
+        offered = {}
+    chosen = Domain.objects.filter(pk=order.domain_id).values_list("acme_profile", flat=True).first() or ""
+    text = not_offered_message(order.profile, chosen, offered)
+    return text + (f" (the CA said: {describe_problem(problem)})" if problem is not None else "")
+
+
+def _check_profile_offered(order: Order) -> None:
+    """Fails the order before it reaches the CA when the CA's directory does not offer its
+    profile (a CA that cannot be asked is left to answer the order itself)."""
+    if not order.profile:
+        return
+    try:
+        offered = directory(order.account.directory_url).profiles
+    except DirectoryUnavailable:
+        return
+    if order.profile not in offered:
+        raise OrderFailed(_profile_refused(order), issued_nothing=True)
+
+
+def _order_without_replaces(order: Order, problem: messages.Error) -> None:
+    """The CA would not let this renewal replace its certificate: it is ordered without `replaces`,
+    and so spends the quota of an ordinary renewal (RenewalWaits when a token must be waited for)."""
+    logger.warning(
+        "order %s: the CA refused replaces=%s (%s); ordering again without it, with the quota",
+        order.pk,
+        order.replaces,
+        describe_problem(problem),
+    )
+    renewed = (
+        Certificate.objects.filter(pk=order.renews_id).values_list("sans", "renewal_reservation").first()
+    )
+    sans, booked = renewed or ([], None)
+    reservation = booked or uuid.uuid5(_WITHOUT_REPLACES, str(order.pk))
+    candidate = Candidate(order.domain_id, order.names[0], reservation, sorted(sans) == sorted(order.names))
+    outcome = reserve([candidate], order.account_id)[order.domain_id]
+    if isinstance(outcome, Waiting):
+        raise RenewalWaits(outcome)
+    moved = Order.objects.filter(pk=order.pk, lease_token=order.lease_token, order_url="").update(
+        replaces="", quota_reservation=outcome.reservation
+    )
+    if moved != 1:
+        refund_quota(outcome.reservation, order.names, order.account_id, "the order's lease was lost")
+        raise RuntimeError(f"order {order.pk} lost its lease while dropping replaces")
+    order.replaces, order.quota_reservation = "", outcome.reservation
 
 
 def step_answer_challenges(order: Order, carried: Carried) -> Next:

@@ -35,8 +35,16 @@ from domains.quota_policy import refund as refund_quota
 from domains.quota_policy import sync_failed_authorizations, sync_registered_domains, when
 from domains.revocations import replacement_failed
 from domains.status import change_status
-from workers.acme_steps import STEPS, Carried, ChallengeNotPublished, Next, OrderFailed, describe_problem
-from workers.renewals import record_renewal_failure
+from workers.acme_steps import (
+    STEPS,
+    Carried,
+    ChallengeNotPublished,
+    Next,
+    OrderFailed,
+    RenewalWaits,
+    describe_problem,
+)
+from workers.renewals import record_renewal_failure, renewal_waits
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +153,8 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
     except OrderFailed as failure:
         fail_order(order, held, str(failure), issued_nothing=failure.issued_nothing)
         return None, f"failed: {failure}"
+    except RenewalWaits as wait:
+        return None, _renewal_waits(order, held, wait)
     except messages.Error as problem:
         if problem.code == "accountDoesNotExist":
             reset_account(order.account)
@@ -232,6 +242,20 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
         synced,
     )
     return f"rate limited until {retry_at.isoformat()}"
+
+
+def _renewal_waits(order: Order, held: uuid.UUID, wait: RenewalWaits) -> str:
+    """A renewal that lost its `replaces` must wait for a quota token: the order ends (nothing was
+    placed at the CA) and the certificate, still served, is renewed when its token arrives."""
+    now = timezone.now()
+    with transaction.atomic():
+        stopped = Order.objects.filter(pk=order.pk, lease_token=held, state=OrderState.PENDING).update(
+            **ended(OrderState.INVALID, now, f"waiting for a quota token: {wait.waiting.message}")
+        )
+        if stopped != 1:
+            return "skipped: lost the lease"
+        renewal_waits(order.renews_id, wait.waiting, now)
+    return f"renewal waits for its quota token until {wait.waiting.until.isoformat()}"
 
 
 def paused(order: Order, held: uuid.UUID, names: str, unpause_url: str) -> str:

@@ -1,7 +1,14 @@
 """The renewal sweep: claim Let's Encrypt certificates due for renewal, re-run the pre-flight, and
 order their successors, while they stay served.
 
-A certificate is due at two thirds of its own lifetime (`Certificate.renew_at`). The sweep claims
+A renewal names the certificate it `replaces` (RFC 9773) when the CA answers ARI, the certificate
+has an ARI identifier and was ordered by the same account: Let's Encrypt exempts such a renewal
+from every rate limit, so it spends no quota token. The others (and a renewal the CA would not let
+replace its certificate, workers/acme_steps.py) spend the quota of an ordinary renewal. Every
+renewal asks for the domain's effective profile (domains/profiles.py), as its first order did.
+
+A certificate is due at two thirds of its own lifetime, half of it under 10 days, or earlier when
+the CA's ARI window says so (`Certificate.renew_at`). The sweep claims
 due rows through the partial index `certificate_renewal_due_idx` with one UPDATE (the rows it
 takes are locked with SKIP LOCKED, so two sweeps never take the same row), pushes `renew_at`
 forward as a lease, commits, then fans out chunks. A chunk re-checks DNS and CAA, takes the quota
@@ -21,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from certificates.directory import DirectoryUnavailable, directory
 from certificates.models import (
     ACTIVE_ORDER_STATES,
     AcmeAccount,
@@ -32,7 +40,8 @@ from domains.enqueue import renew_certificates_later
 from domains.locking import lock_certificates
 from domains.models import Domain
 from domains.orders import Start, create_orders, fresh_keys, renewal_lease_until
-from domains.quota_policy import Candidate, Granted, refund, reserve, when
+from domains.profiles import effective_profile
+from domains.quota_policy import Candidate, Granted, Waiting, refund, reserve, when
 from workers.poison import isolate_poison
 from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
 
@@ -123,6 +132,9 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
             "domain__letsencrypt_enabled",
             "domain__app__name",
             "domain__app__region_id",
+            "domain__acme_profile",
+            "ari_cert_id",
+            "account_id",
             "domain__ca_unpause_url",
             named=True,
         )
@@ -147,9 +159,15 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
         ]
     )
     candidates: dict[int, tuple] = {}
+    # The renewals that name the certificate they replace, and spend no quota.
+    replacing: list = []
+    ari = bool(rows) and account is not None and _ca_answers_ari(account)
     for row in rows:
         verdict = verdicts[row.domain_id]
         name = row.domain__name
+        if verdict.ok and ari and _may_replace(row, account):
+            replacing.append(row)
+            continue
         if verdict.ok:
             candidates[row.domain_id] = (
                 Candidate(row.domain_id, name, row.renewal_reservation, sorted(row.sans) == [name]),
@@ -173,20 +191,32 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
                 )
         counts["failed"] += 1
     outcomes = reserve([c for c, _ in candidates.values()], account.pk, now) if candidates else {}
-    starts = []
+    starts = [
+        Start(
+            row.domain_id,
+            row.domain__name,
+            renewal=True,
+            renews=row.pk,
+            profile=effective_profile(row.domain__acme_profile),
+            replaces=row.ari_cert_id,
+        )
+        for row in replacing
+    ]
     for domain_id, outcome in outcomes.items():
         candidate, row = candidates[domain_id]
         if isinstance(outcome, Granted):
             starts.append(
-                Start(domain_id, candidate.name, reservation=outcome.reservation, renewal=True, renews=row.pk)
+                Start(
+                    domain_id,
+                    candidate.name,
+                    reservation=outcome.reservation,
+                    renewal=True,
+                    renews=row.pk,
+                    profile=effective_profile(row.domain__acme_profile),
+                )
             )
         else:
-            mine.filter(pk=row.pk).update(
-                renewal_claim=None,
-                renew_at=outcome.until,
-                renewal_reservation=outcome.reservation,
-                renewal_error=outcome.message,
-            )
+            renewal_waits(row.pk, outcome, now, holding=token)
             counts["waiting"] += 1
     try:
         counts["ordered"] = start_renewals(starts, token, account, now) if starts else 0
@@ -197,6 +227,43 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
             refund(start.reservation, [start.name], account.pk, "its renewal could not be started")
         raise
     return counts
+
+
+def _ca_answers_ari(account: AcmeAccount) -> bool:
+    """Whether the account's CA has ACME Renewal Information (and so takes `replaces`); a CA whose
+    directory cannot be read is taken to have none (the renewal then spends its quota, safely)."""
+    try:
+        return bool(directory(account.directory_url).renewal_info)
+    except DirectoryUnavailable as exc:
+        logger.info("renewals without replaces: %s", exc)
+        return False
+
+
+def _may_replace(row, account: AcmeAccount) -> bool:
+    """Whether the renewal of `row` may name the certificate it replaces: it has an ARI identifier,
+    the same account ordered it (the CA refuses another account's), it covers exactly the domain's
+    name, and no quota token is booked for it (a renewal whose `replaces` the CA refused before)."""
+    return (
+        bool(row.ari_cert_id)
+        and row.account_id == account.pk
+        and sorted(row.sans) == [row.domain__name]
+        and row.renewal_reservation is None
+    )
+
+
+def renewal_waits(
+    cert_id: int, waiting: Waiting, now: datetime.datetime, *, holding: str | None = None
+) -> None:
+    """The one writer of a renewal waiting for its quota token: the certificate stays served and is
+    due again when the token arrives, which stays booked for it. With `holding`, only while the
+    certificate is still claimed by it."""
+    rows = Certificate.objects.filter(pk=cert_id, **({"renewal_claim": holding} if holding else {}))
+    rows.update(
+        renewal_claim=None,
+        renew_at=waiting.until,
+        renewal_reservation=waiting.reservation,
+        renewal_error=waiting.message,
+    )
 
 
 def record_renewal_failure(

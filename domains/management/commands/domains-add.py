@@ -1,4 +1,5 @@
-"""`manage.py domains-add --app APP [--no-letsencrypt] [--cert F --key F] NAME`, as the platform's CLI."""
+"""`manage.py domains-add --app APP [--no-letsencrypt] [--profile P] [--cert F --key F] NAME`, as the
+platform's CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from domains.management.commands._cli import (
     find_app,
     install_from_files,
 )
-from domains.services import DomainLimitReached, DomainNameTaken, InvalidDomainName, create_domain
+from domains.services import (
+    DomainLimitReached,
+    DomainNameTaken,
+    InvalidDomainName,
+    ProfileRefused,
+    ProfileUnchecked,
+    create_domain,
+)
 
 
 class Command(BaseCommand):
@@ -29,6 +37,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Never order a Let's Encrypt certificate (nothing reaches the CA, no quota is spent).",
         )
+        parser.add_argument(
+            "--profile",
+            default="",
+            help="The CA profile of its certificates, one the CA offers (Let's Encrypt: classic, "
+            "tlsserver, shortlived); default: ACME_PROFILE.",
+        )
         add_certificate_arguments(parser)
 
     def handle(self, *args, **options) -> None:
@@ -38,10 +52,21 @@ class Command(BaseCommand):
         try:
             # With a certificate, the domain and its certificate are added together or not at all.
             with transaction.atomic():
-                domain = create_domain(app, options["name"], letsencrypt=not options["no_letsencrypt"])
+                domain = create_domain(
+                    app,
+                    options["name"],
+                    letsencrypt=not options["no_letsencrypt"],
+                    profile=options["profile"],
+                )
                 if options["cert"]:
                     install_from_files(domain, options)
-        except (InvalidDomainName, DomainNameTaken, DomainLimitReached) as exc:
+        except (
+            InvalidDomainName,
+            DomainNameTaken,
+            DomainLimitReached,
+            ProfileRefused,
+            ProfileUnchecked,
+        ) as exc:
             raise CommandError(str(exc)) from None
         domain.refresh_from_db()
         self.stdout.write(f"{domain.name} added to {app.name}: {domain.get_status_display()}")

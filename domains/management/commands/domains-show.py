@@ -8,6 +8,7 @@ from certificates.models import Certificate, CertificateSource
 from certificates.serving import served_certificate_of
 from domains.management.commands._cli import add_app_argument, find_domain
 from domains.ownership import ownership_record
+from domains.profiles import effective_profile
 
 
 class Command(BaseCommand):
@@ -23,6 +24,10 @@ class Command(BaseCommand):
             ("name", domain.name),
             ("app", domain.app.name),
             ("letsencrypt", "enabled" if domain.letsencrypt_enabled else "disabled"),
+            (
+                "profile",
+                domain.acme_profile or f"{effective_profile('') or 'the CA default'} (platform default)",
+            ),
             ("status", domain.get_status_display()),
         ]
         if domain.last_error:
@@ -43,6 +48,7 @@ class Command(BaseCommand):
                 ("served", cert.get_source_display()),
                 ("names", ", ".join(cert.sans)),
                 ("issuer", cert.issuer),
+                ("profile", cert.profile or "-"),
                 ("not after", f"{cert.not_after:%Y-%m-%d %H:%M:%S} UTC"),
                 ("sha-256", cert.fingerprint_sha256),
             ]
