@@ -32,8 +32,8 @@ from certificates.custom import UploadRejected
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, normalize_domain_name
-from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.profiles import check_profile
+from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import (
     DomainLimitReached,
     DomainNameTaken,

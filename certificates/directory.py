@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 import certifi
-import httpx
+import requests
 from django.conf import settings
 
 from certificates.acme_client import USER_AGENT
@@ -60,7 +60,7 @@ def ca_tls_context() -> ssl.SSLContext:
 def parse_directory(url: str, document: object) -> Directory:
     """The Directory of a parsed directory JSON document; DirectoryUnavailable when it is not one."""
     if not isinstance(document, dict):
-        raise DirectoryUnavailable(f"the ACME directory at {url} is not a JSON object")
+        raise DirectoryUnavailable(f"{url} is not an ACME directory (not a JSON object)")
     if not isinstance(document.get("newOrder"), str):
         raise DirectoryUnavailable(f"{url} is not an ACME directory (no newOrder URL)")
     meta = document.get("meta")
@@ -103,37 +103,37 @@ def forget_directories() -> None:
 
 def _fetch(url: str, timeout: float) -> object:
     try:
-        with (
-            httpx.Client(
-                verify=ca_tls_context(),
-                timeout=timeout,
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            ) as client,
-            client.stream("GET", url) as response,
-        ):
-            body = b""
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_DIRECTORY_BYTES:
-                    raise DirectoryUnavailable(
-                        f"the ACME directory at {url} is larger than {MAX_DIRECTORY_BYTES // 1024} KiB"
-                    )
-    except httpx.HTTPError as exc:
+        with requests.get(
+            url,
+            timeout=timeout,
+            verify=settings.ACME_CA_BUNDLE or True,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            stream=True,
+        ) as response:
+            status = response.status_code
+            body = response.raw.read(MAX_DIRECTORY_BYTES + 1, decode_content=True)
+    except requests.RequestException as exc:
         raise DirectoryUnavailable(
             f"the ACME directory at {url} could not be read: {network_problem(exc)}"
         ) from None
-    if response.status_code != 200:
-        raise DirectoryUnavailable(f"the ACME directory at {url} answered HTTP {response.status_code}")
+    if len(body) > MAX_DIRECTORY_BYTES:
+        raise DirectoryUnavailable(
+            f"the ACME directory at {url} is larger than {MAX_DIRECTORY_BYTES // 1024} KiB"
+        )
+    if status != 200:
+        raise DirectoryUnavailable(f"the ACME directory at {url} answered HTTP {status}")
     try:
         return json.loads(body)
     except ValueError:
         raise DirectoryUnavailable(f"the ACME directory at {url} is not a JSON object") from None
 
 
-def network_problem(exc: httpx.HTTPError) -> str:
+def network_problem(exc: requests.RequestException) -> str:
     """What went wrong on the way to the CA, in plain words."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, requests.Timeout):
         return "no answer in time"
-    if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect ({exc})" if str(exc) else "cannot connect"
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "its certificate is not trusted"
+    if isinstance(exc, requests.ConnectionError):
+        return "cannot connect"
+    return type(exc).__name__

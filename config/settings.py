@@ -322,7 +322,4 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},
-    # httpx logs every request at INFO: the ARI sweep's hundreds of thousands a day say nothing
-    # an operator needs, and cost the sweep a tenth of its time.
-    "loggers": {"httpx": {"level": "WARNING"}},
 }

@@ -35,6 +35,7 @@ from domains.enqueue import revoke_pem_later
 from domains.locking import lock_certificates, lock_domains
 from domains.models import Domain, DomainEvent
 from domains.orders import Start, create_orders, fresh_keys, renewal_lease_until
+from domains.profiles import effective_profile
 from domains.quota_policy import Candidate, Granted, refund, reserve
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ def revoke_and_replace(domain: Domain, now: datetime.datetime | None = None) -> 
         renewal=True,
         renews=cert.pk,
         revoke_replaced=KEY_COMPROMISE,
+        # The domain's profile, as every renewal asks for it; no `replaces`: see the module's text.
+        profile=effective_profile(domain.acme_profile),
     )
     keys = fresh_keys([start])
     started = False

@@ -19,8 +19,8 @@ from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
 from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
 from domains.pauses import DomainPaused, retry_refusal
-from domains.revocations import revoke_on_delete
 from domains.profiles import ProfileRefused, ProfileUnchecked, check_profile
+from domains.revocations import revoke_on_delete
 from domains.status import NOTHING_SERVED, change_status, settle_status
 from domains.targeting import Target, records_to_add, target_in
 

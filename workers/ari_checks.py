@@ -31,7 +31,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -46,7 +46,7 @@ from certificates.ari import (
     retry_after,
 )
 from certificates.ari_schedule import checkable
-from certificates.directory import DirectoryUnavailable, ca_tls_context, network_problem, renewal_info_base
+from certificates.directory import DirectoryUnavailable, ca_tls_context, renewal_info_base
 from certificates.models import ACTIVE_ORDER_STATES, Certificate
 from domains.enqueue import check_renewal_info_later
 from domains.quota_policy import when
@@ -289,48 +289,67 @@ def _detail(body: bytes) -> str:
 
 
 async def _fetch_all(urls: list[str]) -> list[_Fetched]:
-    """GETs every URL on one keep-alive HTTP/1.1 client, ARI_CONCURRENCY at a time; the answers in
-    the URLs' order."""
+    """GETs every URL over one pool of keep-alive HTTP/1.1 connections, ARI_CONCURRENCY at a time;
+    the answers in the URLs' order.
+
+    aiohttp rather than httpx: measured against the test ACME proxy on this project's 2-core
+    machines, one httpx.AsyncClient holding 64 connections answered about 210 renewalInfo GETs a
+    second (its pool costs milliseconds of CPU per request), 64 single-connection httpx clients
+    about 750, and one aiohttp session about 2,700."""
     concurrency = settings.ARI_CONCURRENCY
     results: list[_Fetched | None] = [None] * len(urls)
     pending = iter(range(len(urls)))
-    async with httpx.AsyncClient(
-        verify=ca_tls_context(),
-        timeout=TIMEOUT_SECONDS,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        headers={"User-Agent": USER_AGENT},
-    ) as client:
+    connector = aiohttp.TCPConnector(ssl=ca_tls_context(), limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
+    # trust_env: HTTPS_PROXY and NO_PROXY apply as they do to the ACME client's requests.
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}, trust_env=True
+    ) as session:
 
         async def fetcher() -> None:
             # Each takes the next URL when it is free: the shared iterator is the queue.
             for index in pending:
-                results[index] = await _fetch(client, urls[index])
+                results[index] = await _fetch(session, urls[index])
 
         await asyncio.gather(*(fetcher() for _ in range(min(concurrency, len(urls)))))
     return results  # type: ignore[return-value]
 
 
-async def _fetch(client: httpx.AsyncClient, url: str) -> _Fetched:
+async def _fetch(session: aiohttp.ClientSession, url: str) -> _Fetched:
     try:
-        async with asyncio.timeout(DEADLINE_SECONDS), client.stream("GET", url) as response:
+        async with asyncio.timeout(DEADLINE_SECONDS), session.get(url, allow_redirects=False) as response:
+            retry = response.headers.get("Retry-After")
             body = b""
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_chunked(16384):
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
                     return _Fetched(
-                        response.status_code,
+                        response.status,
                         b"",
-                        response.headers.get("retry-after"),
+                        retry,
                         f"the CA's answer is larger than {MAX_ANSWER_BYTES // 1024} KiB",
                     )
-            return _Fetched(response.status_code, body, response.headers.get("retry-after"))
-    except httpx.HTTPError as exc:
-        return _Fetched(0, b"", None, network_problem(exc))
-    except TimeoutError:
-        return _Fetched(0, b"", None, f"no whole answer within {DEADLINE_SECONDS:g} s")
-    except (httpx.InvalidURL, ValueError) as exc:
+            return _Fetched(response.status, body, retry)
+    except aiohttp.InvalidURL as exc:
         # A CA's renewalInfo URL that is no URL: this certificate's failure, not the chunk's.
         return _Fetched(-1, b"", None, f"the renewal information URL {url!r} is not usable ({exc})")
+    except aiohttp.ClientError as exc:
+        return _Fetched(0, b"", None, _network_problem(exc))
+    except TimeoutError:
+        return _Fetched(0, b"", None, f"no whole answer within {DEADLINE_SECONDS:g} s")
+    except ValueError as exc:
+        return _Fetched(-1, b"", None, f"the renewal information URL {url!r} is not usable ({exc})")
+
+
+def _network_problem(exc: aiohttp.ClientError) -> str:
+    """What went wrong on the way to the CA, in plain words."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"the CA's certificate is not trusted ({exc.certificate_error})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error})" if exc.os_error else "cannot connect"
+    return str(exc) or type(exc).__name__
 
 
 def _write(results: dict[int, _Window | _Failure], lease: datetime.datetime, now: datetime.datetime) -> dict:

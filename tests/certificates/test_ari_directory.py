@@ -29,7 +29,7 @@ def test_the_cache_expires_so_a_ca_that_stops_offering_ari_is_noticed(ca, monkey
     assert renewal_info_base(ca.directory_url) is not None
     ca.ari = False
     assert renewal_info_base(ca.directory_url) is not None
-    monkeypatch.setattr(directory, "DIRECTORY_TTL_SECONDS", 0.0)
+    monkeypatch.setattr(directory, "DIRECTORY_CACHE_SECONDS", 0.0)
     assert renewal_info_base(ca.directory_url) is None
     assert ca.requests == ["/dir", "/dir"]
 
@@ -45,8 +45,8 @@ def test_a_failed_read_is_not_cached(ca):
 @pytest.mark.parametrize(
     ("answer", "says"),
     [
-        ((200, b"<html>"), "is not a JSON object"),
-        ((200, b"[]"), "is not a JSON object"),
+        ((200, b"<html>"), "not a JSON object"),
+        ((200, b"[]"), "not a JSON object"),
         ((200, b'{"x": "' + b"a" * 70000 + b'"}'), "is larger than 64 KiB"),
     ],
 )
@@ -57,7 +57,10 @@ def test_anything_but_a_small_json_object_is_refused(ca, answer, says):
 
 
 def test_a_renewal_info_that_is_not_a_web_url_means_no_ari(ca):
-    ca.directory_answer = (200, b'{"renewalInfo": "javascript:alert(1)"}')
+    ca.directory_answer = (
+        200,
+        b'{"newOrder": "https://ca.example/order", "renewalInfo": "javascript:alert(1)"}',
+    )
     assert renewal_info_base(ca.directory_url) is None
 
 
