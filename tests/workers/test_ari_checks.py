@@ -341,7 +341,10 @@ def test_without_renewal_info_in_the_directory_the_lifetime_rule_stays(ca, accou
 def test_a_renewal_info_url_that_is_no_url_fails_each_certificate_not_the_chunk(ca, account, settings):
     now = _now()
     cert = _cert(account, now)
-    ca.directory_answer = (200, b'{"newOrder": "http://ca.example/o", "renewalInfo": "http://[::1/renewal-info"}')
+    ca.directory_answer = (
+        200,
+        b'{"newOrder": "http://ca.example/o", "renewalInfo": "http://[::1/renewal-info"}',
+    )
     counts = _check(now)
     cert.refresh_from_db()
     assert counts["failed"] == 1
