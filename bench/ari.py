@@ -24,6 +24,7 @@ checks it), which Pebble 2.4 lacks; everything else is Pebble's.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime
 import hashlib
@@ -392,6 +393,10 @@ def run_product(count: int) -> float:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--drill", type=int, default=DRILL_DOMAINS, help="certificates in the drill")
+    parser.add_argument("--checks", type=int, default=CHECKS, help="certificates in the throughput run")
+    args = parser.parse_args()
     say(__doc__.split("\n\n")[0])
     started = time.perf_counter()
     stack = BenchStack("ari")
@@ -411,18 +416,18 @@ def main() -> int:
         proxy.control.post("settings", retry_after=60)
         stack.start_web()
         worker = stack.start_worker("worker")
-        say(f"(a) drill: {DRILL_DOMAINS} certificates, then every ARI window moved into the past")
+        say(f"(a) drill: {args.drill} certificates, then every ARI window moved into the past")
         beat = start_beat(stack)
-        domain_ids = issue_drill_domains(stack, DRILL_DOMAINS)
+        domain_ids = issue_drill_domains(stack, args.drill)
         drill_s, spent, with_replaces = run_drill(stack, proxy, domain_ids)
-        if with_replaces != DRILL_DOMAINS:
-            raise BenchVoid(f"{DRILL_DOMAINS - with_replaces} renewal orders carried no replaces")
+        if with_replaces != args.drill:
+            raise BenchVoid(f"{args.drill - with_replaces} renewal orders carried no replaces")
         beat.stop()
         stack.processes.remove(beat)
         result.update(drill_1000_s=drill_s, drill_tokens_spent=spent)
 
-        say(f"(b) throughput: {CHECKS:,} certificates due for an ARI check")
-        ids = synthetic_ids(CHECKS)
+        say(f"(b) throughput: {args.checks:,} certificates due for an ARI check")
+        ids = synthetic_ids(args.checks)
         now = datetime.datetime.now(datetime.UTC)
         proxy.control.post(
             "answer-unknown", start=now + datetime.timedelta(days=59), end=now + datetime.timedelta(days=60)
@@ -434,11 +439,11 @@ def main() -> int:
         from django.conf import settings
 
         in_flight = settings.WORKER_CONCURRENCY * settings.ARI_CONCURRENCY
-        bare_runs = [run_bare(stack, urls_file, in_flight, CHECKS)]
+        bare_runs = [run_bare(stack, urls_file, in_flight, args.checks)]
         say(f"    bare loop ({in_flight} in flight): {bare_runs[-1]:,.0f} checks/s")
-        product = run_product(CHECKS)
+        product = run_product(args.checks)
         say(f"    Certwright's sweep on one worker: {product:,.0f} checks/s")
-        bare_runs.append(run_bare(stack, urls_file, in_flight, CHECKS))
+        bare_runs.append(run_bare(stack, urls_file, in_flight, args.checks))
         say(f"    bare loop again: {bare_runs[-1]:,.0f} checks/s")
         bare = max(bare_runs)
         result.update(ari_checks_per_s=product, bare_checks_per_s=bare, ratio_vs_bare=product / bare)

@@ -230,8 +230,12 @@ def check_claimed(
         now = fixed_now or timezone.now()
         # Spreading renewals over a window needs uniformity, not secrecy.
         rng = random.Random()  # noqa: S311
+        # The next check counts from the claim, not from the answer: at a cadence of one tick,
+        # counting from the answer would land each check just after the tick that could take it,
+        # and a 60 s interval would be asked every 120 s.
+        claimed_at = min(now, lease - LEASE)
         for (pk, _), fetched in zip(to_fetch, answers, strict=True):
-            results[pk] = _outcome(fetched, now, interval, rng)
+            results[pk] = _outcome(fetched, now, interval, rng, claimed_at)
     written = isolate_poison(
         [pk for pk, _, _ in rows],
         lambda ids: _write({pk: results[pk] for pk in ids}, lease, now),
@@ -253,7 +257,11 @@ def check_claimed_and_renew(cert_ids: list[int], lease: datetime.datetime) -> di
 
 
 def _outcome(
-    fetched: _Fetched, now: datetime.datetime, interval: datetime.timedelta, rng: random.Random
+    fetched: _Fetched,
+    now: datetime.datetime,
+    interval: datetime.timedelta,
+    rng: random.Random,
+    claimed_at: datetime.datetime | None = None,
 ) -> _Window | _Failure:
     """What one answer means: a window and when to ask next, or a failure and when to try again."""
     status = fetched.status
@@ -263,7 +271,8 @@ def _outcome(
         except MalformedRenewalInfo as exc:
             return _Failure(f"the CA's renewal information is malformed: {exc}", now + interval)
         wait = min(retry_after(fetched.retry_after, now, interval), interval)
-        return _Window(info.start, info.end, info.explanation_url, renewal_moment(info, now, rng), now + wait)
+        next_check = (claimed_at or now) + wait
+        return _Window(info.start, info.end, info.explanation_url, renewal_moment(info, now, rng), next_check)
     if status == 0 or status == 429 or status >= 500:
         # Temporary (RFC 9773 section 4.3): soon again, but never hammering.
         wait = min(retry_after(fetched.retry_after, now, ERROR_RETRY), interval)

@@ -22,6 +22,7 @@ from tests.factories import AcmeAccountFactory, CertificateFactory, DomainFactor
 from workers import ari_checks
 
 HOUR = datetime.timedelta(hours=1)
+SECOND = datetime.timedelta(seconds=1)
 DAY = datetime.timedelta(days=1)
 
 
@@ -144,6 +145,19 @@ def test_a_window_in_the_future_schedules_the_renewal_inside_it_and_is_stored(ca
     assert cert.ari_error == ""
     assert cert.ari_next_check == now + HOUR
     assert ca.requests[-1] == f"/renewal-info/{cert.ari_cert_id}"
+
+
+@pytest.mark.django_db
+def test_the_next_check_counts_from_the_claim_not_from_the_answer_so_a_tick_is_not_lost(ca, account):
+    claimed = _now()
+    cert = _cert(account, claimed)
+    ca.window(cert.ari_cert_id, claimed + 3 * DAY, claimed + 4 * DAY, retry_after="3600")
+    ids, lease = ari_checks.claim_due_checks(claimed)
+    # The chunk runs 30 s after the claim (a busy queue): the next check is still an hour after
+    # the claim, so the tick an hour later takes it.
+    ari_checks.check_claimed(ids, lease, claimed + 30 * SECOND)
+    cert.refresh_from_db()
+    assert cert.ari_next_check == claimed + HOUR
 
 
 @pytest.mark.django_db
