@@ -73,6 +73,16 @@ class CertificateAdmin(admin.ModelAdmin):
         "revocation_reason",
         "created",
     ]
+    # The ARI columns are shown through the read-only displays above (the action checks now).
+    exclude = [
+        "ari_cert_id",
+        "ari_window_start",
+        "ari_window_end",
+        "ari_explanation_url",
+        "ari_checked_at",
+        "ari_next_check",
+        "ari_error",
+    ]
     actions = ["check_renewal_information_now"]
 
     def has_add_permission(self, request) -> bool:

@@ -26,6 +26,7 @@ import datetime
 import email.utils
 import importlib
 import json
+import logging
 import re
 import signal
 import ssl
@@ -49,6 +50,9 @@ from certificates.facts import renewal_info_id
 
 if TYPE_CHECKING:
     from devstack.pebble import PebbleStack
+
+# httpx logs every forwarded request at INFO: thousands of lines that say nothing in a test's output.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 ERROR = "urn:ietf:params:acme:error:"
 DEFAULT_PROFILES: dict[str, datetime.timedelta] = {
