@@ -232,6 +232,23 @@ class CpuMeter:
         return self.spent
 
 
+def create_app(region: str, app: str, ingress_ipv4: str = "127.0.0.1"):
+    """A region `<region>.example-paas.io` whose ingress is `ingress_ipv4`, a user and one app in it
+    named `app`; returns the app."""
+    from django.contrib.auth import get_user_model
+
+    from domains.models import App, Region
+
+    created = Region.objects.create(
+        name=region,
+        domain_suffix=f"{region}.example-paas.io",
+        cname_target=f"ingress.{region}.example-paas.io",
+        ingress_ipv4=[ingress_ipv4],
+    )
+    owner = get_user_model().objects.create(username=f"{region}-{app}")
+    return App.objects.create(owner=owner, region=created, name=app)
+
+
 def fake_chain() -> str:
     """A leaf and an intermediate as PEM, the size of a real chain (~1.6 KB, incompressible): what a
     certificate row holds, for benchmarks that fill tables with SQL and never parse it."""

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, fake_chain, say, wait_until
+from _harness import ROOT, BenchStack, create_app, fake_chain, say, wait_until
 
 from devstack.ports import free_port
 from devstack.processes import ManagedProcess
@@ -140,20 +140,11 @@ def tokens_spent(before: dict[str, float], after: dict[str, float], since_us: fl
 
 
 def issue_drill_domains(stack: BenchStack, count: int) -> list[int]:
-    from django.contrib.auth import get_user_model
-
-    from domains.models import App, Domain, DomainStatus, Region
+    from domains.models import Domain, DomainStatus
     from domains.ownership import challenge_name, ownership_token
     from domains.services import create_domain
 
-    region = Region.objects.create(
-        name="bench",
-        domain_suffix="bench.example-paas.io",
-        cname_target="ingress.bench.example-paas.io",
-        ingress_ipv4=["127.0.0.1"],
-    )
-    owner = get_user_model().objects.create(username="bench")
-    app = App.objects.create(owner=owner, region=region, name="drill")
+    app = create_app("bench", "drill")
     hosts = [f"www.drill-{i}-bench.com" for i in range(count)]
     for host in hosts:
         stack.pebble.challtestsrv.add_a(host, ["127.0.0.1"])
@@ -283,20 +274,10 @@ FROM new_domains d
 
 def fill_synthetic(ids: list[str]) -> None:
     from cryptography.fernet import Fernet
-    from django.contrib.auth import get_user_model
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from domains.models import App, Region
-
-    region = Region.objects.create(
-        name="ari",
-        domain_suffix="ari.example-paas.io",
-        cname_target="ingress.ari.example-paas.io",
-        ingress_ipv4=["192.0.2.10"],
-    )
-    owner = get_user_model().objects.create(username="ari-bench")
-    app = App.objects.create(owner=owner, region=region, name="ari")
+    app = create_app("ari", "ari", ingress_ipv4="192.0.2.10")
     fernet = Fernet(Fernet.generate_key())
     params = {
         "app": app.pk,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from certificates.directory import forget_directories
 from devstack.acme_account_keys import from_database
 from devstack.acme_proxy import AcmeProxy
 from devstack.pebble import PebbleStack
@@ -49,7 +50,9 @@ class ProxiedIssuance:
 @pytest.fixture
 def proxied_issuance(pebble_stack, web_server, without_session_worker, settings):
     """Pebble behind a fresh proxy, a worker whose ACME_DIRECTORY_URL is the proxy, and the test
-    process pointed at it too (see the module's docstring)."""
+    process pointed at it too (see the module's docstring). Each proxy is a new CA: the test
+    process's cached directories (profiles, renewalInfo) are forgotten before and after."""
+    forget_directories()
     with AcmeProxy.in_front_of(pebble_stack, account_key=from_database) as proxy:
         settings.ACME_DIRECTORY_URL = proxy.directory_url
         worker = start_celery_worker("worker-proxied", extra_env={"ACME_DIRECTORY_URL": proxy.directory_url})
@@ -57,3 +60,4 @@ def proxied_issuance(pebble_stack, web_server, without_session_worker, settings)
             yield ProxiedIssuance(proxy=proxy, worker=worker, pebble=pebble_stack)
         finally:
             worker.stop()
+            forget_directories()

@@ -13,7 +13,6 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from certificates.directory import forget_directories
 from certificates.models import Certificate, CertificateSource, Order, renewal_due
 from certificates.serving import served_certificate
 from domains.models import Domain
@@ -25,14 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
 SECOND = datetime.timedelta(seconds=1)
-
-
-@pytest.fixture(autouse=True)
-def fresh_directories():
-    # The test process reads the directory too (ari_check --now); each test's proxy is a new CA.
-    forget_directories()
-    yield
-    forget_directories()
 
 
 def _name() -> str:

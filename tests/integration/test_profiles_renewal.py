@@ -14,7 +14,6 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from certificates.directory import forget_directories
 from certificates.models import Certificate, CertificateSource, Order, OrderState
 from certificates.serving import served_certificate
 from domains import quota_policy
@@ -29,13 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
 MINUTE = datetime.timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def fresh_directories():
-    forget_directories()
-    yield
-    forget_directories()
 
 
 def _name() -> str:
