@@ -86,8 +86,12 @@ def _revoked(rows: list[dict] | None) -> list[dict]:
 
 
 def _utc_text(value: str) -> str:
-    # PostgreSQL writes UTC as +00:00; the rest of the API (DRF) writes Z.
-    return value[:-6] + "Z" if value.endswith("+00:00") else value
+    """A timestamp PostgreSQL wrote into JSON, as DRF writes every other one: UTC with Z, and six
+    digits of microseconds unless there are none (PostgreSQL drops a fraction's trailing zeros,
+    so the same instant would read differently from one field to the next)."""
+    moment = datetime.datetime.fromisoformat(value).astimezone(datetime.UTC)
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 _ARI_TIMES = ("window_start", "window_end", "checked_at", "next_check")
