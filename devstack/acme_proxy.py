@@ -150,6 +150,7 @@ class SeenCertificate:
     names: list[str]
     replaced_by: str = ""  # the URL of the finalized order that named it in `replaces`
     revoked: bool = False
+    seen_at: float = 0.0  # time.time() when the proxy saw it downloaded
 
 
 @dataclass
@@ -256,6 +257,7 @@ class AcmeProxy:
         # What the tests set.
         self._windows: dict[str, Window] = {}
         self._all_windows: Window | None = None
+        self._all_windows_at = 0.0
         self._unknown_window: Window | None = None
         self._renewal_info_failures: list[_Failure] = []
         self._limits: list[RateLimit] = []
@@ -383,10 +385,13 @@ class AcmeProxy:
     def move_all_windows(
         self, start: datetime.datetime, end: datetime.datetime, explanation_url: str | None = None
     ) -> None:
-        """Every known certificate without a window of its own answers this one (the mass-revocation
-        drill)."""
+        """Every certificate known by now without a window of its own answers this one (the
+        mass-revocation drill). Certificates issued later (the replacements) keep their default
+        windows, as Let's Encrypt moved the windows of the certificates that existed: otherwise
+        each replacement would be replaced again, without end."""
         with self._lock:
             self._all_windows = Window(start, end, explanation_url)
+            self._all_windows_at = time.time()
 
     def reset_windows(self) -> None:
         """Forgets every window set: certificates answer their default windows again."""
@@ -461,7 +466,7 @@ class AcmeProxy:
             # Boulder's answer for a revoked certificate: renew now (a window that ended already).
             hour_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
             return Window(hour_ago, hour_ago + datetime.timedelta(minutes=30))
-        if self._all_windows is not None:
+        if self._all_windows is not None and seen.seen_at <= self._all_windows_at:
             return self._all_windows
         return Window(*default_window(seen.not_before, seen.not_after))
 
@@ -607,6 +612,7 @@ class AcmeProxy:
                     not_after=leaf.not_valid_after_utc,
                     serial=format(leaf.serial_number, "x"),
                     names=dns_names,
+                    seen_at=time.time(),
                 )
 
     def _saw_revocation(self, request: Request) -> None:

@@ -237,6 +237,21 @@ def test_a_per_certificate_window_wins_over_a_moved_one_which_wins_over_the_defa
     assert default["start"] > (_now() + datetime.timedelta(days=50)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def test_a_moved_window_is_for_the_certificates_issued_before_the_move_not_their_replacements(
+    proxy, user, http
+):
+    alice = user()
+    before = renewal_info_id(alice.issue([_name()]))
+    moved_start = _now() - 2 * HOUR
+    proxy.move_all_windows(moved_start, moved_start + HOUR)
+    after = renewal_info_id(alice.issue([_name()]))
+    moved = http.get(f"{proxy.renewal_info_url}/{before}").json()["suggestedWindow"]
+    default = http.get(f"{proxy.renewal_info_url}/{after}").json()["suggestedWindow"]
+    assert moved["start"] == moved_start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # A replacement issued after the drill's move is not told to renew at once again.
+    assert default["start"] > (_now() + datetime.timedelta(days=50)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_renewal_info_of_an_unknown_certificate_is_a_404_and_of_a_malformed_id_a_400(proxy, http):
     unknown = http.get(f"{proxy.renewal_info_url}/aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE")
     assert unknown.status_code == 404
