@@ -12,7 +12,10 @@ from certificates.models import (
     Issuance,
     Order,
     QuotaOverride,
+    Revocation,
+    RevocationOutcome,
 )
+from certificates.revocation_queue import ask_again
 
 
 @admin.register(AcmeAccount)
@@ -71,6 +74,7 @@ class CertificateAdmin(admin.ModelAdmin):
         "ari_problem",
         "revoked_at",
         "revocation_reason",
+        "revocation_attempts",
         "created",
     ]
     # The ARI columns are shown through the read-only displays above (the action checks now).
@@ -84,6 +88,11 @@ class CertificateAdmin(admin.ModelAdmin):
         "ari_error",
     ]
     actions = ["check_renewal_information_now"]
+
+    @admin.display(description="Revocation requests (pending, settled, failed for good)")
+    def revocation_attempts(self, obj: Certificate) -> str:
+        rows = list(obj.revocations.order_by("-created", "-pk")[:5]) if obj.pk else []
+        return "\n".join(_describe_revocation(row) for row in rows) or "none"
 
     def has_add_permission(self, request) -> bool:
         # Certificates come from ACME or from the upload service, which checks them first.
@@ -212,3 +221,59 @@ class IssuanceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+def _describe_revocation(row: Revocation) -> str:
+    text = f"{row.created:%Y-%m-%d %H:%M} UTC, {row.reason}: {row.get_outcome_display()}"
+    if row.outcome == RevocationOutcome.PENDING:
+        text += f", {row.attempts} attempt(s), next send by {row.lease_until:%Y-%m-%d %H:%M} UTC"
+    return text + (f"; {row.problem}" if row.problem else "")
+
+
+@admin.register(Revocation)
+class RevocationAdmin(admin.ModelAdmin):
+    """Revocations owed to the CA: revoke and replace, and deleted domains' certificates. A row
+    refused for good or given up stays so until an operator asks again."""
+
+    list_display = [
+        "domain_name",
+        "serial",
+        "reason",
+        "outcome",
+        "attempts",
+        "lease_until",
+        "created",
+        "settled_at",
+        "problem",
+    ]
+    list_filter = ["outcome", "reason"]
+    search_fields = ["domain_name", "serial"]
+    readonly_fields = [
+        "certificate",
+        "account",
+        "domain_name",
+        "serial",
+        "reason",
+        "outcome",
+        "problem",
+        "attempts",
+        "lease_until",
+        "created",
+        "settled_at",
+        "leaf_pem",
+    ]
+    exclude = ["lease_token"]
+    actions = ["ask_again_action"]
+
+    def has_add_permission(self, request) -> bool:
+        # Owed by revoke and replace and by deletions, never typed in.
+        return False
+
+    @admin.action(description="Ask the CA again (refused or given-up revocations)")
+    def ask_again_action(self, request, queryset) -> None:
+        asked = ask_again(list(queryset.values_list("pk", flat=True)))
+        skipped = queryset.count() - asked
+        text = f"{asked} revocation(s) will be sent again within two minutes"
+        if skipped:
+            text += f"; {skipped} left alone (pending or settled at the CA)"
+        self.message_user(request, text + ".", messages.INFO)

@@ -414,3 +414,85 @@ class ServedChange(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.name}"
+
+
+class RevocationOutcome(models.TextChoices):
+    PENDING = "pending", "pending"
+    REVOKED = "revoked", "revoked"
+    ALREADY_REVOKED = "already_revoked", "already revoked"
+    EXPIRED = "expired", "expired first (on no CRL: nothing to revoke)"
+    REFUSED = "refused", "refused for good"
+    GAVE_UP = "gave_up", "given up (the CA could not be asked)"
+
+
+class Revocation(models.Model):
+    """A revocation the platform owes a CA, written in the transaction that decides it (revoke and
+    replace storing the new certificate, or a domain's deletion), so that a lost message or a dead
+    worker delays it and never drops it: while `lease_until` is set the revocation is unsettled,
+    and once it passes the re-drive (certificates/revocation_queue.py) sends it again. The leaf
+    and the account are kept because a deleted domain's certificate rows are gone."""
+
+    # Null once the certificate row is gone (its domain was deleted): the leaf below still says what.
+    certificate = models.ForeignKey(
+        Certificate,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="revocations",
+        db_index=False,
+    )
+    # The account that signs the request (the one that issued the certificate); see revocation.py
+    # for the key-signed keyCompromise request, which needs the certificate row's key.
+    account = models.ForeignKey(
+        AcmeAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    domain_name = models.CharField(max_length=255)
+    serial = models.CharField(max_length=64)
+    leaf_pem = models.TextField()
+    # An RFC 5280 reason's name (certificates/revocation.REASONS).
+    reason = models.CharField(max_length=40)
+    outcome = models.CharField(
+        max_length=20, choices=RevocationOutcome.choices, default=RevocationOutcome.PENDING
+    )
+    # The last failure in plain words (the CA's refusal, or why it could not be asked).
+    problem = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    # The message that may work on it now carries this token; a re-drive issues a new one, so a
+    # late message of an earlier send does nothing.
+    lease_token = models.UUIDField(null=True, blank=True)
+    # When the re-drive sends it again unless it is settled first; null once settled.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(outcome__in=RevocationOutcome.values), name="revocation_outcome_valid"
+            ),
+            # Unsettled exactly while pending: the re-drive's index holds pending rows only.
+            models.CheckConstraint(
+                condition=models.Q(outcome=RevocationOutcome.PENDING, lease_until__isnull=False)
+                | (~models.Q(outcome=RevocationOutcome.PENDING) & models.Q(lease_until__isnull=True)),
+                name="revocation_leased_while_pending",
+            ),
+        ]
+        indexes = [
+            # The re-drive: WHERE lease_until <= now ORDER BY lease_until LIMIT n FOR UPDATE SKIP LOCKED.
+            models.Index(
+                fields=["lease_until"],
+                name="revocation_due_idx",
+                condition=models.Q(lease_until__isnull=False),
+            ),
+            # A certificate's revocations (its admin page), and ON DELETE SET NULL when certificates
+            # are deleted: WHERE certificate_id = ANY(...).
+            models.Index(
+                fields=["certificate"],
+                name="revocation_certificate_idx",
+                condition=models.Q(certificate__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.domain_name} serial {self.serial} ({self.reason}): {self.get_outcome_display()}"

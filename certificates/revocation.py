@@ -111,7 +111,13 @@ def revoke_pem(
             "no ACME account is known to have issued it (it predates the record of the issuing account, "
             "and its domain has no valid order), so nothing can sign its revocation"
         )
-    return _ask(client_for(account), leaf, reason)
+    try:
+        acme = client_for(account)
+    except (requests.RequestException, errors.ClientError) as exc:
+        # The directory could not be read: the CA was not asked.
+        forget_clients()
+        raise RevocationDeferred(f"could not reach the CA: {type(exc).__name__}: {exc}") from None
+    return _ask(acme, leaf, reason)
 
 
 def issuing_account(cert: Certificate) -> AcmeAccount | None:

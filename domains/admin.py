@@ -18,7 +18,14 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
-from certificates.models import Certificate, CertificateSource, RegisteredDomain, expiring_window
+from certificates.models import (
+    Certificate,
+    CertificateSource,
+    RegisteredDomain,
+    Revocation,
+    RevocationOutcome,
+    expiring_window,
+)
 from certificates.serving import in_serving_order, served_certificate_of
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
@@ -474,11 +481,25 @@ class DomainAdmin(admin.ModelAdmin):
             .order_by("-revoked_at", "-pk")
             .values_list("serial", "revoked_at", "revocation_reason")[:10]
         )
-        if not revoked:
-            return "none"
-        return "\n".join(
+        lines = [
             f"serial {serial}: revoked {at:%Y-%m-%d %H:%M} UTC ({reason})" for serial, at, reason in revoked
-        )
+        ]
+        # Revocations owed and not done: still pending, or failed for good (the operator must act).
+        lines += [
+            f"serial {serial}: NOT revoked ({reason}), {outcome.replace('_', ' ')}"
+            + (f": {problem}" if problem else "")
+            for serial, reason, outcome, problem in Revocation.objects.filter(certificate__domain_id=obj.pk)
+            .exclude(
+                outcome__in=[
+                    RevocationOutcome.REVOKED,
+                    RevocationOutcome.ALREADY_REVOKED,
+                    RevocationOutcome.EXPIRED,
+                ]
+            )
+            .order_by("-created", "-pk")
+            .values_list("serial", "reason", "outcome", "problem")[:10]
+        ]
+        return "\n".join(lines) or "none"
 
     @admin.action(description="Revoke and replace the certificate (key compromise)")
     def revoke_and_replace_action(self, request, queryset) -> None:

@@ -19,6 +19,7 @@ ADVANCE_ORDER = "workers.tasks.acme.advance_order"
 DEACTIVATE_AUTHORIZATIONS = "workers.tasks.acme.deactivate_authorizations"
 REVOKE_CERTIFICATE = "workers.tasks.acme.revoke_certificate"
 REVOKE_PEM = "workers.tasks.acme.revoke_pem"
+REVOKE_OWED = "workers.tasks.acme.revoke_owed"
 
 
 def _send(name: str, args: list, countdown: float = 0) -> None:
@@ -59,3 +60,9 @@ def revoke_pem_later(account_id: int, leaf_pem: str, reason: str) -> None:
     """Revokes a certificate whose row goes with this transaction (its PEM, and the account that
     signs the request) once the transaction commits."""
     _send(REVOKE_PEM, [account_id, leaf_pem, reason])
+
+
+def revoke_owed_later(revocation_id: int, token: str) -> None:
+    """Attempts this owed revocation (certificates/revocation_queue.py) once the transaction that
+    wrote or claimed it commits; `token` is its lease token."""
+    _send(REVOKE_OWED, [revocation_id, token])

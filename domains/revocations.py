@@ -16,22 +16,26 @@ from __future__ import annotations
 import datetime
 import logging
 
-from cryptography.hazmat.primitives import serialization
+import requests
+from acme import errors as acme_errors
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from certificates.acme_client import account_row
-from certificates.models import ACTIVE_ORDER_STATES, Certificate, CertificateSource, Order
+from certificates.acme_client import account_row, get_account
+from certificates.models import ACTIVE_ORDER_STATES, Certificate, CertificateSource, Order, RevocationOutcome
 from certificates.revocation import (
     CESSATION_OF_OPERATION,
     KEY_COMPROMISE,
+    RevocationDeferred,
     RevocationRefused,
     issuing_account,
     leaf_of,
     revoke_certificate,
+    revoke_pem,
 )
-from domains.enqueue import revoke_pem_later
+from certificates.revocation_queue import MAX_ATTEMPTS, defer, owe_revocation, settle, take
+from domains.enqueue import revoke_owed_later
 from domains.locking import lock_certificates, lock_domains
 from domains.models import Domain, DomainEvent
 from domains.orders import Start, create_orders, fresh_keys, renewal_lease_until
@@ -210,12 +214,100 @@ def give_up(cert_id: int, reason: str, problem: str, now: datetime.datetime | No
     )
 
 
+def owe_revocation_of(cert_id: int, reason: str, now: datetime.datetime) -> int | None:
+    """Records that the stored certificate must be revoked with `reason` and sends the attempt
+    after commit (the re-drive sends it again if that message is lost). Call inside the
+    transaction that decides it; returns the owed revocation's id, or None when the certificate
+    is gone or its stored chain no longer parses (logged: the caller's change goes on)."""
+    cert = Certificate.objects.filter(pk=cert_id).select_related("domain").first()
+    if cert is None:
+        return None
+    account = issuing_account(cert)
+    try:
+        revocation_id, token = owe_revocation(
+            cert, reason, account.pk if account else None, cert.domain.name, now
+        )
+    except ValueError as exc:
+        logger.error("certificate %s (serial %s) cannot be revoked: %s", cert.pk, cert.serial, exc)
+        return None
+    revoke_owed_later(revocation_id, token)
+    return revocation_id
+
+
+# What certificates/revocation.py reports, as the owed revocation's outcome.
+_OUTCOMES = {
+    "revoked": RevocationOutcome.REVOKED,
+    "recorded before": RevocationOutcome.REVOKED,
+    "already revoked": RevocationOutcome.ALREADY_REVOKED,
+    "expired": RevocationOutcome.EXPIRED,
+}
+
+
+def _revoke(row, now: datetime.datetime) -> str:
+    """One attempt at the CA: the certificate's row while it exists (its key signs keyCompromise,
+    and the row records the revocation), else the leaf kept on the owed revocation."""
+    if row.certificate_id is not None:
+        outcome = revoke_certificate(row.certificate_id, row.reason, now)
+        if outcome != "gone":
+            return outcome
+    account = row.account
+    if account is not None and not account.account_url:
+        try:
+            account = get_account(account.directory_url)
+        except (requests.RequestException, acme_errors.ClientError) as exc:
+            raise RevocationDeferred(f"could not reach the CA: {type(exc).__name__}: {exc}") from None
+    return revoke_pem(account, leaf_of(row.leaf_pem), row.reason, now=now)
+
+
+def _failed_for_good(row, token: str, outcome: str, problem: str, now: datetime.datetime) -> None:
+    if not settle(row.pk, token, outcome, problem, now):
+        return
+    if row.certificate_id is not None:
+        give_up(row.certificate_id, row.reason, problem, now)
+    else:
+        logger.error(
+            "certificate of %s (serial %s) could not be revoked (%s): %s",
+            row.domain_name,
+            row.serial,
+            row.reason,
+            problem,
+        )
+
+
+def attempt_owed(revocation_id: int, token: str, now: datetime.datetime | None = None) -> str:
+    """Asks the CA for an owed revocation that `token` holds, and settles or defers it: a refusal
+    or the last failed attempt settles it for good (logged, and told in its domain's history); a
+    CA that cannot be asked now leaves it to the re-drive. Returns what happened."""
+    now = now or timezone.now()
+    row = take(revocation_id, token, now)
+    if row is None:
+        return "nothing to do (settled, or sent again by the re-drive)"
+    if row.attempts > MAX_ATTEMPTS:
+        # Attempts that never finished (their worker died) count too: a poison row ends here.
+        problem = f"{row.problem or 'no attempt finished'} ({MAX_ATTEMPTS} attempts)"
+        _failed_for_good(row, token, RevocationOutcome.GAVE_UP, problem, now)
+        return f"gave up: {problem}"
+    try:
+        outcome = _revoke(row, now)
+    except RevocationRefused as exc:
+        _failed_for_good(row, token, RevocationOutcome.REFUSED, str(exc), now)
+        return f"refused: {exc}"
+    except RevocationDeferred as exc:
+        if row.attempts >= MAX_ATTEMPTS:
+            _failed_for_good(row, token, RevocationOutcome.GAVE_UP, f"{exc} ({row.attempts} attempts)", now)
+            return f"gave up: {exc}"
+        defer(row.pk, token, str(exc), row.attempts, now)
+        return f"deferred: {exc}"
+    settle(row.pk, token, _OUTCOMES[outcome], "", now)
+    return outcome
+
+
 def revoke_on_delete(domain_id: int, now: datetime.datetime | None = None) -> int:
-    """When REVOKE_ON_DELETE is on, asks after commit for the revocation (cessationOfOperation) of
-    each unexpired, unrevoked Let's Encrypt certificate of a domain being deleted: its row goes
-    with the domain, so the task gets the leaf's PEM and the issuing account. Custom certificates
-    are never revoked (not the platform's). Call inside the deleting transaction; returns how many
-    were asked for."""
+    """When REVOKE_ON_DELETE is on, records the revocation (cessationOfOperation) of each unexpired,
+    unrevoked Let's Encrypt certificate of a domain being deleted, and sends it after commit: the
+    owed revocation keeps the leaf and the issuing account when the row goes with the domain.
+    Custom certificates are never revoked (not the platform's). Call inside the deleting
+    transaction; returns how many were owed."""
     if not settings.REVOKE_ON_DELETE:
         return 0
     now = now or timezone.now()
@@ -224,8 +316,7 @@ def revoke_on_delete(domain_id: int, now: datetime.datetime | None = None) -> in
         domain_id=domain_id, source=CertificateSource.LETSENCRYPT, not_after__gt=now, revoked_at__isnull=True
     ).only("pk", "domain_id", "account_id", "fullchain_pem", "serial")
     for cert in certs:
-        account = issuing_account(cert)
-        if account is None:
+        if issuing_account(cert) is None:
             logger.warning(
                 "certificate %s (serial %s) of a deleted domain is not revoked: no ACME account is known "
                 "to have issued it",
@@ -233,12 +324,7 @@ def revoke_on_delete(domain_id: int, now: datetime.datetime | None = None) -> in
                 cert.serial,
             )
             continue
-        try:
-            leaf = leaf_of(cert.fullchain_pem).public_bytes(serialization.Encoding.PEM).decode()
-        except ValueError as exc:
-            # The deletion goes on: a stored chain that no longer parses cannot hold it up.
-            logger.warning("certificate %s of a deleted domain is not revoked: %s", cert.pk, exc)
-            continue
-        revoke_pem_later(account.pk, leaf, CESSATION_OF_OPERATION)
-        asked += 1
+        # A stored chain that no longer parses is logged and skipped: it cannot hold up the deletion.
+        if owe_revocation_of(cert.pk, CESSATION_OF_OPERATION, now) is not None:
+            asked += 1
     return asked

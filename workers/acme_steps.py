@@ -36,13 +36,13 @@ from certificates.models import (
 from certificates.serving import has_valid_custom_certificate
 from certificates.store import store_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
-from domains.enqueue import revoke_certificate_later
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.orders import ended
 from domains.profiles import not_offered_message
 from domains.quota_policy import Candidate, Waiting, charge_failed_authorization, registered_domains, reserve
 from domains.quota_policy import commit as commit_quota
 from domains.quota_policy import refund as refund_quota
+from domains.revocations import owe_revocation_of
 from domains.status import change_status
 from workers.failpoints import failpoint
 
@@ -390,7 +390,9 @@ def step_download(order: Order, carried: Carried) -> Next:
         if order.revoke_replaced and order.renews_id:
             # Revoke and replace: the old certificate is revoked only after this commit, which
             # makes the new one the served one, so the name is never left with a revoked one.
-            revoke_certificate_later(order.renews_id, order.revoke_replaced)
+            # Owed in this transaction: if the message is lost, the re-drive sends it again.
+            transaction.on_commit(lambda: failpoint("before_revocation_sent"))
+            owe_revocation_of(order.renews_id, order.revoke_replaced, now)
         # A valid custom certificate keeps precedence: this one is then the ready fallback.
         custom = has_valid_custom_certificate(order.domain_id, now)
         to = DomainStatus.NOT_USED if custom else DomainStatus.IN_USE

@@ -1,7 +1,9 @@
 """Revocation against Pebble, which revokes for real: revoke and replace (key compromise) serves the
 new certificate before the old one is revoked, deleting a domain revokes its certificates
 (cessationOfOperation) unless REVOKE_ON_DELETE is off, and a certificate already revoked is no
-error. What Pebble recorded is asked of its management API (cert-status-by-serial)."""
+error; a revocation whose message is lost (its worker killed right after the commit that owes it,
+or the broker flushed) is sent again by the re-drive. What Pebble recorded is asked of its
+management API (cert-status-by-serial)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,25 @@ import uuid
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from django.utils import timezone
 
-from certificates.models import Certificate, CertificateSource, Order, OrderState
+from certificates.models import (
+    Certificate,
+    CertificateSource,
+    Order,
+    OrderState,
+    Revocation,
+    RevocationOutcome,
+)
 from certificates.revocation import REASONS, RevocationRefused, leaf_of, revoke_certificate
+from certificates.revocation_queue import claim_expired
 from certificates.serving import served_certificate
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import delete_domain
+from tests.conftest import start_celery_worker
 from tests.integration.polling import issued, status_of, wait_for
+from workers.tasks.acme import redrive_revocations
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -189,3 +202,86 @@ def test_a_replacement_the_ca_refuses_leaves_the_old_certificate_served_unrevoke
     assert old.revoked_at is None and old.renewal_error.startswith("Renewal failed")
     event = DomainEvent.objects.filter(domain=domain, reason__startswith="revoke and replace failed").get()
     assert f"serial {old.serial} is still served and was NOT revoked" in event.reason
+
+
+def _lease_expires(revocation: Revocation) -> None:
+    """The owed revocation's lease (five minutes) is over, as if that time had passed."""
+    assert claim_expired() == [], "re-driven while its lease still held"
+    Revocation.objects.filter(pk=revocation.pk).update(lease_until=timezone.now())
+
+
+def test_a_revoke_and_replace_whose_revocation_message_is_lost_is_revoked_by_the_redrive(
+    without_session_worker, pebble_stack, web_server, app
+):
+    name = _name()
+    worker = start_celery_worker("worker-issues")
+    try:
+        domain, old = issued(pebble_stack.challtestsrv, app, name)
+    finally:
+        worker.stop()
+    # This worker stores the new certificate, commits, and dies before sending the revocation.
+    doomed = start_celery_worker(
+        "worker-dies-before-revoking", extra_env={"CERTWRIGHT_FAILPOINTS": "before_revocation_sent"}
+    )
+    revoke_and_replace(domain)
+    doomed.popen.wait(timeout=90)
+    assert doomed.popen.returncode == -9, "the worker was not killed at the failpoint"
+    new = (
+        Certificate.objects.filter(domain=domain, source=CertificateSource.LETSENCRYPT)
+        .exclude(pk=old.pk)
+        .get()
+    )
+    assert served_certificate(name).pk == new.pk
+    owed = Revocation.objects.get(certificate=old)
+    assert (owed.outcome, owed.attempts, owed.reason) == (RevocationOutcome.PENDING, 0, "keyCompromise")
+
+    survivor = start_celery_worker("worker-after-the-loss")
+    try:
+        time.sleep(2)
+        # Nothing else sends it: the message was never sent.
+        assert pebble_status(pebble_stack, old)["Status"] == "Valid"
+        _lease_expires(owed)
+        assert redrive_revocations() == 1
+        status = wait_for(lambda: _revoked_at_pebble(pebble_stack, old), what="the re-driven revocation")
+        assert status["Reason"] == REASONS["keyCompromise"]
+        wait_for(
+            lambda: Revocation.objects.get(pk=owed.pk).outcome == RevocationOutcome.REVOKED, what="it settled"
+        )
+    finally:
+        survivor.stop()
+    owed.refresh_from_db()
+    old.refresh_from_db()
+    assert (owed.attempts, owed.lease_until, owed.problem) == (1, None, "")
+    assert (old.revocation_reason, old.revoked_at is not None) == ("keyCompromise", True)
+    assert pebble_status(pebble_stack, new)["Status"] == "Valid"
+    assert redrive_revocations() == 0
+
+
+def test_a_deleted_domains_revocation_lost_with_the_broker_is_revoked_by_the_redrive(
+    without_session_worker, pebble_stack, web_server, app, broker_redis
+):
+    worker = start_celery_worker("worker-issues-then-stops")
+    try:
+        domain, cert = issued(pebble_stack.challtestsrv, app, _name())
+    finally:
+        worker.stop()
+    delete_domain(domain)
+    # The broker keeps nothing on disk: a restart loses the message the deletion sent.
+    broker_redis.flushdb()
+    owed = Revocation.objects.get(serial=cert.serial)
+    assert (owed.certificate_id, owed.reason, owed.outcome) == (
+        None,
+        "cessationOfOperation",
+        RevocationOutcome.PENDING,
+    )
+    survivor = start_celery_worker("worker-after-the-flush")
+    try:
+        _lease_expires(owed)
+        assert redrive_revocations() == 1
+        status = wait_for(lambda: _revoked_at_pebble(pebble_stack, cert), what="the re-driven revocation")
+        assert status["Reason"] == REASONS["cessationOfOperation"]
+        wait_for(
+            lambda: Revocation.objects.get(pk=owed.pk).outcome == RevocationOutcome.REVOKED, what="it settled"
+        )
+    finally:
+        survivor.stop()

@@ -7,7 +7,9 @@ from celery import shared_task
 from certificates.acme_client import get_account
 from certificates.models import AcmeAccount
 from certificates.revocation import RevocationDeferred, RevocationRefused, leaf_of, revoke_pem
-from domains.revocations import give_up, revoke_stored
+from certificates.revocation_queue import claim_expired
+from domains.enqueue import revoke_owed_later
+from domains.revocations import attempt_owed, give_up, revoke_stored
 from workers import acme_steps, order_run
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,29 @@ def deactivate_authorizations(account_id: int, authorization_urls: list[str]) ->
     return acme_steps.deactivate_authorizations(int(account_id), list(authorization_urls))
 
 
+@shared_task(name="workers.tasks.acme.revoke_owed", acks_late=True, time_limit=90, soft_time_limit=75)
+def revoke_owed(revocation_id: int, token: str) -> str:
+    """Attempts an owed revocation (certificates/revocation_queue.py) that `token` holds;
+    idempotent: a settled one, or one sent again meanwhile, is left alone."""
+    outcome = attempt_owed(int(revocation_id), str(token))
+    logger.info("revocation %s: %s", revocation_id, outcome)
+    return outcome
+
+
+@shared_task(name="workers.tasks.acme.redrive_revocations", time_limit=60, soft_time_limit=50)
+def redrive_revocations() -> int:
+    """Beat's tick: sends again the owed revocations whose lease expired (a lost message, a dead
+    worker, or a retry that is due)."""
+    claimed = claim_expired()
+    for revocation_id, token in claimed:
+        # Claimed and committed already: sent now, outside any transaction.
+        revoke_owed_later(revocation_id, token)
+    if claimed:
+        logger.info("re-drove %d owed revocation(s)", len(claimed))
+    return len(claimed)
+
+
+# Messages sent before owed revocations existed (revoke_certificate, revoke_pem) are still served.
 # A revocation the CA cannot take now is asked again after 30 s, doubling to an hour, for about
 # ten hours in all; then it is given up, logged, and written to the domain's history.
 REVOKE_RETRIES = 14
