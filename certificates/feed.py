@@ -47,7 +47,7 @@ SELECT c.*, d.name AS domain_name
 FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
   JOIN domains_app a ON a.id = d.app_id
 WHERE d.name = ANY(%(names)s) AND c.not_after > %(now)s
-  AND (c.source = %(custom)s OR d.letsencrypt_enabled)
+  AND (c.source = %(custom)s OR d.letsencrypt_enabled) AND c.revoked_at IS NULL
   AND (%(all_regions)s OR a.region_id = ANY(%(regions)s))
 ORDER BY d.name, c.source <> %(custom)s, c.not_after DESC, c.id DESC
 """

@@ -16,8 +16,11 @@ from certificates.models import Certificate, CertificateSource
 
 
 def servable_source() -> Q:
-    """A custom certificate, or a Let's Encrypt one while Let's Encrypt is on for its domain."""
-    return Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True)
+    """A custom certificate, or a Let's Encrypt one while Let's Encrypt is on for its domain; never
+    a revoked one (revoke and replace: its successor may end sooner, under a shorter profile)."""
+    return (Q(source=CertificateSource.CUSTOM) | Q(domain__letsencrypt_enabled=True)) & Q(
+        revoked_at__isnull=True
+    )
 
 
 def serving_order() -> tuple:
@@ -51,7 +54,7 @@ SELECT c.*, d.name AS domain_name
 FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
   JOIN domains_app a ON a.id = d.app_id
 WHERE d.name = ANY(%(names)s) AND c.not_before <= %(now)s AND c.not_after > %(now)s
-  AND (c.source = %(custom)s OR d.letsencrypt_enabled)
+  AND (c.source = %(custom)s OR d.letsencrypt_enabled) AND c.revoked_at IS NULL
   AND (%(all_regions)s OR a.region_id = ANY(%(regions)s))
 ORDER BY d.name <> %(name)s, c.source <> %(custom)s, c.not_after DESC, c.id DESC
 LIMIT 1

@@ -40,13 +40,18 @@ def paused_message(name: str) -> str:
     )
 
 
-def retry_refusal(name: str) -> str:
-    """Why "retry now" does nothing for a paused domain."""
+def paused_refusal(name: str, what: str) -> str:
+    """Why `what` (an action a customer asked for) is not done for a paused domain."""
     return (
         f"{name}: Let's Encrypt has paused certificate requests for this name; only the platform's "
         'operators can lift the pause (at Let\'s Encrypt, then with "Mark unpaused at the CA"), '
-        "so a retry would be refused by the CA"
+        f"so {what} would be refused by the CA"
     )
+
+
+def retry_refusal(name: str) -> str:
+    """Why "retry now" does nothing for a paused domain."""
+    return paused_refusal(name, "a retry")
 
 
 def pause_domains(domain_ids: list[int], unpause_url: str, now: datetime.datetime | None = None) -> list[int]:

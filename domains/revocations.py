@@ -39,6 +39,7 @@ from domains.enqueue import revoke_owed_later
 from domains.locking import lock_certificates, lock_domains
 from domains.models import Domain, DomainEvent
 from domains.orders import Start, create_orders, fresh_keys, renewal_lease_until
+from domains.pauses import paused_refusal
 from domains.profiles import effective_profile
 from domains.quota_policy import Candidate, Granted, refund, reserve
 
@@ -74,7 +75,7 @@ def _refusal(domain: Domain, now: datetime.datetime) -> str | None:
             "the old one; turn it on first (or upload a custom certificate)"
         )
     if domain.ca_paused_at is not None:
-        return f"{name}: the CA paused issuance for this name; it must be unpaused first"
+        return paused_refusal(name, "the new certificate (nothing is revoked)")
     if current_letsencrypt_certificate(domain.pk, now) is None:
         return f"{name} has no valid Let's Encrypt certificate to revoke and replace"
     if Order.objects.filter(domain_id=domain.pk, state__in=ACTIVE_ORDER_STATES).exists():

@@ -243,6 +243,16 @@ def _order_without_replaces(order: Order, problem: messages.Error) -> None:
         order.replaces,
         describe_problem(problem),
     )
+    if order.quota_reservation is not None:
+        # It spent its quota already (it replaced before the ARI window opened, which Let's
+        # Encrypt does not exempt): that token pays for the order without `replaces` too.
+        moved = Order.objects.filter(pk=order.pk, lease_token=order.lease_token, order_url="").update(
+            replaces=""
+        )
+        if moved != 1:
+            raise RuntimeError(f"order {order.pk} lost its lease while dropping replaces")
+        order.replaces = ""
+        return
     renewed = (
         Certificate.objects.filter(pk=order.renews_id).values_list("sans", "renewal_reservation").first()
     )

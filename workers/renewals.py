@@ -2,9 +2,11 @@
 order their successors, while they stay served.
 
 A renewal names the certificate it `replaces` (RFC 9773) when the CA answers ARI, the certificate
-has an ARI identifier and was ordered by the same account: Let's Encrypt exempts such a renewal
-from every rate limit, so it spends no quota token. The others (and a renewal the CA would not let
-replace its certificate, workers/acme_steps.py) spend the quota of an ordinary renewal. Every
+has an ARI identifier and was ordered by the same account. Let's Encrypt exempts such a renewal
+from every rate limit once the certificate's ARI window has opened, so it then spends no quota
+token; before that (retry now, the lifetime rule while ARI fails) it spends the quota of an
+ordinary renewal, as do the others (and a renewal the CA would not let replace its certificate,
+workers/acme_steps.py). Every
 renewal asks for the domain's effective profile (domains/profiles.py), as its first order did.
 
 A certificate is due at two thirds of its own lifetime, half of it under 10 days, or earlier when
@@ -136,6 +138,7 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
             "ari_cert_id",
             "account_id",
             "domain__ca_unpause_url",
+            "ari_window_start",
             named=True,
         )
     )
@@ -159,15 +162,19 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
         ]
     )
     candidates: dict[int, tuple] = {}
-    # The renewals that name the certificate they replace, and spend no quota.
+    # The renewals that name the certificate they replace inside its opened window: they spend no
+    # quota. Those that replace before the window opened spend it as any renewal (early_replaces).
     replacing: list = []
+    early_replaces: set[int] = set()
     ari = bool(rows) and account is not None and _ca_answers_ari(account)
     for row in rows:
         verdict = verdicts[row.domain_id]
         name = row.domain__name
         if verdict.ok and ari and _may_replace(row, account):
-            replacing.append(row)
-            continue
+            if _window_opened(row, now):
+                replacing.append(row)
+                continue
+            early_replaces.add(row.pk)
         if verdict.ok:
             candidates[row.domain_id] = (
                 Candidate(row.domain_id, name, row.renewal_reservation, sorted(row.sans) == [name]),
@@ -213,6 +220,7 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
                     renewal=True,
                     renews=row.pk,
                     profile=effective_profile(row.domain__acme_profile),
+                    replaces=row.ari_cert_id if row.pk in early_replaces else "",
                 )
             )
         else:
@@ -249,6 +257,13 @@ def _may_replace(row, account: AcmeAccount) -> bool:
         and sorted(row.sans) == [row.domain__name]
         and row.renewal_reservation is None
     )
+
+
+def _window_opened(row, now: datetime.datetime) -> bool:
+    """Whether the CA's ARI window of `row` has opened: Let's Encrypt exempts a renewal that names
+    the certificate it replaces from every rate limit only then (an earlier one, by "retry now" or
+    the lifetime rule while ARI fails, counts at the CA, so it spends our quota too)."""
+    return row.ari_window_start is not None and row.ari_window_start <= now
 
 
 def renewal_waits(

@@ -14,6 +14,7 @@ from django.utils import timezone
 from certificates.models import ACTIVE_ORDER_STATES, CertificateSource, Order, OrderState
 from domains import quota_policy
 from domains.models import DomainEvent, DomainStatus
+from domains.pauses import pause_domains
 from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from tests.api.conftest import API
 from tests.factories import AcmeAccountFactory, AppFactory, CertificateFactory, DomainFactory
@@ -188,6 +189,25 @@ def test_the_service_refuses_a_paused_name(served):
     domain.save()
     with pytest.raises(RevokeAndReplaceRefused, match="paused"):
         revoke_and_replace(domain)
+
+
+def test_a_paused_names_409_says_as_retry_does_that_only_the_operators_can_lift_the_pause(alice_api, served):
+    # One fact, one wording (STYLE.md rule 15): the customer cannot unpause the name, and is told
+    # who can, as "retry now" tells them; nothing is ordered or spent.
+    domain, _ = served
+    pause_domains([domain.pk], "https://portal.letsencrypt.org/sfe/v1/unpause?jwt=secret")
+    tokens_before = _exact_set_tokens_left(NAME)
+
+    response = alice_api.post(URL)
+    retried = alice_api.post(f"{API}/apps/shop/domains/{NAME}/retry")
+
+    assert (response.status_code, retried.status_code) == (409, 409)
+    detail = response.json()["detail"]
+    assert detail.startswith(f"{NAME}: Let's Encrypt has paused certificate requests for this name; ")
+    assert "only the platform's operators can lift the pause" in detail
+    assert "secret" not in detail
+    assert not Order.objects.filter(domain=domain).exists()
+    assert _exact_set_tokens_left(NAME) == tokens_before
 
 
 def test_other_apps_domains_are_untouched(alice_api, served, region, alice):

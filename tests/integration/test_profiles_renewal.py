@@ -54,10 +54,17 @@ def _issued(proxied_issuance, app, profile: str) -> tuple[Domain, Certificate]:
 
 
 def _at(cert: Certificate, age: datetime.timedelta) -> Certificate:
-    """Moves the certificate's dates back so that it is `age` old now."""
+    """Moves the certificate's dates back so that it is `age` old now, with the ARI window the
+    sweep would have stored, around its renewal time (Let's Encrypt exempts a renewal that
+    `replaces` only once that window has opened)."""
     shift = timezone.now() - cert.not_before - age
+    renew_at = cert.renew_at + shift
     Certificate.objects.filter(pk=cert.pk).update(
-        not_before=cert.not_before + shift, not_after=cert.not_after + shift, renew_at=cert.renew_at + shift
+        not_before=cert.not_before + shift,
+        not_after=cert.not_after + shift,
+        renew_at=renew_at,
+        ari_window_start=renew_at - HOUR,
+        ari_window_end=renew_at + HOUR,
     )
     cert.refresh_from_db()
     return cert

@@ -7,11 +7,13 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from acme import messages
 from django.utils import timezone
 
 from certificates.models import Order
+from domains import quota_policy
 from tests.factories import AcmeAccountFactory, CertificateFactory, DomainFactory
-from workers import renewals
+from workers import acme_steps, renewals
 from workers.preflight import Verdict
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +45,9 @@ def _due(ordered_by, **fields):
         "renew_at": now - DAY,
         "account": ordered_by,
         "ari_cert_id": CERT_ID,
+        # The CA's window has opened: Let's Encrypt exempts the renewal from every limit.
+        "ari_window_start": now - 2 * DAY,
+        "ari_window_end": now + DAY,
     }
     return CertificateFactory(domain=domain, **{**defaults, **fields})
 
@@ -63,6 +68,21 @@ def test_a_renewal_at_a_ca_with_ari_names_the_certificate_it_replaces_and_spends
     assert order.replaces == CERT_ID
     assert order.quota_reservation is None
     assert quota_redis.keys("quota:*") == []
+
+
+@pytest.mark.parametrize(
+    "window_start", [timezone.now() + 5 * DAY, None], ids=["window-not-open-yet", "no-window-known"]
+)
+def test_a_renewal_before_its_ari_window_opened_names_what_it_replaces_and_spends_its_quota(
+    account, quota_redis, window_start
+):
+    # Let's Encrypt exempts a `replaces` renewal only once the window has opened (as the test ACME
+    # proxy does): an earlier one (retry now, the lifetime rule while ARI fails) counts at the CA.
+    order = _renew(_due(account, ari_window_start=window_start, ari_window_end=None))
+
+    assert order.replaces == CERT_ID
+    assert order.quota_reservation is not None
+    assert quota_redis.keys("quota:set:*")
 
 
 def test_a_certificate_another_account_ordered_is_renewed_without_replaces_spending_its_quota(
@@ -113,3 +133,24 @@ def test_every_renewal_asks_for_the_domains_effective_profile(
     order = _renew(_due(account, acme_profile=chosen, profile="classic"))
 
     assert order.profile == asked
+
+
+def _exact_set_tokens(name: str, account_id: int) -> int:
+    bucket = quota_policy.buckets_for([name], account_id, renewal=True, overrides={})[0]
+    return quota_policy.get_quota().peek_many([bucket])[0].tokens_left
+
+
+def test_an_early_renewal_the_ca_refuses_replaces_for_keeps_the_token_it_spent(account, quota_redis):
+    # It spent its token when it was claimed (its window had not opened): going again without
+    # `replaces` after alreadyReplaced must not spend a second one under another reservation.
+    order = _renew(_due(account, ari_window_start=timezone.now() + 5 * DAY))
+    spent = order.quota_reservation
+    left = _exact_set_tokens(order.names[0], account.pk)
+
+    acme_steps._order_without_replaces(
+        order, messages.Error(typ=messages.ERROR_PREFIX + "alreadyReplaced", detail="already replaced")
+    )
+
+    order.refresh_from_db()
+    assert (order.replaces, order.quota_reservation) == ("", spent)
+    assert _exact_set_tokens(order.names[0], account.pk) == left

@@ -5,12 +5,15 @@ then says. (tests/integration/test_revocation.py runs them in a real worker agai
 from __future__ import annotations
 
 import pytest
+import requests
 from celery.exceptions import Retry
+from cryptography.hazmat.primitives import serialization
 from django.utils import timezone
 
 from certificates.revocation import RevocationDeferred
 from domains.models import DomainEvent
-from tests.factories import CertificateFactory
+from tests.factories import AcmeAccountFactory, CertificateFactory
+from tests.pki import Pki
 from workers.tasks import acme as tasks
 
 pytestmark = pytest.mark.django_db
@@ -57,3 +60,25 @@ def test_after_the_last_retry_the_revocation_is_given_up_and_the_history_says_so
     assert "could not reach the CA" in event.reason
     cert.refresh_from_db()
     assert cert.revoked_at is None
+
+
+def test_a_deleted_domains_revocation_is_retried_when_its_reset_account_cannot_register_now(monkeypatch):
+    # The account the CA forgot is registered again before it signs; a CA out of reach then is a
+    # revocation deferred, not a task that dies and loses it.
+    account = AcmeAccountFactory(account_url="")
+    pem = Pki().leaf(["www.example.com"])[0].public_bytes(serialization.Encoding.PEM).decode()
+
+    def get_account(directory_url=None):
+        raise requests.ConnectionError("connection refused")
+
+    seen = {}
+
+    def retry(**kwargs):
+        seen.update(kwargs)
+        return Retry()
+
+    monkeypatch.setattr(tasks, "get_account", get_account)
+    monkeypatch.setattr(tasks.revoke_pem_task, "retry", retry)
+    with pytest.raises(Retry):
+        _run(tasks.revoke_pem_task, 0, account.pk, pem, "cessationOfOperation")
+    assert seen == {"countdown": 30}

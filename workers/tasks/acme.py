@@ -2,6 +2,8 @@
 
 import logging
 
+import requests
+from acme import errors, messages
 from celery import shared_task
 
 from certificates.acme_client import get_account
@@ -106,7 +108,13 @@ def revoke_pem_task(self, account_id: int, leaf_pem: str, reason: str) -> str:
         leaf = leaf_of(str(leaf_pem))
         account = AcmeAccount.objects.filter(pk=int(account_id)).first()
         if account is not None and not account.account_url:
-            account = get_account(account.directory_url)
+            try:
+                account = get_account(account.directory_url)
+            except (requests.RequestException, errors.ClientError, errors.NonceError, messages.Error) as exc:
+                # The CA out of reach now: retried like any revocation it cannot take now.
+                raise RevocationDeferred(
+                    f"the account could not be registered again: {type(exc).__name__}: {exc}"
+                ) from None
         outcome = revoke_pem(account, leaf, str(reason))
     except RevocationRefused as exc:
         logger.error(
