@@ -29,7 +29,9 @@ import datetime
 import json
 import logging
 import random
+import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
@@ -310,23 +312,38 @@ async def _fetch_all(urls: list[str]) -> list[_Fetched]:
     pending = iter(range(len(urls)))
     connector = aiohttp.TCPConnector(ssl=ca_tls_context(), limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
-    # trust_env: HTTPS_PROXY and NO_PROXY apply as they do to the ACME client's requests.
+    # HTTPS_PROXY and NO_PROXY apply as they do to the ACME client's requests, read once per host
+    # here: aiohttp's trust_env reads them (and ~/.netrc) in a thread for every request, two
+    # thread hand-offs a request that cost the chunk more than the requests themselves.
+    proxies = urllib.request.getproxies()
+    proxy_of: dict[str, str | None] = {}
+
+    def proxy_for(url: str) -> str | None:
+        host = urlsplit(url).hostname or ""
+        if host not in proxy_of:
+            bypass = "no" in proxies and urllib.request.proxy_bypass_environment(host, proxies)
+            proxy_of[host] = None if bypass else proxies.get(urlsplit(url).scheme)
+        return proxy_of[host]
+
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}, trust_env=True
+        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
     ) as session:
 
         async def fetcher() -> None:
             # Each takes the next URL when it is free: the shared iterator is the queue.
             for index in pending:
-                results[index] = await _fetch(session, urls[index])
+                results[index] = await _fetch(session, urls[index], proxy_for(urls[index]))
 
         await asyncio.gather(*(fetcher() for _ in range(min(concurrency, len(urls)))))
     return results  # type: ignore[return-value]
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str) -> _Fetched:
+async def _fetch(session: aiohttp.ClientSession, url: str, proxy: str | None = None) -> _Fetched:
     try:
-        async with asyncio.timeout(DEADLINE_SECONDS), session.get(url, allow_redirects=False) as response:
+        async with (
+            asyncio.timeout(DEADLINE_SECONDS),
+            session.get(url, allow_redirects=False, proxy=proxy) as response,
+        ):
             retry = response.headers.get("Retry-After")
             body = b""
             async for chunk in response.content.iter_chunked(16384):
