@@ -25,9 +25,11 @@ answer with a constant number of statements:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime
 import json
 import logging
+import os
 import random
 import urllib.request
 from dataclasses import dataclass
@@ -228,7 +230,7 @@ def check_claimed(
         else:
             to_fetch.append((pk, renewal_info_url(base, cert_id)))
     if to_fetch:
-        answers = asyncio.run(_fetch_all([url for _, url in to_fetch]))
+        answers = _run_fetches([url for _, url in to_fetch])
         now = fixed_now or timezone.now()
         # Spreading renewals over a window needs uniformity, not secrecy.
         rng = random.Random()  # noqa: S311
@@ -299,9 +301,64 @@ def _detail(body: bytes) -> str:
     return f" ({detail[:200]}{'...' if len(detail) > 200 else ''})"
 
 
+# One event loop and one aiohttp session per worker process, kept from one chunk to the next, so
+# that a sweep of many chunks opens ARI_CONCURRENCY connections per process, not per chunk (each is
+# a TLS handshake on both sides). Made afresh in a forked child, and after a chunk that raised.
+_client: dict = {}
+
+
+def _run_fetches(urls: list[str]) -> list[_Fetched]:
+    """_fetch_all on this process's loop and session."""
+    if _client.get("pid") != os.getpid() or _client["loop"].is_closed():
+        _client.clear()
+        _client.update(pid=os.getpid(), loop=asyncio.new_event_loop(), session=None, key=None)
+        # Closed at the process's exit (a worker's shutdown), not left to the garbage collector.
+        atexit.register(_discard_client)
+    try:
+        return _client["loop"].run_until_complete(_fetch_all(urls))
+    except BaseException:
+        # A time limit or a bug mid-chunk: fetchers may be left half-way; start clean next time.
+        _discard_client()
+        raise
+
+
+def _discard_client() -> None:
+    loop, session = _client.get("loop"), _client.get("session")
+    _client.clear()
+    if loop is None or loop.is_closed():
+        return
+    try:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        if session is not None and not session.closed:
+            loop.run_until_complete(session.close())
+    except Exception:
+        logger.debug("could not close the ARI client cleanly", exc_info=True)
+    finally:
+        loop.close()
+
+
+async def _session() -> aiohttp.ClientSession:
+    """This process's session for the current settings (a change of the CA bundle or of the
+    concurrency makes a new one)."""
+    key = (settings.ACME_CA_BUNDLE, settings.ARI_CONCURRENCY)
+    session = _client.get("session")
+    if session is not None and not session.closed and _client.get("key") == key:
+        return session
+    if session is not None and not session.closed:
+        await session.close()
+    connector = aiohttp.TCPConnector(
+        ssl=ca_tls_context(), limit=settings.ARI_CONCURRENCY, keepalive_timeout=60
+    )
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT})
+    _client.update(session=session, key=key)
+    return session
+
+
 async def _fetch_all(urls: list[str]) -> list[_Fetched]:
-    """GETs every URL over one pool of keep-alive HTTP/1.1 connections, ARI_CONCURRENCY at a time;
-    the answers in the URLs' order.
+    """GETs every URL over this process's pool of keep-alive HTTP/1.1 connections,
+    ARI_CONCURRENCY at a time; the answers in the URLs' order.
 
     aiohttp rather than httpx: measured against the test ACME proxy on this project's 2-core
     machines, one httpx.AsyncClient holding 64 connections answered about 210 renewalInfo GETs a
@@ -310,8 +367,6 @@ async def _fetch_all(urls: list[str]) -> list[_Fetched]:
     concurrency = settings.ARI_CONCURRENCY
     results: list[_Fetched | None] = [None] * len(urls)
     pending = iter(range(len(urls)))
-    connector = aiohttp.TCPConnector(ssl=ca_tls_context(), limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
     # HTTPS_PROXY and NO_PROXY apply as they do to the ACME client's requests, read once per host
     # here: aiohttp's trust_env reads them (and ~/.netrc) in a thread for every request, two
     # thread hand-offs a request that cost the chunk more than the requests themselves.
@@ -319,26 +374,30 @@ async def _fetch_all(urls: list[str]) -> list[_Fetched]:
     proxy_of: dict[str, str | None] = {}
 
     def proxy_for(url: str) -> str | None:
-        host = urlsplit(url).hostname or ""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError:
+            return None  # no URL: _fetch says so for this certificate
         if host not in proxy_of:
             bypass = "no" in proxies and urllib.request.proxy_bypass_environment(host, proxies)
-            proxy_of[host] = None if bypass else proxies.get(urlsplit(url).scheme)
+            proxy_of[host] = None if bypass else proxies.get(parts.scheme)
         return proxy_of[host]
 
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
-    ) as session:
+    session = await _session()
 
-        async def fetcher() -> None:
-            # Each takes the next URL when it is free: the shared iterator is the queue.
-            for index in pending:
-                results[index] = await _fetch(session, urls[index], proxy_for(urls[index]))
+    async def fetcher() -> None:
+        # Each takes the next URL when it is free: the shared iterator is the queue.
+        for index in pending:
+            results[index] = await _fetch(session, urls[index], proxy_for(urls[index]))
 
-        await asyncio.gather(*(fetcher() for _ in range(min(concurrency, len(urls)))))
+    await asyncio.gather(*(fetcher() for _ in range(min(concurrency, len(urls)))))
     return results  # type: ignore[return-value]
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, proxy: str | None = None) -> _Fetched:
+async def _fetch(
+    session: aiohttp.ClientSession, url: str, proxy: str | None = None, again: bool = True
+) -> _Fetched:
     try:
         async with (
             asyncio.timeout(DEADLINE_SECONDS),
@@ -359,6 +418,11 @@ async def _fetch(session: aiohttp.ClientSession, url: str, proxy: str | None = N
     except aiohttp.InvalidURL as exc:
         # A CA's renewalInfo URL that is no URL: this certificate's failure, not the chunk's.
         return _Fetched(-1, b"", None, f"the renewal information URL {url!r} is not usable ({exc})")
+    except aiohttp.ServerDisconnectedError as exc:
+        if again:
+            # A kept connection the CA closed meanwhile (connections outlive a chunk): once more.
+            return await _fetch(session, url, proxy, again=False)
+        return _Fetched(0, b"", None, _network_problem(exc))
     except aiohttp.ClientError as exc:
         return _Fetched(0, b"", None, _network_problem(exc))
     except TimeoutError:
