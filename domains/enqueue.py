@@ -17,8 +17,6 @@ RENEW_CERTIFICATES = "workers.tasks.dns.renew_certificates"
 CHECK_RENEWAL_INFO = "workers.tasks.dns.check_renewal_info"
 ADVANCE_ORDER = "workers.tasks.acme.advance_order"
 DEACTIVATE_AUTHORIZATIONS = "workers.tasks.acme.deactivate_authorizations"
-REVOKE_CERTIFICATE = "workers.tasks.acme.revoke_certificate"
-REVOKE_PEM = "workers.tasks.acme.revoke_pem"
 REVOKE_OWED = "workers.tasks.acme.revoke_owed"
 
 
@@ -49,17 +47,6 @@ def advance_order_later(order_id: int, token: str, step: str, delay: float = 0) 
 
 def deactivate_authorizations_later(account_id: int, authorization_urls: list[str]) -> None:
     _send(DEACTIVATE_AUTHORIZATIONS, [account_id, authorization_urls])
-
-
-def revoke_certificate_later(certificate_id: int, reason: str) -> None:
-    """Revokes this stored certificate at its CA with `reason` once the transaction commits."""
-    _send(REVOKE_CERTIFICATE, [certificate_id, reason])
-
-
-def revoke_pem_later(account_id: int, leaf_pem: str, reason: str) -> None:
-    """Revokes a certificate whose row goes with this transaction (its PEM, and the account that
-    signs the request) once the transaction commits."""
-    _send(REVOKE_PEM, [account_id, leaf_pem, reason])
 
 
 def revoke_owed_later(revocation_id: int, token: str) -> None:

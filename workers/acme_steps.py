@@ -376,7 +376,8 @@ def step_download(order: Order, carried: Carried) -> Next:
             account_id=order.account_id,
             profile=order.profile,
         )
-        # The certificates this one replaces are served no more (the newest is) and not renewed.
+        # The certificates this one replaces are not renewed (serving takes the unrevoked one that
+        # ends last, which is this one unless it was ordered under a shorter profile).
         Certificate.objects.filter(domain_id=order.domain_id, source=CertificateSource.LETSENCRYPT).exclude(
             fingerprint_sha256=facts.fingerprint_sha256
         ).update(renew_at=None, renewal_claim=None, renewal_reservation=None, ari_next_check=None)

@@ -199,3 +199,11 @@ def test_the_command_lists_the_paused_domains_and_unpauses_the_named_ones(capsys
         call_command("unpause_domains", "nowhere.example.com")
     with pytest.raises(CommandError, match="name the domains"):
         call_command("unpause_domains")
+
+
+def test_the_command_lists_a_paused_domain_whose_pause_time_was_lost(capsys):
+    paused = _paused(name="untimed.example.com")
+    # An operator's hand edit (or an older row): the URL without the time.
+    Domain.objects.filter(pk=paused.pk).update(ca_paused_at=None)
+    call_command("unpause_domains", "--list")
+    assert "untimed.example.com  paused (time unknown)  " in capsys.readouterr().out

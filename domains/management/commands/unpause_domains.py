@@ -27,7 +27,8 @@ class Command(BaseCommand):
         if show:
             paused = Domain.objects.exclude(ca_unpause_url="").order_by("ca_paused_at", "name")
             for name, at, url in paused.values_list("name", "ca_paused_at", "ca_unpause_url"):
-                self.stdout.write(f"{name}  paused {at:%Y-%m-%d %H:%M} UTC  {url}")
+                since = f"{at:%Y-%m-%d %H:%M} UTC" if at else "(time unknown)"
+                self.stdout.write(f"{name}  paused {since}  {url}")
             if not paused.exists():
                 self.stdout.write("(no domain is paused by the CA)")
             return
