@@ -5,13 +5,13 @@ section tells an operator to run):
 
 1. The base image `certwright-base:bookworm`: `debootstrap` of Debian bookworm into a directory, then
    `docker import`. The Debian mirror is read from this machine's apt sources at run time. Every
-   Debian package any image needs is installed here, so no build step runs apt (a container has no
-   route to a mirror) and the images share one base layer. Skipped when an image built from the
-   same package list exists.
+   Debian package any image needs is installed here, so no build step runs apt (builds have no
+   network) and the images share one base layer. Skipped when an image built from the same package
+   list exists.
 2. Wheels of requirements.txt and of the project itself (the CLI and `certwright-edge`), built on
-   the host with `pip wheel` into `build/wheels/`: pip inside a plain Debian image has no trusted
-   route to an index, so the images install them with `--no-index`. The requirements are resolved
-   by a virtualenv of the host's Debian python3, the same interpreter as the images'.
+   the host with `pip wheel` into `build/wheels/` and `build/project/`: pip inside a plain Debian
+   image has no trusted route to an index, so the images install them with `--no-index`. The
+   requirements are resolved by a virtualenv of the host's Debian python3, the images' interpreter.
 3. `docker build` of each image (the classic builder: BuildKit would pull its frontend from a
    registry), with no network (`--network none`): nothing is downloaded at build time.
 """
@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / "build" / "wheels"
+# The project's own wheel, apart: it changes with the code, and only the edge image installs it.
+PROJECT_WHEEL_DIR = ROOT / "build" / "project"
 # Debian's python3 on this (bookworm) host is the images' python3: the virtualenv that builds the
 # wheels is made from it.
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -210,33 +212,36 @@ def build_base() -> None:
 
 
 def build_wheels() -> None:
-    """Wheels of requirements.txt, resolved by Debian's own python3 (the images' interpreter), and of
-    the project, into build/wheels/."""
+    """Wheels of requirements.txt into build/wheels/, resolved by Debian's own python3 (the images'
+    interpreter) and kept while requirements.txt is unchanged; the project's own wheel into
+    build/project/, built every time (it is this checkout's code)."""
     started = time.monotonic()
-    if WHEELS.exists():
-        shutil.rmtree(WHEELS)
-    WHEELS.mkdir(parents=True)
     # Resolved by the images' interpreter, not the project's: a dependency's environment marker can
     # depend on the patch level (redis wants async-timeout below Python 3.11.3; bookworm has 3.11.2).
     if not (WHEEL_VENV / "bin" / "pip").exists():
-        _run(
-            [str(DEBIAN_PYTHON), "-m", "venv", "--clear", str(WHEEL_VENV)],
-            "python3 -m venv (Debian's python3)",
-        )
-    quiet = ["--quiet", "--disable-pip-version-check", "-w", str(WHEELS)]
-    pip = [str(WHEEL_VENV / "bin" / "pip"), "wheel", *quiet]
-    _run([*pip, "-r", str(ROOT / "requirements.txt")], "pip wheel -r requirements.txt", cwd=ROOT)
+        _run([str(DEBIAN_PYTHON), "-m", "venv", "--clear", str(WHEEL_VENV)], "python3 -m venv (Debian's)")
+    quiet = ["--quiet", "--disable-pip-version-check"]
+    stamp = WHEELS / ".requirements.sha256"
+    wanted = hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != wanted:
+        shutil.rmtree(WHEELS, ignore_errors=True)
+        WHEELS.mkdir(parents=True)
+        pip = [str(WHEEL_VENV / "bin" / "pip"), "wheel", *quiet, "-w", str(WHEELS)]
+        _run([*pip, "-r", str(ROOT / "requirements.txt")], "pip wheel -r requirements.txt", cwd=ROOT)
+        stamp.write_text(wanted)
     # The project's own wheel (the CLI and the edge agent, pure Python), built offline by the
     # project's virtualenv like bootstrap.sh's install (its setuptools is the pinned one).
-    project_pip = [sys.executable, "-m", "pip", "wheel", *quiet]
-    _run(
-        [*project_pip, "--no-deps", "--no-build-isolation", "--no-index", str(ROOT)], "pip wheel .", cwd=ROOT
-    )
+    shutil.rmtree(PROJECT_WHEEL_DIR, ignore_errors=True)
+    project_pip = [sys.executable, "-m", "pip", "wheel", *quiet, "-w", str(PROJECT_WHEEL_DIR), "--no-deps"]
+    _run([*project_pip, "--no-build-isolation", "--no-index", str(ROOT)], "pip wheel .", cwd=ROOT)
     # setuptools leaves its build tree behind; it is not part of the wheels.
     for leftover in (ROOT / "build" / "lib", ROOT / "build" / "bdist.linux-x86_64"):
         shutil.rmtree(leftover, ignore_errors=True)
     count = len(list(WHEELS.glob("*.whl")))
-    say(f"{count} wheels in {WHEELS.relative_to(ROOT)}/ in {time.monotonic() - started:.0f} s")
+    say(
+        f"{count} wheels in {WHEELS.relative_to(ROOT)}/, the project's in "
+        f"{PROJECT_WHEEL_DIR.relative_to(ROOT)}/, in {time.monotonic() - started:.0f} s"
+    )
 
 
 def build_images() -> None:

@@ -7,8 +7,9 @@ set -eu
 config=/etc/haproxy/certwright/haproxy.cfg
 crt_list=/etc/haproxy/certwright/crt-list
 socket=/run/haproxy/admin.sock
-# Kept across restarts of the container (the store volume is not; see compose.yml): HAProxy starts
-# with what the agent wrote last, and the agent brings it in step.
+# The crt-list, the PEMs and the agent's store live in the container: after a restart HAProxy starts
+# with what the agent wrote last and the agent resumes from its cursor; a new container starts empty
+# and the agent takes a snapshot.
 touch "$crt_list"
 certwright-edge haproxy-config --web "${CERTWRIGHT_WEB:?}" --socket "$socket" --crt-list "$crt_list" \
     --log '' > "$config"

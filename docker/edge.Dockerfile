@@ -1,6 +1,7 @@
 # A router host: HAProxy (Debian's 2.6, from the base image) driven by Certwright's edge agent,
 # `certwright-edge`, installed as on any router host (`pip install certwright`, here from the wheels
-# in build/wheels/, no index). Build context: the repository root (see devstack/docker_images.py).
+# in build/wheels/ and build/project/, no index). Build context: the repository root (see
+# devstack/docker_images.py).
 # docker/edge-entrypoint.sh renders haproxy.cfg (`certwright-edge haproxy-config`), starts HAProxy,
 # then runs the agent against the feed service.
 
@@ -10,7 +11,8 @@ FROM ${BASE_IMAGE} AS builder
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/edge
 COPY build/wheels /tmp/wheels
-RUN /opt/edge/bin/pip install --no-index --find-links /tmp/wheels certwright
+COPY build/project /tmp/project
+RUN /opt/edge/bin/pip install --no-index --find-links /tmp/wheels --find-links /tmp/project certwright
 
 FROM ${BASE_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
