@@ -232,6 +232,9 @@ def build_wheels() -> None:
     # The project's own wheel (the CLI and the edge agent, pure Python), built offline by the
     # project's virtualenv like bootstrap.sh's install (its setuptools is the pinned one).
     shutil.rmtree(PROJECT_WHEEL_DIR, ignore_errors=True)
+    # Beside another of the same version, pip could take either: only build/project/ holds it.
+    for stale in WHEELS.glob("certwright-*.whl"):
+        stale.unlink()
     project_pip = [sys.executable, "-m", "pip", "wheel", *quiet, "-w", str(PROJECT_WHEEL_DIR), "--no-deps"]
     _run([*project_pip, "--no-build-isolation", "--no-index", str(ROOT)], "pip wheel .", cwd=ROOT)
     # setuptools leaves its build tree behind; it is not part of the wheels.
