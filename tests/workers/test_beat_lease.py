@@ -153,3 +153,15 @@ def test_a_beat_whose_scheduler_loop_stalls_stops_renewing_so_a_standby_takes_ov
         assert lease.leading_term() is None
     finally:
         lease._stopping.set()
+
+
+def test_operators_see_the_leader_in_the_admin_and_cannot_edit_or_delete_it(conn, admin_client):
+    leader = BeatIdentity.of_this_process()
+    try_acquire(conn, leader, LEASE)
+    changelist = admin_client.get("/admin/workers/beatlease/")
+    assert changelist.status_code == 200
+    assert leader.host in changelist.content.decode()
+    change = admin_client.post(f"/admin/workers/beatlease/{BeatLease.SINGLETON_ID}/change/", {"pid": 1})
+    assert change.status_code in (200, 403)
+    assert admin_client.post(f"/admin/workers/beatlease/{BeatLease.SINGLETON_ID}/delete/").status_code == 403
+    assert BeatLease.objects.get().pid == leader.pid
