@@ -173,6 +173,8 @@ class LeaderLease:
         self._changed = threading.Condition()
         self._term: int | None = None
         self._sends_until = 0.0
+        # True once an attempt to take the lease found another beat holding it: this one stands by.
+        self.another_leads = False
         self._loop_alive_at = time.monotonic()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -236,6 +238,7 @@ class LeaderLease:
             conn = self._connection()
             if term is None:
                 new_term = try_acquire(conn, self.identity, self.timings.lease_seconds)
+                self.another_leads = new_term is None
                 if new_term is not None:
                     self._lead(new_term, started)
             elif renew(conn, self.identity, term, self.timings.lease_seconds):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from functools import partial
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -51,7 +52,8 @@ class LeaderScheduler(DatabaseScheduler):
         term = self.lease.leading_term()
         if term is None:
             self._led_term = None
-            self._stamp_standby()
+            if self.lease.another_leads:
+                self._stamp_standby()
             self.lease.wait_for_leadership(self.max_interval)
             return 0
         if term != self._led_term:
@@ -78,8 +80,18 @@ class LeaderScheduler(DatabaseScheduler):
             self._led_term = None
             return
         headers = {**entry.options.get("headers", {}), "beat_leader_term": term}
-        entry.options = {**entry.options, "headers": {**headers, "beat_run_at": run_at.isoformat()}}
+        entry.options = {
+            **entry.options,
+            "headers": {**headers, "beat_run_at": run_at.isoformat()},
+            # The broker publish retries on connection errors: each retry happens only while this
+            # beat still leads, or a message could leave long after a standby took over.
+            "retry_policy": {"errback": partial(self._retry_only_while_leading, term)},
+        }
         super().apply_entry(entry, producer=producer)
+
+    def _retry_only_while_leading(self, term: int, exc: Exception, interval: float) -> None:
+        if self.lease.leading_term() != term:
+            raise exc
 
     def close(self) -> None:
         super().close()
