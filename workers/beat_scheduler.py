@@ -16,7 +16,7 @@ import time
 from functools import partial
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, InterfaceError, close_old_connections
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from workers.beat_lease import LeaderLease, claim_periodic_run
@@ -57,7 +57,12 @@ class LeaderScheduler(DatabaseScheduler):
             self.lease.wait_for_leadership(self.max_interval)
             return 0
         if term != self._led_term:
-            self._read_schedule_afresh()
+            try:
+                self._read_schedule_afresh()
+            except (DatabaseError, InterfaceError) as exc:
+                # Beat's loop must not die of it; the next tick reads again.
+                logger.warning("beat: could not read the schedule (%s: %s)", type(exc).__name__, exc)
+                return self.max_interval
             self._led_term = term
         return super().tick(*args, **kwargs)
 
@@ -98,6 +103,7 @@ class LeaderScheduler(DatabaseScheduler):
         self.lease.stop_and_release()
 
     def _read_schedule_afresh(self) -> None:
+        close_old_connections()
         self._dirty.clear()
         self._schedule = self.all_as_schedule()
         self._initial_read = False
