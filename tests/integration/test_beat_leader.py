@@ -143,19 +143,25 @@ def test_a_leader_cut_off_from_postgresql_stops_sending_before_the_standby_takes
         probe.receive_until(lambda sent: len(sent) >= 3, 30, "the leader's first sends")
 
         relay.freeze()  # the leader still reaches the broker, PostgreSQL no longer answers it
+        frozen_at = time.monotonic()
         probe.receive_until(
             lambda sent: sum(message.term != old_term for message in sent) >= 3,
             TIMINGS.takeover_bound + 15,
             "sends by the standby",
         )
         relay.thaw()
+        first_new = next(message for message in probe.sent if message.term != old_term)
+        last_old = [message for message in probe.sent if message.term == old_term][-1]
+        print(
+            f"cut off at 0 s: the leader's last send {last_old.received - frozen_at:.1f} s,"
+            f" the standby's first {first_new.received - frozen_at:.1f} s"
+        )
         thawed_count = len(probe.sent)
         sent = probe.receive_for(8)
         stood_by = "another beat took the leader lease"
         leader.wait_until(lambda: stood_by in leader.log_since_start(), timeout=30, what="standing by")
     finally:
         relay.close()
-    first_new = next(message for message in sent if message.term != old_term)
     assert all(message.run_at < first_new.run_at for message in sent if message.term == old_term)
     assert all(message.term == first_new.term for message in sent[thawed_count:]), "the old leader sent again"
     _assert_sent_once_per_interval(sent)
