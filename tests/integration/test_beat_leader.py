@@ -75,11 +75,11 @@ def _assert_sent_once_per_interval(sent: list[Sent]) -> None:
     assert all(gap >= INTERVAL for gap in gaps), f"two sends within one interval: {min(gaps)}"
 
 
-def _wait_until_leading(beat: ManagedProcess) -> int:
+def _wait_until_leading(beat: ManagedProcess, timeout: float = TIMINGS.takeover_bound + 10) -> int:
     def leads() -> bool:
         return BeatLease.objects.filter(pid=beat.pid, expires_at__gt=Now()).exists()
 
-    beat.wait_until(leads, timeout=TIMINGS.takeover_bound + 10, what="leading")
+    beat.wait_until(leads, timeout=timeout, what="leading")
     return BeatLease.objects.get().term
 
 
@@ -164,4 +164,18 @@ def test_a_leader_cut_off_from_postgresql_stops_sending_before_the_standby_takes
         relay.close()
     assert all(message.run_at < first_new.run_at for message in sent if message.term == old_term)
     assert all(message.term == first_new.term for message in sent[thawed_count:]), "the old leader sent again"
+    _assert_sent_once_per_interval(sent)
+
+
+def test_a_leader_stopped_cleanly_hands_the_lease_to_the_standby_at_its_next_try(probe, beats):
+    beats.append(leader := start_beat("beat-stopped"))
+    old_term = _wait_until_leading(leader)
+    beats.append(standby := start_beat("beat-next"))
+    probe.receive_until(lambda sent: len(sent) >= 2, 30, "the leader's first sends")
+    leader.stop()  # SIGTERM
+    lease = BeatLease.objects.get()
+    assert lease.term > old_term or lease.expires_at <= datetime.now(lease.expires_at.tzinfo), "not released"
+    # Well before the lease would have run out: the standby asks every quarter of it.
+    _wait_until_leading(standby, timeout=TIMINGS.renew_every + 5)
+    sent = probe.receive_until(lambda sent: sent[-1].term != old_term, 30, "a send by the standby")
     _assert_sent_once_per_interval(sent)
