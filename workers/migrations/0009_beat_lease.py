@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workers', '0008_revocation_redrive'),
+        ('workers', '0009_prune_history'),
     ]
 
     operations = [
