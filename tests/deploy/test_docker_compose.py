@@ -182,11 +182,10 @@ def test_compose_defines_the_app_processes_the_one_shot_migration_and_every_back
     assert not missing, f"services missing from docker/compose.yml: {missing}"
 
 
-def test_beat_never_runs_more_than_one_replica(services):
+def test_beat_runs_a_leader_and_a_standby(services):
     beat = services["beat"]
     replicas = (beat.get("deploy") or {}).get("replicas", 1)
-    assert replicas <= 1, "two beats would send every periodic task twice"
-    assert beat.get("scale", 1) <= 1
+    assert replicas == 2, "one beat leads and sends, the other takes over when it dies"
 
 
 def test_web_worker_beat_and_flower_run_one_image_built_from_docker_dockerfile(services):
