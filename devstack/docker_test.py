@@ -17,6 +17,7 @@ Exit status 0 when every check passed. Progress lines start with [docker-test], 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import ssl
@@ -201,6 +202,7 @@ class StackChecks:
             ("the demo certificate is issued", self.issue_demo),
             ("the edge serves it, verified against Pebble's root", self.check_served),
             ("the edge refuses a name nobody serves", self.check_unserved),
+            ("two beats run: one leads, the other stands by", self.check_beats),
         )
 
     def build_images(self) -> None:
@@ -251,6 +253,30 @@ class StackChecks:
             raise DockerTestFailed(
                 f"the edge completed a handshake for {UNSERVED_DOMAIN}, which nobody serves"
             )
+
+    def check_beats(self) -> None:
+        beats = compose(self.env, "ps", "-q", "beat").split()
+        if len(beats) != 2:
+            raise DockerTestFailed(f"{len(beats)} beat container(s) run, not a leader and a standby")
+        code = (
+            "import json, urllib.request; "
+            "print(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=10).read().decode())"
+        )
+        # A standby stamps its heartbeat once it has found the other beat holding the lease.
+        deadline = time.monotonic() + 60
+        while True:
+            answer = compose(self.env, "exec", "-T", "web", "python", "-c", code, check=False)
+            try:
+                checks = json.loads(answer)["checks"]
+                leader, standby = checks["beat_leader"], checks["beat_standby"]
+            except (ValueError, KeyError, TypeError):
+                leader = standby = {"ok": False, "detail": f"no /healthz answer: {answer[:200]!r}"}
+            if leader["ok"] and standby["ok"]:
+                break
+            if time.monotonic() > deadline:
+                raise DockerTestFailed(f"beat_leader: {leader['detail']}; beat_standby: {standby['detail']}")
+            time.sleep(2)
+        say(f"/healthz: {leader['detail']}; standby {standby['detail']}")
 
 
 def main() -> int:
