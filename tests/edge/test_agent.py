@@ -89,6 +89,10 @@ def test_the_router_keeps_serving_from_the_store_while_certwright_is_down(feed, 
     out = tmp_path / "files"
     agent = start_agent(feed, "--driver", "files", "--files-dir", str(out), wait=1)
     agent.wait_for_cursor(1)
+    # The store's cursor moves before the driver has written its files: wait for the index too.
+    agent.wait_until(
+        lambda: served_fingerprint(out, "www.example.com") is not None, timeout=15, what="the files written"
+    )
     before = {path.name: path.read_bytes() for path in out.iterdir()}
 
     feed.down = True
