@@ -103,7 +103,10 @@ def test_six_domains_under_a_limit_of_three_get_three_now_and_each_other_one_whe
     # The k-th waiter was booked at the k-th next token: one interval (4 s) apart.
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(token_times)]
     assert all(3.9 <= gap <= 4.1 for gap in gaps), gaps
-    assert 3.5 <= (token_times[0] - immediate[0]).total_seconds() <= 4.5
+    # The first waiter's token is one interval after the first grant. An order's `created` is the
+    # time its check began, before the DNS pre-flight and the grant: on a loaded machine that is
+    # earlier, so the upper bound allows the sweep's lateness the waiters are allowed below.
+    assert 3.5 <= (token_times[0] - immediate[0]).total_seconds() <= 4 + SWEEP_EVERY + SWEEP_SLACK
     lateness = [round((orders[pk] - booked[pk]).total_seconds(), 3) for pk in waiters]
     print(f"waiters ordered this long after their tokens arrived (s): {lateness}")
     for pk in waiters:
