@@ -1,0 +1,149 @@
+"""What bench/hosts.py counts: the work a fault held, when it moved on, duplicates in Pebble's log and
+in the database, and the sizes the README's sizing section quotes.
+
+A fault "holds" a domain when the work in flight for it stops with the fault: its check claimed
+(`claim_token`) or its order leased (`lease_token`) under the same token before the fault and still
+when the fault has had its effect (a killed host: 10 s later; a cut host: when it is healed).
+Live workers move every step under a new token within a second or two, so a token that stands
+still that long belongs to a dead or cut-off holder. The fault's recovery is the time from its end
+until the last domain it held is In use (the history row of that change).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+ADDED_ORDER = re.compile(r'Added order "(?P<order>[^"]+)" to the db')
+ISSUED = re.compile(r"Issued certificate serial (?P<serial>\S+) for order (?P<order>\S+)")
+
+
+def in_flight() -> dict[int, str]:
+    """Domain id -> the token its work in flight holds: the active order's lease, else the check's
+    claim (domains that are not In use yet)."""
+    from certificates.models import ACTIVE_ORDER_STATES, Order
+    from domains.models import SWEPT_STATUSES, Domain
+
+    held = {
+        domain_id: f"check {token}"
+        for domain_id, token in Domain.objects.filter(
+            status__in=SWEPT_STATUSES, claim_token__isnull=False
+        ).values_list("id", "claim_token")
+    }
+    for domain_id, token in Order.objects.filter(
+        state__in=ACTIVE_ORDER_STATES, lease_token__isnull=False
+    ).values_list("domain_id", "lease_token"):
+        held[domain_id] = f"order {token}"
+    return held
+
+
+@dataclass
+class Fault:
+    """One fault: what it did to which host, when, and what it held."""
+
+    name: str
+    host: str
+    started: datetime.datetime | None = None
+    ended: datetime.datetime | None = None
+    before: dict[int, str] = field(default_factory=dict)
+    held: set[int] = field(default_factory=set)
+    settled: bool = False
+    recovery_s: float | None = None
+
+    def begin(self, now: datetime.datetime) -> None:
+        self.started = now
+        self.before = in_flight()
+
+    def settle(self) -> None:
+        """Held: what stood still under the same token from the fault's start until now."""
+        after = in_flight()
+        self.held = {domain_id for domain_id, token in self.before.items() if after.get(domain_id) == token}
+        self.settled = True
+
+
+def in_use_times(domain_ids: set[int] | None = None) -> dict[int, datetime.datetime]:
+    """Domain id -> when it first became In use (its history row)."""
+    from django.db.models import Min
+
+    from domains.models import DomainEvent, DomainStatus
+
+    events = DomainEvent.objects.filter(to_status=DomainStatus.IN_USE)
+    if domain_ids is not None:
+        events = events.filter(domain_id__in=domain_ids)
+    return dict(events.values("domain_id").annotate(first=Min("created")).values_list("domain_id", "first"))
+
+
+def recovery_of(fault: Fault) -> None:
+    """Seconds from the fault's end until the last domain it held was In use (None if one never was)."""
+    if not fault.held:
+        fault.recovery_s = 0.0
+        return
+    times = in_use_times(fault.held)
+    if len(times) < len(fault.held):
+        fault.recovery_s = None
+        return
+    fault.recovery_s = max(0.0, (max(times.values()) - fault.ended).total_seconds())
+
+
+@dataclass
+class Duplicates:
+    pebble_orders: int
+    pebble_certificates: int
+    orders_placed_twice: int
+    pebble_extra_certificates: int
+    database_extra_certificates: int
+    unknown_pebble_orders: int
+
+    @property
+    def certificates(self) -> int:
+        return self.pebble_extra_certificates + self.database_extra_certificates
+
+
+def duplicates(pebble_log: str) -> Duplicates:
+    """Orders and certificates counted in Pebble's log (each order mapped to its name through the
+    order URL the database stored) and in the database. A name placed twice: more than one Order
+    row, or a Pebble order the database does not know (every name already has one it knows, so any
+    such order is a second one for some name)."""
+    from certificates.models import Certificate, CertificateSource, Order
+
+    pebble_orders = [match["order"] for match in ADDED_ORDER.finditer(pebble_log)]
+    issued = [match["order"] for match in ISSUED.finditer(pebble_log)]
+    by_pebble_id = {
+        url.rsplit("/", 1)[-1]: domain_id
+        for url, domain_id in Order.objects.values_list("order_url", "domain_id")
+    }
+    unknown = [order for order in pebble_orders if order not in by_pebble_id]
+    orders_per_domain = Counter(Order.objects.values_list("domain_id", flat=True))
+    certificates_per_name = Counter(by_pebble_id.get(order, f"unknown {order}") for order in issued)
+    stored_per_domain = Counter(
+        Certificate.objects.filter(source=CertificateSource.LETSENCRYPT).values_list("domain_id", flat=True)
+    )
+    return Duplicates(
+        pebble_orders=len(pebble_orders),
+        pebble_certificates=len(issued),
+        orders_placed_twice=sum(1 for count in orders_per_domain.values() if count > 1) + len(unknown),
+        pebble_extra_certificates=sum(count - 1 for count in certificates_per_name.values() if count > 1)
+        + sum(1 for name in certificates_per_name if str(name).startswith("unknown")),
+        database_extra_certificates=sum(count - 1 for count in stored_per_domain.values() if count > 1),
+        unknown_pebble_orders=len(unknown),
+    )
+
+
+def database_sizes() -> tuple[int, dict[str, tuple[int, int]]]:
+    """The database's size in bytes, and for each history, event or feed table its rows and bytes."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_database_size(current_database())")
+        total = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT relname, pg_total_relation_size(relid) FROM pg_stat_user_tables "
+            "WHERE relname ~ '(event|history|change|outbox|issuance)' ORDER BY relname"
+        )
+        tables = {}
+        for name, size in cursor.fetchall():
+            cursor.execute(f'SELECT count(*) FROM "{name}"')  # noqa: S608 (names from the catalog)
+            tables[name] = (cursor.fetchone()[0], size)
+    return total, tables
