@@ -192,6 +192,25 @@ def place_order(
     )
 
 
+def account_order_urls(acme: client.ClientV2) -> list[str]:
+    """The URLs of the client's account's orders, through its orders list (RFC 8555 7.1.2.1), or
+    [] when the CA lists none (Let's Encrypt does not; Pebble does)."""
+    account = acme._post_as_get(acme.net.account.uri).json()
+    orders_url = account.get("orders")
+    if not orders_url:
+        return []
+    return acme._post_as_get(orders_url).json().get("orders") or []
+
+
+def read_order(acme: client.ClientV2, url: str) -> messages.OrderResource:
+    """The order at `url` with its authorizations, as newOrder's answer carries them."""
+    body = messages.Order.from_json(acme._post_as_get(url).json())
+    authorizations = [
+        acme._authzr_from_response(acme._post_as_get(link), uri=link) for link in body.authorizations
+    ]
+    return messages.OrderResource(body=body, uri=url, authorizations=authorizations)
+
+
 def forget_clients() -> None:
     """Drops this thread's cached clients (after a network failure, start afresh)."""
     _local.clients = {}
