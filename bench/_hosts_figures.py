@@ -1,12 +1,14 @@
 """What bench/hosts.py counts: the work a fault held, when it moved on, duplicates in Pebble's log and
 in the database, and the sizes the README's sizing section quotes.
 
-A fault "holds" a domain when the work in flight for it stops with the fault: its check claimed
-(`claim_token`) or its order leased (`lease_token`) under the same token before the fault and still
-when the fault has had its effect (a killed host: 10 s later; a cut host: when it is healed).
-Live workers move every step under a new token within a second or two, so a token that stands
-still that long belongs to a dead or cut-off holder. The fault's recovery is the time from its end
-until the last domain it held is In use (the history row of that change).
+A domain "stood still" through a fault when the work in flight for it, its check claimed
+(`claim_token`) or its order leased (`lease_token`), kept the same token from the fault's start
+until the fault had had its effect (a killed host: 10 s later; a cut host: when it is healed).
+That is the fault's holder's work, and also work that merely waited in the broker's queue behind a
+backlog. Of those, the fault "held" the ones that only moved on once the lease they held at the
+fault's start had run out (live workers never wait for a lease: only the re-drive and the sweeps
+take work whose lease expired). The fault's recovery is the time from its end until the last domain
+that stood still was In use (the history row of that change).
 """
 
 from __future__ import annotations
@@ -20,22 +22,22 @@ ADDED_ORDER = re.compile(r'Added order "(?P<order>[^"]+)" to the db')
 ISSUED = re.compile(r"Issued certificate serial (?P<serial>\S+) for order (?P<order>\S+)")
 
 
-def in_flight() -> dict[int, str]:
-    """Domain id -> the token its work in flight holds: the active order's lease, else the check's
-    claim (domains that are not In use yet)."""
+def in_flight() -> dict[int, tuple[str, datetime.datetime]]:
+    """Domain id -> the token its work in flight holds and that lease's end: the active order's
+    lease, else the check's claim (domains that are not In use yet)."""
     from certificates.models import ACTIVE_ORDER_STATES, Order
     from domains.models import SWEPT_STATUSES, Domain
 
     held = {
-        domain_id: f"check {token}"
-        for domain_id, token in Domain.objects.filter(
+        domain_id: (f"check {token}", lease_end)
+        for domain_id, token, lease_end in Domain.objects.filter(
             status__in=SWEPT_STATUSES, claim_token__isnull=False
-        ).values_list("id", "claim_token")
+        ).values_list("id", "claim_token", "next_attempt_at")
     }
-    for domain_id, token in Order.objects.filter(
+    for domain_id, token, lease_end in Order.objects.filter(
         state__in=ACTIVE_ORDER_STATES, lease_token__isnull=False
-    ).values_list("domain_id", "lease_token"):
-        held[domain_id] = f"order {token}"
+    ).values_list("domain_id", "lease_token", "lease_until"):
+        held[domain_id] = (f"order {token}", lease_end)
     return held
 
 
@@ -47,7 +49,8 @@ class Fault:
     host: str
     started: datetime.datetime | None = None
     ended: datetime.datetime | None = None
-    before: dict[int, str] = field(default_factory=dict)
+    before: dict[int, tuple[str, datetime.datetime]] = field(default_factory=dict)
+    stood_still: set[int] = field(default_factory=set)
     held: set[int] = field(default_factory=set)
     settled: bool = False
     recovery_s: float | None = None
@@ -57,9 +60,11 @@ class Fault:
         self.before = in_flight()
 
     def settle(self) -> None:
-        """Held: what stood still under the same token from the fault's start until now."""
+        """What stood still under the same token from the fault's start until now."""
         after = in_flight()
-        self.held = {domain_id for domain_id, token in self.before.items() if after.get(domain_id) == token}
+        self.stood_still = {
+            domain_id for domain_id, lease in self.before.items() if after.get(domain_id) == lease
+        }
         self.settled = True
 
 
@@ -76,15 +81,18 @@ def in_use_times(domain_ids: set[int] | None = None) -> dict[int, datetime.datet
 
 
 def recovery_of(fault: Fault) -> None:
-    """Seconds from the fault's end until the last domain it held was In use (None if one never was)."""
-    if not fault.held:
-        fault.recovery_s = 0.0
-        return
-    times = in_use_times(fault.held)
-    if len(times) < len(fault.held):
+    """The domains the fault held, and the seconds from its end until the last domain that stood
+    still was In use (None if one never was)."""
+    times = in_use_times(fault.stood_still)
+    fault.held = {
+        domain_id
+        for domain_id in fault.stood_still
+        if domain_id not in times or times[domain_id] >= fault.before[domain_id][1]
+    }
+    if len(times) < len(fault.stood_still):
         fault.recovery_s = None
         return
-    fault.recovery_s = max(0.0, (max(times.values()) - fault.ended).total_seconds())
+    fault.recovery_s = max([0.0, *((moment - fault.ended).total_seconds() for moment in times.values())])
 
 
 @dataclass

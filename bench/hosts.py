@@ -11,11 +11,13 @@ their A records at one of the two web hosts. As issuance goes, three faults stri
   2. worker2's host is cut off from PostgreSQL and both Redis servers (its packets to their ports
      dropped inside its namespace, a silent partition) for 30 s once 25% are In use, then healed;
   3. the beat leader's host is killed once 40% are In use.
-The run then waits for every domain to be In use (or `--timeout`), and counts, for each fault, the
-domains it held, how many of them ended In use, duplicates, and the seconds from the fault's end
-until the last of them was In use (bench/_hosts_figures.py defines each); for the beat fault, the
-seconds until a beat sent again (its heartbeat). Overall: domains In use, certificates in Pebble's
-log, names ordered twice (database rows and Pebble's log), duplicate certificates, domains stuck.
+The run then waits for every domain to be In use (or `--timeout`), and prints, for each fault, the
+domains whose work stood still through it, those it held (they moved on only once their lease ran
+out), how many of those ended In use, their duplicates, those stuck, and the seconds from the fault's
+end until the last domain that stood still was In use (bench/_hosts_figures.py defines each); for
+the beat fault, the seconds until a beat sent again (its heartbeat). Overall: domains In use,
+certificates in Pebble's log, names ordered twice (database rows and Pebble's log, each Pebble order
+mapped to its name through the URL the database stored), duplicate certificates, domains stuck.
 Also measured for sizing: issuance per worker process, the database's size per domain and its
 history tables, and each Redis server's memory.
 
@@ -44,6 +46,7 @@ from _hosts_figures import Fault, database_sizes, duplicates, in_use_times, reco
 CUT_SECONDS = 30
 # A killed host's work stands still at once; this long after, a token unchanged is the dead host's.
 KILL_SETTLE_SECONDS = 10
+HEADS = ("still", " held", " in use", " dupl.", " stuck", " recovery s")
 
 
 def names(count: int) -> list[str]:
@@ -185,19 +188,12 @@ def report(cluster: Cluster, count: int, outcome: dict) -> int:
     run = outcome["run"]
     dup = duplicates(cluster.pebble_log())
     say("")
-    header = (
-        f"{'fault':<32} {'host':<8} {'held':>5} {'in use':>7} {'dupl.':>6} {'stuck':>6} {'recovery s':>11}"
-    )
-    say(f"    {header}")
+    say(_row("fault", "host", "still", "held", "in use", "dupl.", "stuck", "recovery s"))
     for fault in run.faults:
-        held = fault.held
-        in_use = len(in_use_times(held)) if held else 0
+        in_use = len(in_use_times(fault.held)) if fault.held else 0
         recovery = "-" if fault.recovery_s is None else f"{fault.recovery_s:.1f}"
-        fault_dup = _duplicates_among(held)
-        say(
-            f"    {fault.name:<32} {fault.host:<8} {len(held):>5} {in_use:>7} {fault_dup:>6} "
-            f"{len(held) - in_use:>6} {recovery:>11}"
-        )
+        counts = (len(fault.stood_still), len(fault.held), in_use, _duplicates_among(fault.held))
+        say(_row(fault.name, fault.host, *counts, len(fault.held) - in_use, recovery))
     say("")
     stuck = outcome["stuck"]
     for name, status, error in stuck[:5]:
@@ -237,6 +233,12 @@ def report(cluster: Cluster, count: int, outcome: dict) -> int:
     )
     ok = outcome["issued"] == count and dup.pebble_certificates == count and not stuck
     return 0 if ok and dup.orders_placed_twice == 0 and dup.certificates == 0 else 1
+
+
+def _row(name: str, host: str, *figures) -> str:
+    return f"    {name:<28} {host:<8}" + "".join(
+        f" {figure:>{len(head)}}" for figure, head in zip(figures, HEADS, strict=True)
+    )
 
 
 def _duplicates_among(domain_ids: set[int]) -> int:
