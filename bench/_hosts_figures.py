@@ -103,39 +103,68 @@ class Duplicates:
     pebble_extra_certificates: int
     database_extra_certificates: int
     unknown_pebble_orders: int
+    # Name -> the Pebble order ids of a name ordered more than once (what to look at in the logs).
+    twice: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def certificates(self) -> int:
         return self.pebble_extra_certificates + self.database_extra_certificates
 
 
+def _names_of_unrecorded(order_ids: list[str]) -> dict[str, str]:
+    """Pebble order id -> its name, asked of Pebble with the product's own account (orders the
+    database never recorded: only the CA knows their names)."""
+    from certificates.acme_client import client_for, get_account
+    from certificates.models import Order
+
+    if not order_ids:
+        return {}
+    acme = client_for(get_account())
+    base = Order.objects.exclude(order_url="").values_list("order_url", flat=True).first().rsplit("/", 1)[0]
+    names = {}
+    for order_id in order_ids:
+        body = acme._post_as_get(f"{base}/{order_id}").json()
+        names[order_id] = ",".join(sorted(identifier["value"] for identifier in body["identifiers"]))
+    return names
+
+
 def duplicates(pebble_log: str) -> Duplicates:
-    """Orders and certificates counted in Pebble's log (each order mapped to its name through the
-    order URL the database stored) and in the database. A name placed twice: more than one Order
-    row, or a Pebble order the database does not know (every name already has one it knows, so any
-    such order is a second one for some name)."""
+    """Orders and certificates counted in Pebble's log and in the database. Each Pebble order is
+    mapped to its name through the order URL the database stored, or, for an order the database
+    never recorded, by asking Pebble. A name placed twice: more than one Pebble order or more than
+    one Order row."""
     from certificates.models import Certificate, CertificateSource, Order
+    from domains.models import Domain
 
     pebble_orders = [match["order"] for match in ADDED_ORDER.finditer(pebble_log)]
     issued = [match["order"] for match in ISSUED.finditer(pebble_log)]
-    by_pebble_id = {
-        url.rsplit("/", 1)[-1]: domain_id
-        for url, domain_id in Order.objects.values_list("order_url", "domain_id")
+    domain_names = dict(Domain.objects.values_list("id", "name"))
+    name_of = {
+        url.rsplit("/", 1)[-1]: domain_names[domain_id]
+        for url, domain_id in Order.objects.exclude(order_url="").values_list("order_url", "domain_id")
     }
-    unknown = [order for order in pebble_orders if order not in by_pebble_id]
-    orders_per_domain = Counter(Order.objects.values_list("domain_id", flat=True))
-    certificates_per_name = Counter(by_pebble_id.get(order, f"unknown {order}") for order in issued)
+    unknown = [order for order in pebble_orders if order not in name_of]
+    name_of.update(_names_of_unrecorded(unknown))
+    orders_per_name: dict[str, list[str]] = {}
+    for order in pebble_orders:
+        orders_per_name.setdefault(name_of[order], []).append(order)
+    rows_per_domain = Counter(Order.objects.values_list("domain_id", flat=True))
+    twice = {name: orders for name, orders in orders_per_name.items() if len(orders) > 1}
+    for domain_id, rows in rows_per_domain.items():
+        if rows > 1:
+            twice.setdefault(domain_names[domain_id], [])
+    certificates_per_name = Counter(name_of[order] for order in issued)
     stored_per_domain = Counter(
         Certificate.objects.filter(source=CertificateSource.LETSENCRYPT).values_list("domain_id", flat=True)
     )
     return Duplicates(
         pebble_orders=len(pebble_orders),
         pebble_certificates=len(issued),
-        orders_placed_twice=sum(1 for count in orders_per_domain.values() if count > 1) + len(unknown),
-        pebble_extra_certificates=sum(count - 1 for count in certificates_per_name.values() if count > 1)
-        + sum(1 for name in certificates_per_name if str(name).startswith("unknown")),
+        orders_placed_twice=len(twice),
+        pebble_extra_certificates=sum(count - 1 for count in certificates_per_name.values() if count > 1),
         database_extra_certificates=sum(count - 1 for count in stored_per_domain.values() if count > 1),
         unknown_pebble_orders=len(unknown),
+        twice=twice,
     )
 
 

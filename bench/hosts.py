@@ -43,8 +43,10 @@ from _harness import ROOT, say
 from _hosts_cluster import Cluster
 from _hosts_figures import Fault, database_sizes, duplicates, in_use_times, recovery_of
 
+from devstack.netns import NetnsUnavailable
+
 CUT_SECONDS = 30
-# A killed host's work stands still at once; this long after, a token unchanged is the dead host's.
+# A killed host's work stands still at once; what still holds the same token this long after stood still.
 KILL_SETTLE_SECONDS = 10
 HEADS = ("still", " held", " in use", " dupl.", " stuck", " recovery s")
 
@@ -211,6 +213,8 @@ def report(cluster: Cluster, count: int, outcome: dict) -> int:
         f"{dup.orders_placed_twice}; extra certificates: Pebble {dup.pebble_extra_certificates}, "
         f"database {dup.database_extra_certificates}"
     )
+    for name, orders in list(dup.twice.items())[:5]:
+        say(f"    ordered twice: {name}, Pebble orders {', '.join(orders) or '(one; several Order rows)'}")
     grown = outcome["size_after"] - outcome["size_before"]
     say(
         f"    PostgreSQL: {outcome['size_after'] / 1e6:.1f} MB, {grown / 1e6:.1f} MB for {count} domains "
@@ -286,6 +290,9 @@ def main() -> int:
         status = report(cluster, args.n, outcome)
         failed = status != 0
         return status
+    except NetnsUnavailable as unavailable:
+        say(f"VOID: {unavailable}")
+        return 1
     finally:
         cluster.close(keep_logs=failed)
         if failed:
