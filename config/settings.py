@@ -98,6 +98,11 @@ CERTIFICATE_EXPIRING_DAYS = env.int("CERTIFICATE_EXPIRING_DAYS", 10, minimum=1)
 # Let's Encrypt certificates replaced (or no longer renewed) are deleted, keys included, this many
 # days after they ended (workers/expiry.py, hourly).
 CERTIFICATE_RETENTION_DAYS = env.int("CERTIFICATE_RETENTION_DAYS", 30, minimum=0)
+# History kept (workers/retention.py, hourly): domain events, ended orders and settled revocations
+# this many days (each domain's newest event and order stay); the routers' change feed this many
+# days (a router whose cursor is older takes a snapshot again).
+HISTORY_RETENTION_DAYS = env.int("HISTORY_RETENTION_DAYS", 90, minimum=1)
+FEED_RETENTION_DAYS = env.int("FEED_RETENTION_DAYS", 7, minimum=1)
 # Names one check task resolves at once.
 DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
 # The CA identity CAA records must authorize (RFC 8659 issuer domain name).
