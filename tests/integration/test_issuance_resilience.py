@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
+from certificates.acme_client import client_for, get_account, place_order
+from certificates.keys import generate_private_key_pem, make_csr_pem
 from certificates.models import Certificate, Order, OrderState
 from domains.models import Domain, DomainStatus
 from domains.services import create_domain
@@ -46,6 +48,15 @@ def _pebble_log_size() -> int:
     return (RUN_DIR / "pebble" / "logs" / "pebble.log").stat().st_size
 
 
+def _fill_first_page_of_orders() -> None:
+    """Three pending orders of the platform's account placed first: Pebble lists an account's orders
+    three to a page, so the lost order is found only by following the list's next pages."""
+    acme = client_for(get_account())
+    for _ in range(3):
+        name = unique_name()
+        place_order(acme, make_csr_pem(generate_private_key_pem("ec256"), [name]))
+
+
 @pytest.mark.parametrize(
     "failpoint", ["before_order_committed", "after_order_committed", "while_polling", "after_finalize"]
 )
@@ -54,6 +65,8 @@ def test_worker_killed_mid_order_is_continued_by_the_redrive_alone(
 ):
     name = unique_name()
     point_at_platform(pebble_stack.challtestsrv, app, name)
+    if failpoint == "before_order_committed":
+        _fill_first_page_of_orders()
     log_offset = _pebble_log_size()
     doomed = start_celery_worker(f"worker-crash-{failpoint}", extra_env={"CERTWRIGHT_FAILPOINTS": failpoint})
     domain = create_domain(app, name)
