@@ -10,14 +10,16 @@ their A records at one of the two web hosts. As issuance goes, three faults stri
   1. worker1's host is killed outright (SIGKILL to every process of its namespace) once 10% are In use;
   2. worker2's host is cut off from PostgreSQL and both Redis servers (its packets to their ports
      dropped inside its namespace, a silent partition) for 30 s once 25% are In use, then healed;
-  3. the beat leader's host is killed once 40% are In use.
+  3. the host of the beat that leads (holds the leader lease, workers/beat_lease.py) is killed
+     once 40% are In use; the standby must take the lease over and send.
 The run then waits for every domain to be In use (or `--timeout`), and prints, for each fault, the
 domains whose work stood still through it, those it held (they moved on only once their lease ran
-out), how many of those ended In use, their duplicates, those stuck, and the seconds from the fault's
-end until the last domain that stood still was In use (bench/_hosts_figures.py defines each); for
-the beat fault, the seconds until a beat sent again (its heartbeat). Overall: domains In use,
-certificates in Pebble's log, names ordered twice (database rows and Pebble's log, each Pebble order
-mapped to its name through the URL the database stored), duplicate certificates, domains stuck.
+out), how many of those ended In use, their duplicates, those stuck, and the seconds from the
+fault's end until the last domain that stood still was In use (bench/_hosts_figures.py defines
+each); for the beat fault, the seconds until the standby held the lease and until it sent (beat's
+heartbeat), the latter its recovery. Overall: domains In use, certificates in Pebble's log, names
+ordered twice (more than one order at Pebble, each mapped to its name through the URL the database
+stored or by asking Pebble, or more than one Order row), duplicate certificates, domains stuck.
 Also measured for sizing: issuance per worker process, the database's size per domain and its
 history tables, and each Redis server's memory.
 
@@ -41,10 +43,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import ROOT, say
-from _hosts_cluster import Cluster
+from _hosts_cluster import BEAT_HOSTS, Cluster
 from _hosts_figures import Fault, database_sizes, duplicates, in_use_times, recovery_of
 
-from devstack.netns import NetnsUnavailable
+from devstack.netns import NetnsUnavailable, namespace_pids
 
 CUT_SECONDS = 30
 # A killed host's work stands still at once; what still holds the same token this long after stood still.
@@ -69,9 +71,29 @@ def in_use_count(app) -> int:
     return Domain.objects.filter(app=app, status=DomainStatus.IN_USE).count()
 
 
-def beat_leader(cluster: Cluster) -> str:
-    """The beat host that leads; until beat leadership exists, both beats send and the first leads."""
-    return "beat1"
+def leading_beat(cluster: Cluster) -> tuple[str, datetime.datetime] | None:
+    """The beat host whose process holds beat's leader lease (workers/beat_lease.py: the pid in the
+    lease row is in that host's namespace) and since when, or None while no live beat holds it."""
+    from django.utils import timezone
+
+    from workers.models import BeatLease
+
+    lease = BeatLease.objects.filter(expires_at__gt=timezone.now()).first()
+    for name in BEAT_HOSTS:
+        if lease and lease.pid in namespace_pids(cluster.host(name).namespace):
+            return name, lease.acquired_at
+    return None
+
+
+def beat_leader(cluster: Cluster, timeout: float = 60) -> str:
+    """The beat host that leads, once one does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leading = leading_beat(cluster)
+        if leading:
+            return leading[0]
+        time.sleep(0.5)
+    raise SystemExit(f"VOID: no beat host held the leader lease within {timeout:.0f} s")
 
 
 def beat_sent_since(moment: datetime.datetime) -> datetime.datetime | None:
@@ -92,6 +114,7 @@ class Run:
         self.kill = Fault("worker host killed", "worker1")
         self.cut = Fault(f"worker host cut off {CUT_SECONDS} s", "worker2")
         self.beat = Fault("beat leader's host killed", beat_leader(cluster))
+        self.beat_takeover: datetime.datetime | None = None
         self.beat_back: datetime.datetime | None = None
 
     def tick(self, issued: int) -> None:
@@ -114,13 +137,18 @@ class Run:
             self.cut.ended = now()
             say(f"    fault: {self.cut.host} healed after {CUT_SECONDS} s")
         if self.beat.started is None and issued >= self.count * 0.40:
+            self.beat.host = beat_leader(self.cluster)
             self.beat.begin(moment)
             killed = self.cluster.host(self.beat.host).kill()
             self.beat.ended = now()
             say(
                 f"    fault: killed {killed} processes of {self.beat.host}, the beat leader ({issued} In use)"
             )
-        if self.beat.ended and self.beat_back is None:
+        if self.beat.ended and self.beat_takeover is None:
+            leading = leading_beat(self.cluster)
+            if leading and leading[0] != self.beat.host:
+                self.beat_takeover = leading[1]
+        if self.beat_takeover and self.beat_back is None:
             self.beat_back = beat_sent_since(self.beat.ended)
 
     def faults_over(self) -> bool:
@@ -197,6 +225,12 @@ def report(cluster: Cluster, count: int, outcome: dict) -> int:
         recovery = "-" if fault.recovery_s is None else f"{fault.recovery_s:.1f}"
         counts = (len(fault.stood_still), len(fault.held), in_use, _duplicates_among(fault.held))
         say(_row(fault.name, fault.host, *counts, len(fault.held) - in_use, recovery))
+    if run.beat_takeover:
+        sent = (
+            f", and sent again {run.beat.recovery_s:.1f} s after" if run.beat.recovery_s is not None else ""
+        )
+        takeover = (run.beat_takeover - run.beat.ended).total_seconds()
+        say(f"    the standby beat took the leader lease {takeover:.1f} s after the kill{sent}")
     say("")
     stuck = outcome["stuck"]
     for name, status, error in stuck[:5]:

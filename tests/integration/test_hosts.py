@@ -65,4 +65,5 @@ def test_twenty_domains_are_issued_once_each_while_hosts_are_killed_and_cut_off_
     assert figures["max_recovery_s"] != "none", run.stdout[-3000:]
     assert run.returncode == 0
     assert "killed" in run.stdout and "healed after 30 s" in run.stdout
+    assert "the standby beat took the leader lease" in run.stdout
     assert _leftovers() == []
