@@ -29,13 +29,16 @@ def _bin_dir() -> Path:
 
 class PrivatePostgres:
     """initdb, start, stop (the outage), start again, and remove; trust authentication on
-    127.0.0.1 only, fsync off (a benchmark's throwaway cluster)."""
+    `host` (127.0.0.1 unless told) and from `trusted_network` only, fsync off (a benchmark's
+    throwaway cluster)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", trusted_network: str = "") -> None:
         from devstack.ports import free_port  # the repository is on sys.path once _harness is imported
 
         self.bin = _bin_dir()
-        self.port = free_port()
+        self.host = host
+        self.trusted_network = trusted_network
+        self.port = free_port(host)
         self.directory = Path(tempfile.mkdtemp(prefix="certwright-bench-edge-pg-"))
         self.data = self.directory / "data"
         self.log = self.directory / "postgres.log"
@@ -46,7 +49,7 @@ class PrivatePostgres:
         return subprocess.run(command, check=check, capture_output=True, text=True, cwd="/")
 
     def url(self, database: str) -> str:
-        return f"postgres://{USER}@127.0.0.1:{self.port}/{database}"
+        return f"postgres://{USER}@{self.host}:{self.port}/{database}"
 
     def init(self) -> PrivatePostgres:
         if os.geteuid() == 0:
@@ -58,11 +61,14 @@ class PrivatePostgres:
             )
         except subprocess.CalledProcessError as exc:
             raise SystemExit(f"VOID: initdb failed: {exc.stderr.strip()[-500:]}") from None
+        if self.trusted_network:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.trusted_network} trust\n")
         return self
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.directory} -c listen_addresses={self.host} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
             "-c shared_buffers=256MB"
         )

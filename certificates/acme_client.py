@@ -192,6 +192,34 @@ def place_order(
     )
 
 
+# Pages of an account's orders list read at most (Pebble pages it by 3: 1,000 pages is 3,000 orders).
+ORDERS_LIST_MAX_PAGES = 1000
+
+
+def account_order_urls(acme: client.ClientV2) -> list[str]:
+    """The URLs of the client's account's orders, through its orders list (RFC 8555 7.1.2.1) and
+    each next page it links, or [] when the CA lists none (Let's Encrypt does not; Pebble does)."""
+    account = acme._post_as_get(acme.net.account.uri).json()
+    page_url = account.get("orders")
+    urls: list[str] = []
+    for _ in range(ORDERS_LIST_MAX_PAGES):
+        if not page_url:
+            break
+        page = acme._post_as_get(page_url)
+        urls += page.json().get("orders") or []
+        page_url = page.links.get("next", {}).get("url")
+    return urls
+
+
+def read_order(acme: client.ClientV2, url: str) -> messages.OrderResource:
+    """The order at `url` with its authorizations, as newOrder's answer carries them."""
+    body = messages.Order.from_json(acme._post_as_get(url).json())
+    authorizations = [
+        acme._authzr_from_response(acme._post_as_get(link), uri=link) for link in body.authorizations
+    ]
+    return messages.OrderResource(body=body, uri=url, authorizations=authorizations)
+
+
 def forget_clients() -> None:
     """Drops this thread's cached clients (after a network failure, start afresh)."""
     _local.clients = {}

@@ -110,15 +110,17 @@ class PebbleStack:
     tls_alpn_port: int
     env: dict[str, str] = field(default_factory=dict)
     validity_seconds: int = NINETY_DAYS
+    # Where every listener binds: loopback, or a bridge address that simulated hosts reach.
+    host: str = "127.0.0.1"
     processes: list[ManagedProcess] = field(default_factory=list)
 
     @property
     def directory_url(self) -> str:
-        return f"https://127.0.0.1:{self.acme_port}/dir"
+        return f"https://{self.host}:{self.acme_port}/dir"
 
     @property
     def management_url(self) -> str:
-        return f"https://127.0.0.1:{self.management_port}"
+        return f"https://{self.host}:{self.management_port}"
 
     @property
     def listener_ca_path(self) -> Path:
@@ -126,17 +128,17 @@ class PebbleStack:
 
     @property
     def challtestsrv(self) -> ChallTestSrv:
-        return ChallTestSrv(f"http://127.0.0.1:{self.challtestsrv_port}")
+        return ChallTestSrv(f"http://{self.host}:{self.challtestsrv_port}")
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.listener_ca_path))
 
     def write_config(self) -> Path:
-        _, cert, key = write_localhost_tls(self.state_dir / "tls")
+        _, cert, key = write_localhost_tls(self.state_dir / "tls", [self.host])
         config = {
             "pebble": {
-                "listenAddress": f"127.0.0.1:{self.acme_port}",
-                "managementListenAddress": f"127.0.0.1:{self.management_port}",
+                "listenAddress": f"{self.host}:{self.acme_port}",
+                "managementListenAddress": f"{self.host}:{self.management_port}",
                 "certificate": str(cert),
                 "privateKey": str(key),
                 "httpPort": self.http01_port,
@@ -164,9 +166,9 @@ class PebbleStack:
                 "-defaultIPv6",
                 "",
                 "-dns01",
-                f"127.0.0.1:{self.dns_port}",
+                f"{self.host}:{self.dns_port}",
                 "-management",
-                f"127.0.0.1:{self.challtestsrv_port}",
+                f"{self.host}:{self.challtestsrv_port}",
                 "-http01",
                 "",
                 "-https01",
@@ -177,11 +179,11 @@ class PebbleStack:
             logs,
         ).start()
         self.processes.append(challtestsrv)
-        challtestsrv.wait_until(lambda: tcp_open("127.0.0.1", self.challtestsrv_port), what="listening")
+        challtestsrv.wait_until(lambda: tcp_open(self.host, self.challtestsrv_port), what="listening")
         pebble_env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", **self.env}
         pebble = ManagedProcess(
             "pebble",
-            ["pebble", "-config", str(config), "-dnsserver", f"127.0.0.1:{self.dns_port}", "-strict=false"],
+            ["pebble", "-config", str(config), "-dnsserver", f"{self.host}:{self.dns_port}", "-strict=false"],
             logs,
             env=pebble_env,
         ).start()

@@ -8,7 +8,8 @@ from pathlib import Path
 from devstack.processes import ManagedProcess, tcp_open
 
 
-def start_redis(name: str, port: int, log_dir: Path) -> ManagedProcess:
+def start_redis(name: str, port: int, log_dir: Path, host: str = "127.0.0.1") -> ManagedProcess:
+    """redis-server listening on `host`:`port` only (a bridge address for the simulated hosts)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
@@ -21,7 +22,10 @@ def start_redis(name: str, port: int, log_dir: Path) -> ManagedProcess:
             "--port",
             str(port),
             "--bind",
-            "127.0.0.1",
+            host,
+            # Protected mode refuses clients from other addresses when there is no password.
+            "--protected-mode",
+            "no" if host != "127.0.0.1" else "yes",
             "--save",
             "",
             "--appendonly",
@@ -31,5 +35,5 @@ def start_redis(name: str, port: int, log_dir: Path) -> ManagedProcess:
         ],
         log_dir,
     ).start()
-    process.wait_until(lambda: tcp_open("127.0.0.1", port), what="listening")
+    process.wait_until(lambda: tcp_open(host, port), what="listening")
     return process

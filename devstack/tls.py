@@ -17,15 +17,19 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def write_localhost_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """Writes ca.pem, cert.pem and key.pem for localhost/127.0.0.1/::1 unless already there."""
+def write_localhost_tls(directory: Path, addresses: list[str] | None = None) -> tuple[Path, Path, Path]:
+    """Writes ca.pem, cert.pem and key.pem for localhost/127.0.0.1/::1 (and `addresses`, such as a
+    bridge address that simulated hosts reach) unless already there."""
+    extra = {*(addresses or [])} - {"127.0.0.1", "::1"}
     return write_server_tls(
         directory,
         "localhost",
         [
             x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
+            *(
+                x509.IPAddress(ipaddress.ip_address(address))
+                for address in ["127.0.0.1", "::1", *sorted(extra)]
+            ),
         ],
         "Certwright development CA for Pebble's listener",
     )

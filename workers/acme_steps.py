@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from certificates import dns01
-from certificates.acme_client import client_for, place_order
+from certificates.acme_client import account_order_urls, client_for, place_order, read_order
 from certificates.directory import DirectoryUnavailable, directory, forget_directories
 from certificates.keys import make_csr_pem
 from certificates.models import (
@@ -152,15 +152,17 @@ def step_place_order(order: Order, carried: Carried) -> Next:
     """newOrder with a CSR of the order's key, then record every authorization and its challenge
     (HTTP-01, or DNS-01 for a wildcard).
 
-    An order whose URL is already recorded (its worker died before handing over) is not placed again.
+    An order whose URL is already recorded (its worker died before handing over) is not placed again;
+    nor is one that may have reached the CA unrecorded (_lost_placement).
     """
     if order.order_url:
         return Next(OrderState.AUTHORIZING)
     acme = client_for(order.account)
     _check_profile_offered(order)
     csr_pem = make_csr_pem(order.private_key.reveal(), order.names)
+    orderr = _lost_placement(acme, order)
     try:
-        orderr = place_order(acme, csr_pem, profile=order.profile, replaces=order.replaces)
+        orderr = orderr or place_order(acme, csr_pem, profile=order.profile, replaces=order.replaces)
     except messages.Error as problem:
         if problem_code(problem) == "invalidProfile":
             raise OrderFailed(_profile_refused(order, problem, forget=True), issued_nothing=True) from None
@@ -168,6 +170,7 @@ def step_place_order(order: Order, carried: Carried) -> Next:
             raise
         _order_without_replaces(order, problem)
         orderr = place_order(acme, csr_pem, profile=order.profile)
+    failpoint("before_order_committed")
     jwk = acme.net.key
     rows = []
     for authzr in orderr.authorizations:
@@ -204,6 +207,33 @@ def step_place_order(order: Order, carried: Carried) -> Next:
         fields={"order_url": orderr.uri, "finalize_url": orderr.body.finalize},
         carry=Carried(authorizations_fresh=True),
     )
+
+
+def _lost_placement(acme: client.ClientV2, order: Order) -> messages.OrderResource | None:
+    """The CA-side order an earlier run of this step placed for the order's names but never
+    recorded, still pending or ready, when there may be one: the step ran before (a retry after a
+    network error, whose answer may have been lost) or the order is older than a lease (a re-drive:
+    its worker may have died between the CA's answer and the commit). Placing another would order
+    the names twice at a CA that keeps both (Let's Encrypt hands the pending order back to a second
+    newOrder; Pebble does not). A first placement reads nothing more."""
+    lease = datetime.timedelta(seconds=settings.ACME_ORDER_LEASE_SECONDS)
+    if not (order.step_attempts or order.created <= timezone.now() - lease):
+        return None
+    urls = account_order_urls(acme)
+    recorded = set(Order.objects.filter(order_url__in=urls).values_list("order_url", flat=True))
+    for url in reversed(urls):
+        if url in recorded:
+            continue
+        found = read_order(acme, url)
+        names = sorted(identifier.value for identifier in found.body.identifiers)
+        if found.body.status in (messages.STATUS_PENDING, messages.STATUS_READY) and names == sorted(
+            order.names
+        ):
+            logger.warning(
+                "order %s continues %s, which the CA took before its worker could record it", order.pk, url
+            )
+            return found
+    return None
 
 
 def _profile_refused(order: Order, problem: messages.Error | None = None, forget: bool = False) -> str:
