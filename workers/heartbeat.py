@@ -12,6 +12,7 @@ from datetime import datetime
 from celery.signals import beat_init, before_task_publish
 from django.utils import timezone
 
+from workers.db_sessions import drop_broken_connections
 from workers.models import Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def _stamp_beat_on_publish(sender=None, **kwargs) -> None:
 
 def _stamp_beat() -> None:
     try:
+        # Beat runs no tasks, so nothing else notices a connection a PostgreSQL restart broke.
+        drop_broken_connections()
         record_heartbeat(Heartbeat.Source.BEAT)
     except Exception:
         # Never let the heartbeat stop beat from sending the task itself.

@@ -1,0 +1,50 @@
+"""A worker gets over a PostgreSQL restart by itself: once its sessions are cut (as a restart, a
+failover or a proxy's restart cuts them), its next tasks open fresh ones instead of failing for good."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from config.celery import app as celery_app
+from tests.conftest import start_celery_worker
+from tests.tcp_relay import TcpRelay
+from workers.models import Heartbeat
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+HEARTBEAT = "workers.tasks.housekeeping.heartbeat"
+
+
+def _send_heartbeats_until_stamped(since, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        celery_app.send_task(HEARTBEAT)
+        time.sleep(0.5)
+        if Heartbeat.objects.filter(source=Heartbeat.Source.WORKER, at__gt=since).exists():
+            return True
+    return False
+
+
+def test_worker_tasks_succeed_again_after_its_database_sessions_are_cut(without_session_worker):
+    database = settings.DATABASES["default"]
+    relay = TcpRelay((database.get("HOST") or "127.0.0.1", int(database.get("PORT") or 5432)))
+    user = database.get("USER") or "postgres"
+    password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
+    url = f"postgres://{user}{password}@127.0.0.1:{relay.port}/{database['NAME']}"
+    worker = start_celery_worker("worker-sessions-cut", concurrency=1, extra_env={"DATABASE_URL": url})
+    try:
+        assert _send_heartbeats_until_stamped(timezone.now(), timeout=30), "the worker never ran a task"
+        assert relay.cut() >= 1
+        cut = timezone.now()
+        # The first task to use the cut session outside a transaction (an order step's claim is a
+        # single UPDATE) fails and leaves it broken; without dropping it, every later task fails
+        # with "the connection is lost" until the process has run CELERY_DB_REUSE_MAX * 2 of them.
+        celery_app.send_task("workers.tasks.acme.advance_order", args=[0, None])
+        assert _send_heartbeats_until_stamped(cut, timeout=20), worker.log_tail(20)
+    finally:
+        worker.stop()
+        relay.close()
