@@ -1,6 +1,7 @@
 """A TCP relay on a free local port that can cut every connection through it at once: what a
 PostgreSQL restart, a failover or a proxy's restart looks like to the clients whose sessions it
-carried (their sockets closed under them, with no goodbye from the server)."""
+carried (their sockets closed under them, with no goodbye from the server). While `refusing`, a
+new connection is closed as soon as it is made: the server is down."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class TcpRelay:
         self.port = self.listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.refusing = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -23,6 +25,9 @@ class TcpRelay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             server = socket.create_connection(self.upstream)
             with self._lock:
                 self._sockets += [client, server]

@@ -1,5 +1,6 @@
 """A worker gets over a PostgreSQL restart by itself: once its sessions are cut (as a restart, a
-failover or a proxy's restart cuts them), its next tasks open fresh ones instead of failing for good."""
+failover or a proxy's restart cuts them), its next tasks open fresh ones instead of failing for
+good, and a check that could not reach PostgreSQL is sent again within seconds, not after its lease."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from domains.models import Domain
+from domains.services import create_domain
 from tests.conftest import start_celery_worker
+from tests.integration.polling import unique_name, wait_for
 from tests.tcp_relay import TcpRelay
 from workers.models import Heartbeat
 
@@ -29,12 +33,17 @@ def _send_heartbeats_until_stamped(since, timeout: float) -> bool:
     return False
 
 
-def test_worker_tasks_succeed_again_after_its_database_sessions_are_cut(without_session_worker):
+def _database_relay() -> tuple[TcpRelay, str]:
+    """A relay in front of the test database, and the DATABASE_URL that goes through it."""
     database = settings.DATABASES["default"]
     relay = TcpRelay((database.get("HOST") or "127.0.0.1", int(database.get("PORT") or 5432)))
     user = database.get("USER") or "postgres"
     password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
-    url = f"postgres://{user}{password}@127.0.0.1:{relay.port}/{database['NAME']}"
+    return relay, f"postgres://{user}{password}@127.0.0.1:{relay.port}/{database['NAME']}"
+
+
+def test_worker_tasks_succeed_again_after_its_database_sessions_are_cut(without_session_worker):
+    relay, url = _database_relay()
     worker = start_celery_worker("worker-sessions-cut", concurrency=1, extra_env={"DATABASE_URL": url})
     try:
         assert _send_heartbeats_until_stamped(timezone.now(), timeout=30), "the worker never ran a task"
@@ -45,6 +54,34 @@ def test_worker_tasks_succeed_again_after_its_database_sessions_are_cut(without_
         # with "the connection is lost" until the process has run CELERY_DB_REUSE_MAX * 2 of them.
         celery_app.send_task("workers.tasks.acme.advance_order", args=[0, None])
         assert _send_heartbeats_until_stamped(cut, timeout=20), worker.log_tail(20)
+    finally:
+        worker.stop()
+        relay.close()
+
+
+def test_a_domain_check_that_could_not_reach_the_database_is_sent_again_within_seconds(
+    without_session_worker, app
+):
+    relay, url = _database_relay()
+    relay.refusing = True
+    # Created with its first check claimed (a 5-minute lease) and sent; no worker has it yet.
+    domain = create_domain(app, unique_name())
+    worker = start_celery_worker("worker-database-down", concurrency=1, extra_env={"DATABASE_URL": url})
+    try:
+        wait_for(
+            lambda: "check_domains" in worker.log_since_start() and "Retry in" in worker.log_since_start(),
+            timeout=30,
+            what="the check to fail on the database and be retried",
+            describe=worker.log_tail,
+        )
+        relay.refusing = False
+        # Checked (its claim released) long before the lease would have let the sweep try again.
+        wait_for(
+            lambda: Domain.objects.filter(pk=domain.pk, claim_token__isnull=True).exists(),
+            timeout=45,
+            what="the check to run once PostgreSQL is back",
+            describe=lambda: worker.log_tail(10),
+        )
     finally:
         worker.stop()
         relay.close()
