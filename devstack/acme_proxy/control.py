@@ -42,6 +42,7 @@ class _Control:
     POST /_proxy/fail-renewal-info      {"status"?, "times"?, "retry_after"?}
     POST /_proxy/pause                  {"identifier", "unpause_url", "account"?}
     POST /_proxy/unpause                {"identifier", "account"?}
+    POST /_proxy/outage                 {"mode": "error"|"hang"|"mixed", "seconds"} or {"mode": "none"}
     POST /_proxy/refuse-new-orders      {"detail", "retry_after", "times"?, "exempt_renewals"?}
     Bad input is a 400 {"error": "..."} naming what is wrong.
     """
@@ -84,6 +85,11 @@ class _Control:
                 "new_orders_refused": proxy.new_orders_refused,
                 "orders": len(proxy.orders),
                 "certificates": len(proxy.certificates),
+                "outage": {
+                    "mode": proxy.outage.mode,
+                    "remaining": proxy.outage.remaining(),
+                    "requests_failed": proxy.outage.requests_failed,
+                },
             }
 
     def _get(self, name: str) -> Response:
@@ -184,6 +190,16 @@ class _Control:
         if not isinstance(exempt, bool):
             raise _BadInput("exempt_renewals is true or false")
         self.proxy.refuse_new_orders(_text(document, "detail"), retry_after, times, exempt)
+
+    def _post_outage(self, document: dict) -> None:
+        mode = document.get("mode")
+        if mode == "none":
+            self.proxy.outage.end()
+            return
+        try:
+            self.proxy.outage.start(mode, _whole(document, "seconds", 1, 86400))
+        except ValueError as exc:
+            raise _BadInput(str(exc)) from None
 
 
 class _BadInput(ValueError):

@@ -64,6 +64,7 @@ from devstack.acme_proxy.documents import (
     rfc3339,
     well_formed_cert_id,
 )
+from devstack.acme_proxy.outage import CaOutage
 
 if TYPE_CHECKING:
     from devstack.pebble import PebbleStack
@@ -107,6 +108,7 @@ class AcmeProxy:
         self._renewal_info_failures: list[_Failure] = []
         self._limits: list[RateLimit] = []
         self._paused: dict[tuple[str, str | None], str] = {}
+        self.outage = CaOutage()
         # What the proxy saw.
         self.certificates: dict[str, SeenCertificate] = {}
         self.orders: list[dict[str, Any]] = []
@@ -335,6 +337,9 @@ class AcmeProxy:
             return self._renewal_info(request)
         if path.startswith(CONTROL_PATH):
             return self.control.handle(request)
+        outage = self.outage.answer()
+        if outage is not None:
+            return outage
         if request.method == "POST" and path == NEW_ORDER_PATH:
             return self._new_order(request)
         return self._forward_and_watch(request)
