@@ -18,7 +18,7 @@ error occurred).
 from __future__ import annotations
 
 from celery.signals import task_prerun
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connection, connections
 
 # Celery's retry options for idempotent tasks: 2, 4, 8, 16, then every 30 s, about 4 minutes in all,
 # after which the lease and the sweep take over as for a lost task.
@@ -31,12 +31,39 @@ RETRY_WHILE_DATABASE_DOWN = {
 }
 
 
+class DatabaseLost(Exception):
+    """PostgreSQL went away while an order step held its lease: the retry takes the lease over with
+    `held` (still the row's lease token, since nothing could be written) instead of waiting for it
+    to expire."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__(f"PostgreSQL could not be reached while holding lease {held}")
+        self.held = held
+
+
+def retry_countdown(retries: int) -> int:
+    """The countdown of RETRY_WHILE_DATABASE_DOWN's `retries`-th retry."""
+    return min(
+        RETRY_WHILE_DATABASE_DOWN["retry_backoff"] * 2**retries,
+        RETRY_WHILE_DATABASE_DOWN["retry_backoff_max"],
+    )
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL cannot be reached (a database error after which this
+    process's connection no longer answers), rather than one statement that failed on its own (a
+    timeout, a bug), which must keep being handled as the caller's own error."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    return connection.connection is None or not connection.is_usable()
+
+
 def drop_broken_connections() -> None:
     """Closes this process's database connections that are broken or past CONN_MAX_AGE, as
     Django does between two requests; never one inside a transaction (a test's, or a caller's)."""
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
+    for opened in connections.all(initialized_only=True):
+        if not opened.in_atomic_block:
+            opened.close_if_unusable_or_obsolete()
 
 
 @task_prerun.connect

@@ -44,6 +44,7 @@ from workers.acme_steps import (
     RenewalWaits,
     describe_problem,
 )
+from workers.db_sessions import DatabaseLost, database_unreachable
 from workers.renewals import record_renewal_failure, renewal_waits
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,16 @@ def run_step(order_id: int, token: str | None, now: datetime.datetime | None = N
     held = claim(order_id, token, now)
     if held is None:
         return "skipped: another task holds this order, or it is finished"
+    try:
+        return _run_steps(order_id, held)
+    except Exception as exc:
+        if database_unreachable(exc):
+            raise DatabaseLost(str(held)) from exc
+        raise
+
+
+def _run_steps(order_id: int, held: uuid.UUID) -> str:
+    """The steps of run_step, under the lease `held`."""
     started = time.monotonic()
     trail: list[str] = []
     order = Order.objects.select_related("account").get(pk=order_id)
@@ -178,6 +189,9 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
     except ChallengeNotPublished as exc:
         return None, _retry(order, held, f"the DNS-01 record could not be published: {exc}", 2)
     except Exception as exc:
+        if database_unreachable(exc):
+            # Not this order's fault: run_step hands its lease to a retry of the task.
+            raise
         # A fault of Certwright's own with this order (a bug, a row it cannot read): logged, and
         # retried with the step's backoff until ACME_STEP_RETRIES fails the order, so the order
         # never wedges in a loop of lease expiries and the other orders are not held up.

@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from django.db import InterfaceError, OperationalError
+from workers.db_sessions import database_unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ def isolate_poison(
     raises goes to `set_aside(id, problem)`. Returns the summed counts, with "set_aside"."""
     try:
         return run(ids)
-    except (OperationalError, InterfaceError):
-        raise
     except Exception as exc:
+        if database_unreachable(exc):
+            raise
         if len(ids) == 1:
             problem = f"internal error while processing it ({type(exc).__name__}: {exc})"[:500]
             logger.exception("row %s set aside: %s", ids[0], problem)

@@ -10,11 +10,17 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from certificates.acme_client import get_account
+from certificates.directory import forget_directories
+from certificates.models import Order
 from config.celery import app as celery_app
-from domains.models import Domain
+from devstack.acme_account_keys import from_database
+from devstack.acme_proxy import AcmeProxy
+from domains.models import Domain, DomainStatus
 from domains.services import create_domain
 from tests.conftest import start_celery_worker
-from tests.integration.polling import unique_name, wait_for
+from tests.integration.pointing import point_at_platform
+from tests.integration.polling import status_of, unique_name, wait_for
 from tests.tcp_relay import TcpRelay
 from workers.models import Heartbeat
 
@@ -85,3 +91,41 @@ def test_a_domain_check_that_could_not_reach_the_database_is_sent_again_within_s
     finally:
         worker.stop()
         relay.close()
+
+
+def test_an_order_step_that_lost_the_database_is_taken_over_by_its_retry_not_left_to_its_lease(
+    pebble_stack, web_server, without_session_worker, app, settings
+):
+    relay, url = _database_relay()
+    forget_directories()
+    with AcmeProxy.in_front_of(pebble_stack, account_key=from_database) as proxy:
+        settings.ACME_DIRECTORY_URL = proxy.directory_url
+        get_account(proxy.directory_url)  # registered now: the check itself needs no CA
+        worker = start_celery_worker(
+            "worker-order-database-lost",
+            extra_env={"ACME_DIRECTORY_URL": proxy.directory_url, "DATABASE_URL": url},
+        )
+        try:
+            name = unique_name()
+            point_at_platform(pebble_stack.challtestsrv, app, name)
+            # The order's first step waits on a CA that does not answer, holding the order's lease;
+            # PostgreSQL goes away meanwhile, so the step cannot record the CA's 504 when it comes.
+            proxy.outage.start("hang", seconds=4)
+            domain = create_domain(app, name)
+            wait_for(lambda: Order.objects.filter(domain=domain).exists(), timeout=20, what="an order")
+            relay.refusing = True
+            relay.cut()
+            time.sleep(6)
+            relay.refusing = False
+            # Without taking the lease over, the order would wait ACME_ORDER_LEASE_SECONDS (120 s)
+            # and a re-drive by beat (not running here).
+            wait_for(
+                lambda: status_of(domain) == DomainStatus.IN_USE,
+                timeout=60,
+                what=f"{name} in use",
+                describe=lambda: worker.log_tail(15),
+            )
+        finally:
+            worker.stop()
+            relay.close()
+            forget_directories()
