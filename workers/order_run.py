@@ -169,10 +169,9 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
     except messages.Error as problem:
         if problem.code == "accountDoesNotExist":
             reset_account(order.account)
-            fail_order(
+            return None, start_over(
                 order, held, "the CA no longer knows the platform's ACME account; a new one is registered"
             )
-            return None, "failed: account unknown to the CA"
         pause = PAUSED.search(problem.detail or "")
         if pause and order.state == OrderState.PENDING:
             return None, paused(order, held, pause["names"], pause["url"].rstrip(".,;)\"'"))
@@ -185,6 +184,8 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
         return None, f"failed: {problem}"
     except (requests.RequestException, errors.ClientError, errors.NonceError) as exc:
         forget_clients()
+        if _not_found(exc):
+            return None, start_over(order, held, "the CA no longer knows this order (HTTP 404)")
         return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2)
     except ChallengeNotPublished as exc:
         return None, _retry(order, held, f"the DNS-01 record could not be published: {exc}", 2)
@@ -298,10 +299,42 @@ def paused(order: Order, held: uuid.UUID, names: str, unpause_url: str) -> str:
     return "paused by the CA"
 
 
+def _not_found(exc: Exception) -> bool:
+    """A 404 without a problem document (the library's ClientError): the CA has no such order,
+    authorization or certificate, as when it restarted (Pebble) or the order expired."""
+    response = exc.args[0] if isinstance(exc, errors.ClientError) and exc.args else None
+    return isinstance(response, requests.Response) and response.status_code == 404
+
+
+def start_over(order: Order, held: uuid.UUID, reason: str) -> str:
+    """The CA forgot the order or the account that placed it: nothing more can come of the order.
+    It ends, and its domain (or renewal) is attempted again at the next sweep, with no failure
+    counted: the customer did nothing wrong, and a backoff would only delay the new order.
+    Its quota tokens go back when it had not reached finalize, as in fail_order."""
+    now = timezone.now()
+    with transaction.atomic():
+        stopped = Order.objects.filter(pk=order.pk, lease_token=held, state__in=ACTIVE_ORDER_STATES).update(
+            **ended(OrderState.INVALID, now, reason)
+        )
+        if stopped != 1:
+            return "skipped: lost the lease"
+        if order.renews_id:
+            record_renewal_failure(order.renews_id, order.domain_id, reason, now, retry_at=now, counted=False)
+            replacement_failed(order, reason, now)
+        else:
+            _wait_for_rate_limit(order, f"{reason}; next attempt at {when(now)}", now, now)
+    clean_challenge_records(order)
+    if order.state in BEFORE_FINALIZE:
+        refund_quota(order.quota_reservation, order.names, order.account_id, f"order {order.pk}: {reason}")
+    logger.info("order %s for %s started over: %s", order.pk, order.names, reason)
+    return f"started over: {reason}"
+
+
 def _wait_for_rate_limit(
     order: Order, message: str, retry_at: datetime.datetime, now: datetime.datetime
 ) -> None:
-    """The domain waits in `creating` until the CA's Retry-After, without counting a failure."""
+    """The domain waits in `creating` until `retry_at` (the CA's Retry-After, or now when the order
+    starts over), without counting a failure."""
     change_status(
         order.domain_id,
         DomainStatus.CREATING,
