@@ -45,6 +45,7 @@ from workers.acme_steps import (
     describe_problem,
 )
 from workers.db_sessions import DatabaseLost, database_unreachable
+from workers.preflight import TRANSIENT_RETRY
 from workers.renewals import record_renewal_failure, renewal_waits
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
             return None, paused(order, held, pause["names"], pause["url"].rstrip(".,;)\"'"))
         if problem.code in RETRYABLE_PROBLEMS:
             delay = 0 if problem.code == "badNonce" else 2
-            return None, _retry(order, held, f"the CA answered {problem.code}", delay)
+            return None, _retry(order, held, f"the CA answered {problem.code}", delay, ca_side=True)
         if problem.code == "rateLimited":
             return None, rate_limited(order, held, problem)
         fail_order(order, held, describe_problem(problem))
@@ -186,7 +187,7 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
         forget_clients()
         if _not_found(exc):
             return None, start_over(order, held, "the CA no longer knows this order (HTTP 404)")
-        return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2)
+        return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2, ca_side=True)
     except ChallengeNotPublished as exc:
         return None, _retry(order, held, f"the DNS-01 record could not be published: {exc}", 2)
     except Exception as exc:
@@ -223,7 +224,11 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
     retry_at = _retry_after(problem, now)
     if order.state != OrderState.PENDING:
         return _retry(
-            order, held, f"the CA is rate limiting ({problem.detail})", (retry_at - now).total_seconds()
+            order,
+            held,
+            f"the CA is rate limiting ({problem.detail})",
+            (retry_at - now).total_seconds(),
+            ca_side=True,
         )
     text = describe_problem(problem)
     with transaction.atomic():
@@ -346,10 +351,14 @@ def _wait_for_rate_limit(
     )
 
 
-def _retry(order: Order, held: uuid.UUID, reason: str, delay: float) -> str:
+def _retry(order: Order, held: uuid.UUID, reason: str, delay: float, ca_side: bool = False) -> str:
+    """The step again after `delay` doubled per attempt; after ACME_STEP_RETRIES the order fails.
+    A `ca_side` reason (the CA unreachable, failing or rate limiting) fails it without counting a
+    failure, and its domain is tried again a minute later: a CA outage must not push every domain
+    in flight deep into the backoff, to wait hours after the CA is back."""
     attempts = order.step_attempts + 1
     if attempts > settings.ACME_STEP_RETRIES:
-        fail_order(order, held, f"{reason}, {attempts - 1} times in a row")
+        fail_order(order, held, f"{reason}, {attempts - 1} times in a row", counted=not ca_side)
         return f"failed: {reason}"
     delay = delay * (2 ** (attempts - 1)) if delay else 0
     logger.info("order %s: retrying %s in %.1f s (%s)", order.pk, order.state, delay, reason)
@@ -369,9 +378,11 @@ def fail_order(
     problem: str,
     now: datetime.datetime | None = None,
     issued_nothing: bool | None = None,
+    counted: bool = True,
 ) -> bool:
     """Ends the order as invalid and puts the domain in `failing` with backoff (a renewal's domain
-    keeps its status and its certificate: record_renewal_failure); False if not held.
+    keeps its status and its certificate: record_renewal_failure); False if not held. Not
+    `counted` (the CA's own trouble): no failure is counted, the next attempt is in TRANSIENT_RETRY.
 
     Its quota tokens are refunded only when the CA certainly issued nothing: before finalize, or
     when the CA said so (`issued_nothing`). Otherwise they stay spent: a certificate may exist."""
@@ -385,10 +396,13 @@ def fail_order(
         if stopped != 1:
             return False
         if order.renews_id:
-            record_renewal_failure(order.renews_id, order.domain_id, problem, now)
+            retry_at = None if counted else now + TRANSIENT_RETRY
+            record_renewal_failure(
+                order.renews_id, order.domain_id, problem, now, retry_at=retry_at, counted=counted
+            )
             replacement_failed(order, problem, now)
         else:
-            _domain_failed(order, problem, now)
+            _domain_failed(order, problem, now, counted)
     clean_challenge_records(order)
     if issued_nothing:
         refund_quota(
@@ -401,9 +415,10 @@ def fail_order(
     return True
 
 
-def _domain_failed(order: Order, problem: str, now: datetime.datetime) -> None:
-    """An order for a domain without a certificate failed: the domain is `failing` and backs off."""
-    failures = lock_domains([order.domain_id]).get().consecutive_failures + 1
+def _domain_failed(order: Order, problem: str, now: datetime.datetime, counted: bool = True) -> None:
+    """An order for a domain without a certificate failed: the domain is `failing` and backs off,
+    or, not `counted` (the CA's own trouble), is tried again after TRANSIENT_RETRY."""
+    failures = lock_domains([order.domain_id]).get().consecutive_failures + (1 if counted else 0)
     change_status(
         order.domain_id,
         DomainStatus.FAILING,
@@ -411,7 +426,7 @@ def _domain_failed(order: Order, problem: str, now: datetime.datetime) -> None:
         allowed_from=[DomainStatus.CREATING],
         now=now,
         consecutive_failures=failures,
-        next_attempt_at=now + retry_delay(failures),
+        next_attempt_at=now + (retry_delay(failures) if counted else TRANSIENT_RETRY),
         last_error=f"Let's Encrypt could not issue the certificate: {problem}",
     )
 

@@ -78,3 +78,30 @@ def test_an_account_the_ca_no_longer_knows_is_registered_again_and_the_order_sta
     account.refresh_from_db()
     assert account.account_url == ""  # registered again, with a new key, at its next use
     assert get_account().account_url.startswith(f"{base}/my-account/")
+
+
+def test_an_order_that_never_reaches_the_ca_fails_without_pushing_its_domain_deeper_into_backoff(
+    pebble_stack, settings
+):
+    settings.ACME_STEP_RETRIES = 1
+    # A CA that does not answer at all (nothing listens there), after DNS failures of its own.
+    account = AcmeAccount.objects.create(
+        directory_url="https://127.0.0.1:9/dir",
+        key=seal(_new_account_key_pem()),
+        account_url="https://127.0.0.1:9/my-account/1",
+    )
+    domain, order = _order_in_validation(account, "https://127.0.0.1:9/my-order/1")
+    Domain.objects.filter(pk=domain.pk).update(consecutive_failures=5)
+    outcomes = []
+    for _ in range(2):
+        token = Order.objects.get(pk=order.pk).lease_token
+        outcomes.append(order_run.run_step(order.pk, str(token)))
+    before = timezone.now()
+
+    assert outcomes[0] == "retry validating: could not reach the CA: ConnectionError"
+    assert outcomes[1] == "failed: could not reach the CA: ConnectionError"
+    domain.refresh_from_db()
+    assert domain.status == DomainStatus.FAILING
+    # Not a sixth failure (32 minutes): the CA's outage is retried a minute later.
+    assert domain.consecutive_failures == 5
+    assert before < domain.next_attempt_at <= before + datetime.timedelta(seconds=61)
