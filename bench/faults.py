@@ -15,9 +15,11 @@ Each phase: the previous phase's 300 certificates are made due for renewal (`ren
 their ARI check pushed 6 h away so it cannot move them back), the renewal sweep is sent at once
 (as the admin's *Run selected tasks* would, rather than waiting up to a minute for beat's tick),
 300 domains under their own registered domains are created with their DNS pointing at the
-platform; once a fifth of that work is done (or 20 s have passed) the fault is inflicted, with
-everything in flight. Then the benchmark waits until all 600 are done, at most 5 minutes after the
-fault ended. The first phase issues 300 certificates without a fault (the first renewals' certificates).
+platform. The fault strikes where it hurts: the resolvers fall silent before the work is sent
+(every check and renewal pre-flight meets them); the broker restarts and the quota Redis is flushed
+right after it is sent (its tasks still queued, its tokens just spent); the others strike once a
+fifth of the work is done (or after 20 s), with orders in every state. Then the benchmark waits
+until all 600 are done, at most 5 minutes after the fault ended. The first phase issues 300 certificates without a fault (the first renewals' certificates).
 
 Per fault:
 - issued: new domains In use plus renewals stored since the phase began, of 600 expected;
@@ -43,8 +45,10 @@ import argparse
 import datetime
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,25 +72,34 @@ STRIKE_SHARE = 0.2
 STRIKE_AFTER_S = 20
 
 
-def faults(stack: FaultStack) -> list[tuple[str, Callable[[], str]]]:
-    """(name, inflict): inflict returns when the fault is over, with a word on what it did."""
+@dataclass
+class Fault:
+    name: str
+    # When it strikes: "before" the phase's work is sent (so the work meets it: the resolvers),
+    # "queued" right after it is sent (its tasks still in the broker), or "midway", once a fifth of
+    # the work is done (orders in every state).
+    strike: str
+    inflict: Callable[[], str]  # returns when the fault is over, with a word on what it did
 
+
+def faults(stack: FaultStack) -> list[Fault]:
     def pebble() -> str:
         roots = stack.restart_pebble()
         return f"new root trusted ({roots} roots in EXTRA_TRUSTED_ROOTS)"
 
-    def outage(mode: str) -> Callable[[], str]:
-        return lambda: (stack.ca_outage(mode, OUTAGE_S), f"{OUTAGE_S} s of 500s and unanswered requests")[1]
+    def ca_outage() -> str:
+        stack.ca_outage("mixed", OUTAGE_S)
+        return f"{OUTAGE_S} s of 500s and unanswered requests"
 
     return [
-        ("postgresql_restart", lambda: (stack.restart_postgres(), "fast shutdown, start")[1]),
-        ("broker_restart", lambda: (stack.restart_broker(), "queues lost")[1]),
-        ("quota_flush", lambda: (stack.flush_quota(), "FLUSHALL")[1]),
-        ("pebble_restart", pebble),
-        ("ca_outage", outage("mixed")),
-        ("dns_timeout", lambda: (stack.resolvers_silent(OUTAGE_S), f"{OUTAGE_S} s")[1]),
-        ("web_killed", lambda: (stack.web_down(WEB_DOWN_S), f"{WEB_DOWN_S} s")[1]),
-        ("beat_killed", lambda: (stack.kill_beat(), "standby beat started")[1]),
+        Fault("postgresql_restart", "midway", lambda: (stack.restart_postgres(), "fast shutdown, start")[1]),
+        Fault("broker_restart", "queued", lambda: (stack.restart_broker(), "queues lost")[1]),
+        Fault("quota_flush", "queued", lambda: (stack.flush_quota(), "FLUSHALL")[1]),
+        Fault("pebble_restart", "midway", pebble),
+        Fault("ca_outage", "midway", ca_outage),
+        Fault("dns_timeout", "before", lambda: (stack.resolvers_silent(OUTAGE_S), f"{OUTAGE_S} s")[1]),
+        Fault("web_killed", "midway", lambda: (stack.web_down(WEB_DOWN_S), f"{WEB_DOWN_S} s")[1]),
+        Fault("beat_killed", "midway", lambda: (stack.kill_beat(), "standby beat started")[1]),
     ]
 
 
@@ -126,19 +139,45 @@ def start_phase(stack: FaultStack, app, fault: str, number: int, count: int, ren
     return phase
 
 
-def run_phase(stack: FaultStack, phase: Phase, inflict: Callable[[], str] | None) -> None:
-    if inflict is None:
-        phase.fault_end = time.monotonic()
-    else:
+def run_fault(stack: FaultStack, app, fault: Fault, number: int, count: int, renew_from: list[int]) -> Phase:
+    """One fault's phase: the work sent, the fault inflicted (in a thread, when its `strike` says),
+    its end recorded, then everything counted."""
+    outcome: dict[str, object] = {}
+
+    def inflict() -> None:
+        try:
+            outcome["detail"] = fault.inflict()
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+
+    striker = threading.Thread(target=inflict, name=f"fault-{fault.name}", daemon=True)
+    struck = time.monotonic()
+    if fault.strike == "before":
+        striker.start()
+        time.sleep(1)
+    phase = start_phase(stack, app, fault.name, number, count, renew_from)
+    if fault.strike == "queued":
+        struck = time.monotonic()
+        striker.start()
+    elif fault.strike == "midway":
         wait_until(
             lambda: (done_count_when_reachable(phase) or 0) >= STRIKE_SHARE * phase.expected,
             timeout=STRIKE_AFTER_S,
             interval=0.5,
         )
         struck = time.monotonic()
-        detail = inflict()
-        phase.fault_end = time.monotonic()
-        say(f"    {phase.fault}: {detail}; lasted {phase.fault_end - struck:.1f} s")
+        striker.start()
+    striker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    phase.fault_end = time.monotonic()
+    say(f"    {fault.name} ({fault.strike}): {outcome['detail']}; lasted {phase.fault_end - struck:.1f} s")
+    finish_phase(stack, phase)
+    return phase
+
+
+def finish_phase(stack: FaultStack, phase: Phase) -> None:
+    """Waits for the phase's work (at most RECOVERY_LIMIT_S after the fault ended) and counts."""
     done = wait_for_phase(phase, phase.fault_end + RECOVERY_LIMIT_S)
     pebble_log = _read_from(stack.pebble_log, phase.pebble_log_offset)
     ca = ca_counts(phase, pebble_log, stack.control.get("orders"))
@@ -189,18 +228,18 @@ def main() -> int:
         app = create_app("faults", "matrix")
         say(f"warm-up: {args.n} certificates without a fault")
         warm = start_phase(stack, app, "warm-up", 0, args.n, [])
-        run_phase(stack, warm, None)
+        warm.fault_end = time.monotonic()
+        finish_phase(stack, warm)
         if warm.counts["stuck"]:
             say(f"VOID: the warm-up left {warm.counts['stuck']} undone, e.g. {undone(warm)}")
             return 1
         say(f"    {args.n} issued in {warm.done_at - warm.fault_end:.0f} s")
         previous = warm
-        selected = [(name, inflict) for name, inflict in faults(stack) if not args.only or name in args.only]
-        for number, (name, inflict) in enumerate(selected, start=1):
-            say(f"fault {number}: {name}")
+        selected = [fault for fault in faults(stack) if not args.only or fault.name in args.only]
+        for number, fault in enumerate(selected, start=1):
+            say(f"fault {number}: {fault.name}")
             renew_from = [pk for pk in previous.new_ids if pk not in set(_undone_ids(previous))]
-            phase = start_phase(stack, app, name, number, args.n, renew_from)
-            run_phase(stack, phase, inflict)
+            phase = run_fault(stack, app, fault, number, args.n, renew_from)
             phases.append(phase)
             recovery = recovery_s(phase)
             say(
