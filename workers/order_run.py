@@ -185,7 +185,7 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
         return None, f"failed: {problem}"
     except (requests.RequestException, errors.ClientError, errors.NonceError) as exc:
         forget_clients()
-        if _not_found(exc):
+        if _not_found(exc, order):
             return None, start_over(order, held, "the CA no longer knows this order (HTTP 404)")
         return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2, ca_side=True)
     except ChallengeNotPublished as exc:
@@ -304,11 +304,16 @@ def paused(order: Order, held: uuid.UUID, names: str, unpause_url: str) -> str:
     return "paused by the CA"
 
 
-def _not_found(exc: Exception) -> bool:
+def _not_found(exc: Exception, order: Order) -> bool:
     """A 404 without a problem document (the library's ClientError): the CA has no such order,
-    authorization or certificate, as when it restarted (Pebble) or the order expired."""
+    authorization or certificate, as when it restarted (Pebble) or the order expired. Not the
+    directory's own 404 (a wrong ACME_DIRECTORY_URL), which no new order would cure."""
     response = exc.args[0] if isinstance(exc, errors.ClientError) and exc.args else None
-    return isinstance(response, requests.Response) and response.status_code == 404
+    return (
+        isinstance(response, requests.Response)
+        and response.status_code == 404
+        and response.url != order.account.directory_url
+    )
 
 
 def start_over(order: Order, held: uuid.UUID, reason: str) -> str:

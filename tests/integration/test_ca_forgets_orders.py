@@ -105,3 +105,18 @@ def test_an_order_that_never_reaches_the_ca_fails_without_pushing_its_domain_dee
     # Not a sixth failure (32 minutes): the CA's outage is retried a minute later.
     assert domain.consecutive_failures == 5
     assert before < domain.next_attempt_at <= before + datetime.timedelta(seconds=61)
+
+
+def test_a_directory_that_answers_404_is_retried_as_the_ca_unreachable_not_started_over(pebble_stack):
+    base = settings.ACME_DIRECTORY_URL.removesuffix("/dir")
+    # A wrong ACME_DIRECTORY_URL: a new order would meet the same 404.
+    account = AcmeAccount.objects.create(
+        directory_url=f"{base}/not-a-directory",
+        key=seal(_new_account_key_pem()),
+        account_url=f"{base}/my-account/1",
+    )
+    _, order = _order_in_validation(account, f"{base}/my-order/1")
+
+    outcome = order_run.run_step(order.pk, str(order.lease_token))
+
+    assert outcome == "retry validating: could not reach the CA: ClientError"
