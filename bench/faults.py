@@ -19,7 +19,8 @@ platform. The fault strikes where it hurts: the resolvers fall silent before the
 (every check and renewal pre-flight meets them); the broker restarts and the quota Redis is flushed
 right after it is sent (its tasks still queued, its tokens just spent); the others strike once a
 fifth of the work is done (or after 20 s), with orders in every state. Then the benchmark waits
-until all 600 are done, at most 5 minutes after the fault ended. The first phase issues 300 certificates without a fault (the first renewals' certificates).
+until all 600 are done, at most 5 minutes after the fault ended. The first phase issues 300
+certificates without a fault (the first renewals' certificates).
 
 Per fault:
 - issued: new domains In use plus renewals stored since the phase began, of 600 expected;

@@ -8,6 +8,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from django.conf import settings
+
 
 class TcpRelay:
     def __init__(self, upstream: tuple[str, int]) -> None:
@@ -56,3 +58,12 @@ class TcpRelay:
     def close(self) -> None:
         self.listener.close()
         self.cut()
+
+
+def database_relay() -> tuple[TcpRelay, str]:
+    """A relay in front of the test database, and the DATABASE_URL that goes through it."""
+    database = settings.DATABASES["default"]
+    relay = TcpRelay((database.get("HOST") or "127.0.0.1", int(database.get("PORT") or 5432)))
+    user = database.get("USER") or "postgres"
+    password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
+    return relay, f"postgres://{user}{password}@127.0.0.1:{relay.port}/{database['NAME']}"

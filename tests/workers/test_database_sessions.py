@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from certificates.acme_client import get_account
@@ -21,7 +20,7 @@ from domains.services import create_domain
 from tests.conftest import start_celery_worker
 from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, unique_name, wait_for
-from tests.tcp_relay import TcpRelay
+from tests.tcp_relay import database_relay
 from workers.models import Heartbeat
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -39,17 +38,8 @@ def _send_heartbeats_until_stamped(since, timeout: float) -> bool:
     return False
 
 
-def _database_relay() -> tuple[TcpRelay, str]:
-    """A relay in front of the test database, and the DATABASE_URL that goes through it."""
-    database = settings.DATABASES["default"]
-    relay = TcpRelay((database.get("HOST") or "127.0.0.1", int(database.get("PORT") or 5432)))
-    user = database.get("USER") or "postgres"
-    password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
-    return relay, f"postgres://{user}{password}@127.0.0.1:{relay.port}/{database['NAME']}"
-
-
 def test_worker_tasks_succeed_again_after_its_database_sessions_are_cut(without_session_worker):
-    relay, url = _database_relay()
+    relay, url = database_relay()
     worker = start_celery_worker("worker-sessions-cut", concurrency=1, extra_env={"DATABASE_URL": url})
     try:
         assert _send_heartbeats_until_stamped(timezone.now(), timeout=30), "the worker never ran a task"
@@ -68,7 +58,7 @@ def test_worker_tasks_succeed_again_after_its_database_sessions_are_cut(without_
 def test_a_domain_check_that_could_not_reach_the_database_is_sent_again_within_seconds(
     without_session_worker, app
 ):
-    relay, url = _database_relay()
+    relay, url = database_relay()
     relay.refusing = True
     # Created with its first check claimed (a 5-minute lease) and sent; no worker has it yet.
     domain = create_domain(app, unique_name())
@@ -96,7 +86,7 @@ def test_a_domain_check_that_could_not_reach_the_database_is_sent_again_within_s
 def test_an_order_step_that_lost_the_database_is_taken_over_by_its_retry_not_left_to_its_lease(
     pebble_stack, web_server, without_session_worker, app, settings
 ):
-    relay, url = _database_relay()
+    relay, url = database_relay()
     forget_directories()
     with AcmeProxy.in_front_of(pebble_stack, account_key=from_database) as proxy:
         settings.ACME_DIRECTORY_URL = proxy.directory_url
