@@ -3,7 +3,7 @@ PYTHON := .venv/bin/python
 # Files starting with an underscore are shared code, not benchmarks.
 BENCHES := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 
-.PHONY: run test bench lint format bootstrap manage
+.PHONY: run test bench lint format bootstrap manage docker-images docker-test
 
 bootstrap:
 	@bash devstack/bootstrap.sh
@@ -17,6 +17,14 @@ manage:
 
 test: bootstrap
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The images of docker/compose.yml, from a debootstrap base and wheels built here (no registry).
+docker-images: bootstrap
+	$(PYTHON) -m devstack.docker_images
+
+# docker/compose.yml for real: build, up, issue the demo certificate, verify it through the edge, down.
+docker-test: bootstrap
+	$(PYTHON) -m devstack.docker_test
 
 bench: bootstrap
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(PYTHON) $$b; done

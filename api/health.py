@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from domains.profiles import ProfileUnchecked, platform_profile_problem
-from workers.models import Heartbeat
+from workers.models import BeatLease, Heartbeat
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ def check_quota_redis() -> Check:
 
 
 def check_heartbeats(now: datetime | None = None) -> list[Check]:
-    """Beat is critical (a dead beat lets certificates lapse silently); the worker is informational."""
+    """Beat is critical (a dead beat lets certificates lapse silently); a standby beat and the worker
+    are informational."""
     now = now or timezone.now()
     max_age = settings.HEALTH_BEAT_MAX_AGE_SECONDS
     try:
@@ -75,7 +76,13 @@ def check_heartbeats(now: datetime | None = None) -> list[Check]:
     except Exception as exc:
         return [Check("beat", False, f"cannot read heartbeats: {type(exc).__name__}")]
     checks = []
-    for source, critical in ((Heartbeat.Source.BEAT, True), (Heartbeat.Source.WORKER, False)):
+    sources = (
+        (Heartbeat.Source.BEAT, True),
+        # With no standby a dying leader stops the periodic tasks until beat is restarted.
+        (Heartbeat.Source.BEAT_STANDBY, False),
+        (Heartbeat.Source.WORKER, False),
+    )
+    for source, critical in sources:
         at = seen.get(source)
         if at is None:
             checks.append(Check(source.value, False, "never seen", critical))
@@ -85,6 +92,25 @@ def check_heartbeats(now: datetime | None = None) -> list[Check]:
         detail = f"last seen {age:.0f} s ago" + ("" if ok else f" (more than {max_age} s)")
         checks.append(Check(source.value, ok, detail, critical))
     return checks
+
+
+def check_beat_leader(now: datetime | None = None) -> Check:
+    """Informational: which beat leads, or that none does. A takeover leaves no leader for up to
+    1.25 leases, which must not take web out of rotation; the critical `beat` check fails if it lasts."""
+    now = now or timezone.now()
+    try:
+        lease = BeatLease.objects.first()
+    except Exception as exc:
+        return Check("beat_leader", False, f"cannot read the leader lease: {type(exc).__name__}", False)
+    if lease is None:
+        return Check("beat_leader", False, "no beat leads: none has ever run", critical=False)
+    who = f"{lease.host} pid {lease.pid} (term {lease.term})"
+    if lease.expires_at <= now:
+        ended = (now - lease.expires_at).total_seconds()
+        return Check("beat_leader", False, f"no beat leads: {who}'s lease ended {ended:.0f} s ago", False)
+    renewed = (now - lease.renewed_at).total_seconds()
+    detail = f"{who} leads since {lease.acquired_at:%Y-%m-%d %H:%M:%S} UTC, renewed {renewed:.0f} s ago"
+    return Check("beat_leader", True, detail, critical=False)
 
 
 def check_acme_profile() -> Check:
@@ -104,6 +130,9 @@ def run_checks(now: datetime | None = None) -> tuple[bool, list[Check]]:
     checks = [check_postgresql(), check_broker(), check_quota_redis()]
     if settings.ACME_PROFILE:
         checks.append(check_acme_profile())
-    checks += check_heartbeats(now) if checks[0].ok else [Check("beat", False, "PostgreSQL is down")]
+    if checks[0].ok:
+        checks += [*check_heartbeats(now), check_beat_leader(now)]
+    else:
+        checks.append(Check("beat", False, "PostgreSQL is down"))
     healthy = all(check.ok for check in checks if check.critical)
     return healthy, checks

@@ -184,10 +184,11 @@ def render(now: datetime.datetime | None = None) -> str:
     )
     out.metric(
         "certwright_heartbeat_age_seconds",
-        "Seconds since beat last sent a task, and since a worker last ran its heartbeat (-1: never).",
+        "Seconds since beat last sent a task, since a standby beat last ticked, and since a worker last"
+        " ran its heartbeat (-1: never).",
         [
             ({"source": source}, round((now - beats[source]).total_seconds(), 3) if source in beats else -1)
-            for source in (Heartbeat.Source.BEAT, Heartbeat.Source.WORKER)
+            for source in Heartbeat.Source
         ],
     )
     lengths = _queue_lengths()

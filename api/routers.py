@@ -42,7 +42,7 @@ from django.views.decorators.http import require_GET
 from api.feed_wakeups import LISTENER, TOKEN
 from api.models import ApiToken
 from api.tokens import check_token, create_token
-from certificates.feed import changes_after, feed_end, snapshot
+from certificates.feed import changes_after, feed_end, feed_horizon, snapshot
 from certificates.sealing import SecretUnreadable
 from certificates.serving import served_certificate
 
@@ -231,6 +231,18 @@ def _changes_body(after: int, limit: int, scope: list[int] | None) -> tuple[int,
             (
                 f"The cursor {after} is beyond the end of the feed ({end}): this Certwright's "
                 "database is not the one the cursor came from. Take a snapshot (GET /routers/v1/snapshot)."
+            ),
+        )
+    # A first row read that is not the cursor's next (or none read) is a gap in the sequence,
+    # another region's rows, or rows retention pruned: only the last loses changes.
+    if found.first != after + 1 and after < (horizon := feed_horizon()):
+        return (
+            409,
+            None,
+            (
+                f"The cursor {after} is older than what the feed keeps (pruned through {horizon}; "
+                "FEED_RETENTION_DAYS): changes after it may be gone. "
+                "Take a snapshot (GET /routers/v1/snapshot)."
             ),
         )
     try:

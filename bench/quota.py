@@ -111,7 +111,7 @@ def run_noop(client: redis.Redis, block: int) -> Block:
     # The very KEYS and ARGV Quota.spend and Quota.refund send, built before the clock starts, and
     # the same call (EVALSHA through the client): the floor is the call alone.
     spends = [
-        ([SINCE_KEY, bucket.key], ["spend", "", rid, *bucket.args()])
+        ([SINCE_KEY, bucket.key], ["spend", "", rid, *bucket.spend_args()])
         for row in ids
         for rid, bucket in zip(row, buckets, strict=True)
     ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
-from certificates.models import Certificate, CertificateSource, ServedChange
+from certificates.models import Certificate, CertificateSource, FeedHorizon, ServedChange
 from certificates.serving import servable_source, serving_order
 
 
@@ -37,6 +37,8 @@ class Changes:
 
     cursor: int
     names: list[NameChange]
+    # The first feed row read (0: none), which tells whether rows right after the cursor are gone.
+    first: int = 0
 
 
 # A name's candidates, as certificates.serving's rule has them (servable_source, serving_order),
@@ -97,7 +99,14 @@ def changes_after(
     latest = {name: seq for seq, name in read}
     served = candidates(list(latest), now, regions)
     names = [NameChange(seq, name, served[name]) for name, seq in sorted(latest.items(), key=lambda i: i[1])]
-    return Changes(read[-1][0], names)
+    return Changes(read[-1][0], names, read[0][0])
+
+
+def feed_horizon() -> int:
+    """The last sequence number retention pruned (0: none ever was, workers/retention.py): a
+    cursor before it may have missed changes."""
+    horizon = FeedHorizon.objects.values_list("pruned_through", flat=True).first()
+    return horizon or 0
 
 
 def feed_end() -> int:

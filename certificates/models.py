@@ -416,6 +416,16 @@ class ServedChange(models.Model):
         return f"#{self.seq} {self.name}"
 
 
+class FeedHorizon(models.Model):
+    """The last feed row pruned (workers/retention.py): one row, absent until the first prune. A
+    router whose cursor is before it may have missed changes and must take a snapshot."""
+
+    pruned_through = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"feed pruned through #{self.pruned_through}"
+
+
 class RevocationOutcome(models.TextChoices):
     PENDING = "pending", "pending"
     REVOKED = "revoked", "revoked"

@@ -100,6 +100,11 @@ CERTIFICATE_EXPIRING_DAYS = env.int("CERTIFICATE_EXPIRING_DAYS", 10, minimum=1)
 # Let's Encrypt certificates replaced (or no longer renewed) are deleted, keys included, this many
 # days after they ended (workers/expiry.py, hourly).
 CERTIFICATE_RETENTION_DAYS = env.int("CERTIFICATE_RETENTION_DAYS", 30, minimum=0)
+# History kept (workers/retention.py, hourly): domain events, ended orders and settled revocations
+# this many days (each domain's newest event and order stay); the routers' change feed this many
+# days (a router whose cursor is older takes a snapshot again).
+HISTORY_RETENTION_DAYS = env.int("HISTORY_RETENTION_DAYS", 90, minimum=1)
+FEED_RETENTION_DAYS = env.int("FEED_RETENTION_DAYS", 7, minimum=1)
 # Names one check task resolves at once.
 DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
 # The CA identity CAA records must authorize (RFC 8659 issuer domain name).
@@ -147,6 +152,10 @@ if FLOWER_BASIC_AUTH and (":" not in FLOWER_BASIC_AUTH or FLOWER_BASIC_AUTH.star
 
 # How old beat's last tick may be before /healthz reports beat as down (three missed ticks).
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int("HEALTH_BEAT_MAX_AGE_SECONDS", 180, minimum=10)
+# Beat's leader lease (workers/beat_lease.py): several beats may run, one leads and sends. A leader
+# cut off from PostgreSQL stops sending after 3/4 of this; a standby takes over within 1.25 times
+# this after the leader dies (25 s by default), or within a quarter of it after a clean stop.
+BEAT_LEADER_LEASE_SECONDS = env.int("BEAT_LEADER_LEASE_SECONDS", 20, minimum=8)
 HEALTH_CHECK_TIMEOUT_SECONDS = env.int("HEALTH_CHECK_TIMEOUT_SECONDS", 2, minimum=1)
 # Worker processes per `celery worker` (prefork, so time limits are enforced). The work is mostly
 # waiting on the CA, DNS and PostgreSQL, so more processes than cores pay off.
@@ -313,7 +322,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Kombu's Redis transport with one client per channel (workers/broker.py explains why).
 CELERY_BROKER_TRANSPORT = "workers.broker:Transport"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30}
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, sending only while this beat holds the leader lease.
+CELERY_BEAT_SCHEDULER = "workers.beat_scheduler:LeaderScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 DJANGO_CELERY_BEAT_TZ_AWARE = True

@@ -21,9 +21,14 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# pebble: the ACME test CA and its mock DNS; docker-compose: validates docker/compose.yml without an engine.
+# pebble: the ACME test CA and its mock DNS; docker-compose (1.29): validates docker/compose.yml in
+# the suite and runs it in make docker-test.
 command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || apt_install pebble
 command -v docker-compose >/dev/null || apt_install docker-compose
+# make docker-test: dockerd (Debian's docker.io; the test starts it when none runs), debootstrap for
+# the base image, and python3-venv for the virtualenv of Debian's python3 that builds the wheels.
+command -v dockerd >/dev/null || apt_install docker.io
+apt_install debootstrap python3-venv
 # bind9: a real DNS server for the tests of the DNS-01 provider's RFC 2136 updates (named is
 # started by the tests themselves, on a free port).
 [ -x /usr/sbin/named ] || apt_install bind9

@@ -20,15 +20,24 @@ from domains.services import create_domain, retry_now
 DEMO_DOMAIN = "www.example.com"
 
 
-def run_demo(platform_dns: PlatformDns, admin_username: str, say, timeout: float = 120) -> bool:
-    """Creates the demo (once), points its DNS at the app and prints the statuses until in use."""
+def run_demo(
+    platform_dns: PlatformDns,
+    admin_username: str,
+    say,
+    timeout: float = 120,
+    ingress_ipv4: str = "127.0.0.1",
+    logs: str = ".run/logs/",
+) -> bool:
+    """Creates the demo (once), points its DNS at the app and prints the statuses until in use.
+    `ingress_ipv4` is the region's router (the CA's HTTP-01 requests go there); `logs` where to look
+    when it fails."""
     with transaction.atomic():
         region, _ = Region.objects.get_or_create(
             name="local",
             defaults={
                 "domain_suffix": "local.example-paas.io",
                 "cname_target": "ingress.local.example-paas.io",
-                "ingress_ipv4": ["127.0.0.1"],
+                "ingress_ipv4": [ingress_ipv4],
                 "ingress_ipv6": [],
             },
         )
@@ -67,5 +76,5 @@ def run_demo(platform_dns: PlatformDns, admin_username: str, say, timeout: float
             )
             return True
         time.sleep(0.2)
-    say(f"demo: {DEMO_DOMAIN} did not reach In use within {timeout:.0f} s; see .run/logs/")
+    say(f"demo: {DEMO_DOMAIN} did not reach In use within {timeout:.0f} s; see {logs}")
     return False

@@ -1,21 +1,17 @@
-# syntax=docker/dockerfile:1
-#
 # Pebble (Let's Encrypt's test ACME server) and pebble-challtestsrv (its mock DNS server), both from
-# Debian's `pebble` package (2.4.0 in bookworm): /usr/bin/pebble and /usr/bin/pebble-challtestsrv.
-# Build context: the docker/ directory. Development and testing only: Pebble is not a real CA.
+# Debian's `pebble` package (2.4.0 in bookworm, in the base image; see devstack/docker_images.py):
+# /usr/bin/pebble and /usr/bin/pebble-challtestsrv. Build context: the docker/ directory.
+# Development and testing only: Pebble is not a real CA.
 #
 # The package ships no certificate for Pebble's own HTTPS listener, so the build generates one: a
 # throwaway CA (whose private key is deleted as soon as it has signed) and a leaf for `pebble`,
 # `localhost`, 127.0.0.1 and ::1. At start-up the entrypoint copies the CA into the volume mounted at
-# /var/lib/pebble-ca, which the app containers mount read-only as their ACME_CA_BUNDLE.
-# (This listener CA is not the CA that signs the certificates Pebble issues: Pebble generates that
-# root at every start and serves it at https://pebble:15000/roots/0.)
+# /var/lib/pebble-ca, which the app containers mount read-only as their ACME_CA_BUNDLE, and adds the
+# root that signs what Pebble issues (a new one at every start, served at :15000/roots/0) to
+# roots.pem there, the app's EXTRA_TRUSTED_ROOTS.
 
-FROM debian:bookworm-slim
-
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends pebble openssl curl ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+ARG BASE_IMAGE=certwright-base:bookworm
+FROM ${BASE_IMAGE}
 
 RUN groupadd --system --gid 10002 pebble \
     && useradd --system --uid 10002 --gid pebble --no-create-home --home-dir /nonexistent \

@@ -261,6 +261,10 @@ class Bucket:
     def args(self) -> list:
         return [self.interval_us, self.capacity, 1 if self.durable else 0]
 
+    def spend_args(self) -> list:
+        """This bucket's ARGV in a spend: `args()` and whether the spend only checks it."""
+        return [self.interval_us, self.capacity, 1 if self.durable else 0, 1 if self.check_only else 0]
+
 
 class Decision(NamedTuple):
     granted: bool
@@ -325,7 +329,7 @@ class Quota:
         Idempotent per reservation: spending it again after the wait takes what is left."""
         args: list = ["spend", _now(now_us), reservation]
         for bucket in buckets:
-            args += [*bucket.args(), 1 if bucket.check_only else 0]
+            args += bucket.spend_args()
         keys = [bucket.key for bucket in buckets]
         for _ in range(len(buckets) + 1):
             answer = self._run(keys, args)

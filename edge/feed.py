@@ -34,7 +34,8 @@ class FeedUnauthorized(FeedError):
 
 
 class CursorAhead(FeedError):
-    """409: the cursor is beyond the feed's end (Certwright's database was restored): snapshot again."""
+    """409: the feed cannot go on from the cursor: it is beyond the feed's end (Certwright's
+    database was restored) or older than what the feed keeps (pruned). Snapshot again."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Feed:
         if response.status_code in (401, 403):
             raise FeedUnauthorized(f"{self.base_url} refused the token (HTTP {response.status_code}{detail})")
         if response.status_code == 409:
-            raise CursorAhead(f"the cursor is beyond the feed's end (HTTP 409{detail})")
+            raise CursorAhead(f"the feed cannot go on from the cursor (HTTP 409{detail})")
         if response.status_code >= 500:
             raise FeedUnavailable(f"{self.base_url} answered HTTP {response.status_code}")
         raise FeedError(f"{url} answered HTTP {response.status_code}{detail}")

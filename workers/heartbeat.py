@@ -1,7 +1,8 @@
 """Records that beat ticked and that a worker ran, so that /healthz can tell a dead beat from a live one.
 
-A dead beat is silent: nothing fails, certificates just stop being renewed. So beat stamps the
-database every time it sends a task, from inside the beat process itself.
+A dead beat is silent: nothing fails, certificates just stop being renewed. So the leading beat
+stamps the database every time it sends a task, from inside the beat process itself, and a standby
+beat stamps its own source while it waits (workers/beat_scheduler.py).
 """
 
 from __future__ import annotations
@@ -25,24 +26,25 @@ def record_heartbeat(source: str, now: datetime | None = None) -> None:
     Heartbeat.objects.update_or_create(source=source, defaults={"at": now or timezone.now()})
 
 
+def stamp_from_beat(source: str) -> None:
+    """record_heartbeat for the beat process: a failure is logged, never raised."""
+    try:
+        # Beat runs no tasks, so nothing else notices a connection a PostgreSQL restart broke.
+        drop_broken_connections()
+        record_heartbeat(source)
+    except Exception:
+        # Never let the heartbeat stop beat from sending the task itself.
+        logger.exception("could not record beat's heartbeat (%s)", source)
+
+
 @beat_init.connect
 def _mark_beat_process(sender=None, **kwargs) -> None:
+    # No stamp here: a starting beat may be a standby, and only the leader's sends say beat works.
     global _in_beat
     _in_beat = True
-    _stamp_beat()
 
 
 @before_task_publish.connect
 def _stamp_beat_on_publish(sender=None, **kwargs) -> None:
     if _in_beat:
-        _stamp_beat()
-
-
-def _stamp_beat() -> None:
-    try:
-        # Beat runs no tasks, so nothing else notices a connection a PostgreSQL restart broke.
-        drop_broken_connections()
-        record_heartbeat(Heartbeat.Source.BEAT)
-    except Exception:
-        # Never let the heartbeat stop beat from sending the task itself.
-        logger.exception("could not record beat's heartbeat")
+        stamp_from_beat(Heartbeat.Source.BEAT)

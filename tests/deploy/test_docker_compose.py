@@ -1,8 +1,10 @@
-"""The Docker development stack (docker/): checked by reading, since no Docker engine runs here.
+"""The Docker development stack (docker/), checked by reading: its wiring, in seconds, in `make test`.
 
 `docker-compose config` (Debian's Compose 1.29) validates and resolves docker/compose.yml without an
-engine; the tests then read the resolved configuration, Pebble's JSON config and the Dockerfiles.
-No database and no Django: these tests only read files and run `docker-compose config`.
+engine; the tests then read the resolved configuration, Pebble's JSON config, the Dockerfiles and the
+build-context rules. No database and no Django. `make docker-test` (devstack/docker_test.py) builds
+the images and runs the stack for real; it needs a Docker engine and takes minutes, so it is a CI
+step of its own rather than part of this suite.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devstack import docker_images
+from devstack.compose_demo import EDGE_ADDRESS
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
 COMPOSE_FILE = DOCKER_DIR / "compose.yml"
 APP_DOCKERFILE = DOCKER_DIR / "Dockerfile"
 PEBBLE_DOCKERFILE = DOCKER_DIR / "pebble.Dockerfile"
+DOCKERFILES = sorted(DOCKER_DIR.glob("*Dockerfile"))
 PEBBLE_CONFIG = DOCKER_DIR / "pebble-config.json"
 DOCKER_COMPOSE = Path("/usr/bin/docker-compose")
 
@@ -32,7 +38,8 @@ DOCKER_COMPOSE = Path("/usr/bin/docker-compose")
 APP_SERVICES = ("web", "feed", "worker", "beat", "flower")
 # Every process that imports config.settings, so needs every required variable.
 SETTINGS_SERVICES = (*APP_SERVICES, "migrate")
-ALL_SERVICES = (*APP_SERVICES, "migrate", "postgres", "redis", "pebble", "challtestsrv")
+ONE_SHOT_SERVICES = ("migrate", "router-token")
+ALL_SERVICES = (*APP_SERVICES, *ONE_SHOT_SERVICES, "edge", "postgres", "redis", "pebble", "challtestsrv")
 
 # What config/settings.py refuses to start without (DEBUG is off in compose.env), plus ACME_CA_BUNDLE,
 # without which the app cannot trust Pebble's HTTPS listener.
@@ -126,6 +133,20 @@ def _volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
+def _published(service: dict) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of each published port, as `config` prints them
+    (`127.0.0.1:8443:443/tcp`) or in the long syntax."""
+    published = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            published.append((port.get("host_ip", ""), str(port.get("published", "")), str(port["target"])))
+        else:
+            parts = str(port).split("/")[0].split(":")
+            host_ip = parts[0] if len(parts) == 3 else ""
+            published.append((host_ip, parts[-2] if len(parts) > 1 else "", parts[-1]))
+    return published
+
+
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
     instructions: list[tuple[str, str]] = []
@@ -161,20 +182,19 @@ def test_compose_defines_the_app_processes_the_one_shot_migration_and_every_back
     assert not missing, f"services missing from docker/compose.yml: {missing}"
 
 
-def test_beat_never_runs_more_than_one_replica(services):
+def test_beat_runs_a_leader_and_a_standby(services):
     beat = services["beat"]
     replicas = (beat.get("deploy") or {}).get("replicas", 1)
-    assert replicas <= 1, "two beats would send every periodic task twice"
-    assert beat.get("scale", 1) <= 1
+    assert replicas == 2, "one beat leads and sends, the other takes over when it dies"
 
 
 def test_web_worker_beat_and_flower_run_one_image_built_from_docker_dockerfile(services):
-    builds = {name: services[name].get("build") for name in (*APP_SERVICES, "migrate")}
+    builds = {name: services[name].get("build") for name in (*APP_SERVICES, *ONE_SHOT_SERVICES)}
     for name, build in builds.items():
         assert build, f"{name} has no build section"
         assert Path(build["context"]).resolve() == ROOT, f"{name} must build from the repository root"
         assert build.get("dockerfile") == "docker/Dockerfile", f"{name} builds from {build.get('dockerfile')}"
-    images = {services[name].get("image") for name in (*APP_SERVICES, "migrate")}
+    images = {services[name].get("image") for name in (*APP_SERVICES, *ONE_SHOT_SERVICES)}
     assert len(images) == 1 and None not in images, f"the app services use different images: {images}"
 
 
@@ -236,10 +256,11 @@ def test_pebble_resolves_domains_through_challtestsrv(services):
     assert _environment(services["pebble"]).get("PEBBLE_VA_NOSLEEP") == "1"
 
 
-def test_challtestsrv_sends_every_unknown_name_to_web_for_http01(compose, services):
-    web_address = _fixed_ipv4(services["web"])
+def test_challtestsrv_sends_every_unknown_name_to_the_edge_which_passes_http01_to_web(compose, services):
+    edge = services["edge"]
+    edge_address = _fixed_ipv4(edge)
     argv = _argv(services["challtestsrv"]["command"])
-    assert _option(argv, "-defaultIPv4") == web_address
+    assert _option(argv, "-defaultIPv4") == edge_address
     assert _option(argv, "-defaultIPv6") == ""
     for challenge_server in ("-http01", "-https01", "-tlsalpn01"):
         assert _option(argv, challenge_server) == "", f"challtestsrv must not serve {challenge_server}"
@@ -248,25 +269,55 @@ def test_challtestsrv_sends_every_unknown_name_to_web_for_http01(compose, servic
         for network in compose["networks"].values()
         for pool in ((network or {}).get("ipam") or {}).get("config") or []
     ]
-    fixed = [ipaddress.ip_address(web_address), ipaddress.ip_address(_fixed_ipv4(services["challtestsrv"]))]
-    assert all(any(ip in subnet for subnet in subnets) for ip in fixed), "fixed addresses outside the subnet"
-    assert "8000" in " ".join(_argv(services["web"]["command"])), "gunicorn must listen on Pebble's httpPort"
+    fixed = [_fixed_ipv4(services[name]) for name in ("web", "edge", "challtestsrv")]
+    assert all(any(ipaddress.ip_address(ip) in subnet for subnet in subnets) for ip in fixed), (
+        "fixed addresses outside the subnet"
+    )
+    assert len(set(fixed)) == len(fixed)
+    # Pebble's HTTP-01 requests go to port 80 of the edge, whose HAProxy passes them to gunicorn.
+    assert json.loads(PEBBLE_CONFIG.read_text())["pebble"]["httpPort"] == 80
+    assert {target for _, _, target in _published(edge)} >= {"80", "443"}
+    web_host, web_port = _environment(edge)["CERTWRIGHT_WEB"].rsplit(":", 1)
+    assert web_host == "web" and web_port in " ".join(_argv(services["web"]["command"]))
+    # The demo puts its region's ingress at the edge.
+    assert edge_address == EDGE_ADDRESS
 
 
-def test_acme_ca_bundle_is_read_from_the_volume_pebble_publishes(services):
+def test_the_edge_follows_the_feed_with_the_token_the_one_shot_router_token_service_writes(services):
+    edge = services["edge"]
+    env = _environment(edge)
+    assert env["CERTWRIGHT_FEED_URL"] == "http://feed:8001"
+    assert "0.0.0.0:8001" in _argv(services["feed"]["command"])
+    token_file = env["CERTWRIGHT_EDGE_TOKEN_FILE"]
+    token_volume = _volume_mounts(edge)[posixpath.dirname(token_file)]
+    assert _volume_mounts(services["router-token"])[posixpath.dirname(token_file)] == token_volume
+    script = " ".join(_argv(services["router-token"]["command"]))
+    assert "manage.py router_token create" in script and "umask 077" in script
+    assert f"token={token_file};" in script
+    assert edge["depends_on"]["router-token"]["condition"] == "service_completed_successfully"
+    entrypoint = (DOCKER_DIR / "edge-entrypoint.sh").read_text()
+    assert "certwright-edge haproxy-config" in entrypoint and "exec certwright-edge run" in entrypoint
+    assert "--driver haproxy" in entrypoint
+
+
+def test_acme_ca_bundle_and_trusted_roots_are_read_from_the_volume_pebble_publishes(services):
     pebble_mounts = _volume_mounts(services["pebble"])
+    entrypoint = (DOCKER_DIR / "pebble-entrypoint.sh").read_text()
     for name in SETTINGS_SERVICES:
-        bundle = _environment(services[name])["ACME_CA_BUNDLE"]
-        directory = posixpath.dirname(bundle)
-        volume = _volume_mounts(services[name]).get(directory)
-        assert volume, f"{name} does not mount {directory}"
-        assert pebble_mounts.get(directory) == volume, f"pebble does not publish its CA into {volume}"
-    assert "/var/lib/pebble-ca/ca.pem" in (DOCKER_DIR / "pebble-entrypoint.sh").read_text()
+        env = _environment(services[name])
+        for variable in ("ACME_CA_BUNDLE", "EXTRA_TRUSTED_ROOTS"):
+            directory, filename = posixpath.split(env[variable])
+            volume = _volume_mounts(services[name]).get(directory)
+            assert volume, f"{name} does not mount {directory}"
+            assert pebble_mounts.get(directory) == volume, f"pebble does not publish into {volume}"
+            assert f"shared={directory}" in entrypoint and f'"$shared/{filename}"' in entrypoint
 
 
 def test_web_worker_and_beat_start_only_after_migrate_succeeded(services):
     migrate = services["migrate"]
-    assert _argv(migrate["command"])[-3:] == ["manage.py", "migrate", "--noinput"]
+    script = " ".join(_argv(migrate["command"]))
+    assert script.index("manage.py migrate --noinput") < script.index("manage.py ensure_superuser")
+    assert "&&" in script, "the admin user is created only after the migrations succeeded"
     assert migrate.get("restart") in (None, "no")
     for name in ("web", "worker", "beat"):
         condition = (services[name].get("depends_on") or {}).get("migrate", {}).get("condition")
@@ -308,17 +359,18 @@ def test_beat_and_flower_run_celery_beat_and_flower_with_basic_auth(services):
 
 
 def test_backing_services_have_healthchecks_and_postgres_keeps_its_data_in_a_named_volume(compose, services):
-    for name in ("web", "postgres", "redis", "pebble", "challtestsrv"):
+    for name in ("web", "flower", "edge", "postgres", "redis", "pebble", "challtestsrv"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     assert "pg_isready" in " ".join(_argv(services["postgres"]["healthcheck"]["test"]))
-    assert services["postgres"]["image"] == "postgres:15"
+    assert services["postgres"]["build"]["dockerfile"] == "postgres.Dockerfile"
+    assert "postgresql-15" in docker_images.BASE_PACKAGES
     mounts = _volume_mounts(services["postgres"])
     assert mounts.get("/var/lib/postgresql/data") in compose["volumes"]
 
 
 def test_redis_keeps_nothing_on_disk(services):
     redis_service = services["redis"]
-    assert redis_service["image"] == "redis:7"
+    assert redis_service["build"]["dockerfile"] == "redis.Dockerfile"
     argv = _argv(redis_service["command"])
     assert _option(argv, "--save") == ""
     assert _option(argv, "--appendonly") == "no"
@@ -326,14 +378,15 @@ def test_redis_keeps_nothing_on_disk(services):
 
 def test_long_running_services_restart_and_migrate_does_not(services):
     for name in ALL_SERVICES:
-        if name != "migrate":
+        if name not in ONE_SHOT_SERVICES:
             assert services[name].get("restart") in ("unless-stopped", "always"), f"{name} never restarts"
-    assert services["migrate"].get("restart") in (None, "no"), "a one-shot migration must not loop"
+    for name in ONE_SHOT_SERVICES:
+        assert services[name].get("restart") in (None, "no"), f"the one-shot {name} must not loop"
 
 
-def test_pebble_config_validates_http01_on_port_8000_and_issues_90_day_certificates():
+def test_pebble_config_validates_http01_on_port_80_and_issues_90_day_certificates():
     config = json.loads(PEBBLE_CONFIG.read_text())["pebble"]
-    assert config["httpPort"] == 8000
+    assert config["httpPort"] == 80
     assert config["certificateValidityPeriod"] == NINETY_DAYS_IN_SECONDS == 7776000
     assert config["listenAddress"] == "0.0.0.0:14000"
     assert config["managementListenAddress"] == "0.0.0.0:15000"
@@ -342,11 +395,10 @@ def test_pebble_config_validates_http01_on_port_8000_and_issues_90_day_certifica
     assert config["externalAccountBindingRequired"] is False
 
 
-def test_pebble_image_installs_debians_package_and_generates_the_listener_certificate(services):
+def test_pebble_image_has_debians_package_and_generates_the_listener_certificate(services):
     instructions = dockerfile_instructions(PEBBLE_DOCKERFILE)
-    assert instructions[0] == ("FROM", "debian:bookworm-slim")
+    assert {"pebble", "openssl", "curl"} <= set(docker_images.BASE_PACKAGES)
     runs = " ".join(arguments for keyword, arguments in instructions if keyword == "RUN")
-    assert "apt-get install -y" in runs and " pebble " in f"{runs} "
     assert "openssl req -x509" in runs
     assert "DNS:pebble" in runs and "DNS:localhost" in runs
     config = json.loads(PEBBLE_CONFIG.read_text())["pebble"]
@@ -384,10 +436,10 @@ def test_dockerfile_copies_requirements_txt_and_installs_it_with_pip():
     assert installs[0] > copy_index
 
 
-def test_dockerfile_runs_as_non_root_on_python_311_and_collects_static_files():
+def test_dockerfile_runs_as_non_root_on_debians_python_and_collects_static_files():
     instructions = dockerfile_instructions(APP_DOCKERFILE)
-    text = APP_DOCKERFILE.read_text()
-    assert "python:3.11-slim-bookworm" in text
+    assert {"python3", "python3-venv"} <= set(docker_images.BASE_PACKAGES)
+    assert docker_images.SUITE == "bookworm", "bookworm's python3 is 3.11, the version the wheels are for"
     users = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     envs = " ".join(arguments for keyword, arguments in instructions if keyword == "ENV")
@@ -398,11 +450,69 @@ def test_dockerfile_runs_as_non_root_on_python_311_and_collects_static_files():
     assert cmd[:2] == ["gunicorn", "config.wsgi:application"]
 
 
+def test_every_image_is_built_here_from_the_debootstrap_base_and_none_is_pulled(services):
+    # No registry can be reached: every FROM is the base image `docker import`ed from debootstrap (or
+    # a stage of the same file), and every service's image is one a build section of this file makes.
+    for path in DOCKERFILES:
+        instructions = dockerfile_instructions(path)
+        stages = {
+            arguments.split()[-1]
+            for keyword, arguments in instructions
+            if keyword == "FROM" and " AS " in arguments
+        }
+        defaults = dict(
+            arguments.split("=", 1)
+            for keyword, arguments in instructions
+            if keyword == "ARG" and "=" in arguments
+        )
+        for keyword, arguments in instructions:
+            if keyword == "FROM":
+                image = arguments.split()[0]
+                image = defaults.get(image.strip("${}"), image)
+                assert image == docker_images.BASE_IMAGE or image in stages, f"{path.name} pulls {image}"
+    built = {service["image"] for service in services.values() if service.get("build")}
+    for name, service in services.items():
+        assert service["image"] in built, f"{name} runs {service['image']}, which nothing here builds"
+    assert {image for image, _, _ in docker_images.IMAGES} == built
+
+
+def test_no_dockerfile_asks_buildkit_for_a_frontend_and_builds_use_no_network(services):
+    # A `# syntax=` line makes BuildKit pull its frontend from a registry.
+    for path in DOCKERFILES:
+        first_lines = path.read_text().splitlines()[:5]
+        assert not any(line.lower().startswith("# syntax") for line in first_lines), path.name
+    for name, service in services.items():
+        assert service["build"].get("network") == "none", f"{name}'s build could reach a network"
+    assert docker_images.BUILDER_ENVIRONMENT["DOCKER_BUILDKIT"] == "0"
+
+
+def test_root_dockerignore_keeps_the_hosts_state_out_and_lets_the_wheels_in():
+    # The classic builder reads only a .dockerignore at the context's root (the repository's).
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {".venv", ".run", ".git", ".env", "docker/compose.env"} <= set(rules)
+    assert rules.index("build") < rules.index("!build/wheels") < rules.index("!build/project"), (
+        "the wheels must be let back in after build/"
+    )
+    assert not (DOCKER_DIR / "Dockerfile.dockerignore").exists(), "a BuildKit-only file the builder ignores"
+
+
+def test_ports_are_published_on_loopback_only(services):
+    published = {name: _published(service) for name, service in services.items()}
+    assert published["edge"] and published["web"]
+    for name, ports in published.items():
+        for host_ip, _, target in ports:
+            assert host_ip == "127.0.0.1", f"{name} publishes {target} on {host_ip or 'every address'}"
+
+
 def test_no_docker_file_names_a_registry_host():
-    # Images are named plainly (python:3.11-slim-bookworm, postgres:15...); the host is the engine's
-    # business, not this repository's.
+    # Images are named plainly (certwright-base:bookworm...); a host is the engine's business, not this
+    # repository's.
     images = []
-    for path in (APP_DOCKERFILE, PEBBLE_DOCKERFILE):
+    for path in DOCKERFILES:
         text = path.read_text()
         images += re.findall(
             r"^\s*(?:FROM|ARG\s+\w*IMAGE\w*=)\s*(\S+)", text, flags=re.MULTILINE | re.IGNORECASE

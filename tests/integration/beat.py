@@ -28,10 +28,13 @@ def restore_schedule(every: dict[str, float] | None = None) -> None:
         assert PeriodicTask.objects.filter(task=task).update(interval=interval) == 1, task
 
 
-def start_beat(name: str) -> ManagedProcess:
-    """A beat process on the test database and broker, once it has started."""
+def start_beat(name: str, env: dict[str, str] | None = None) -> ManagedProcess:
+    """A beat process on the test database and broker (`env` overrides), once it has started."""
     beat = ManagedProcess(
-        name, beat_command(str(RUN_DIR / f"{name}-schedule")), RUN_DIR / "logs", env=celery_subprocess_env()
+        name,
+        beat_command(str(RUN_DIR / f"{name}-schedule")),
+        RUN_DIR / "logs",
+        env={**celery_subprocess_env(), **(env or {})},
     ).start()
     beat.wait_until(lambda: "beat: Starting" in beat.log_since_start(), timeout=30, what="started")
     return beat

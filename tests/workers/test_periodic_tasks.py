@@ -27,7 +27,7 @@ def test_celery_uses_json_only_and_routes_queues():
     conf = celery_app.conf
     assert conf.task_serializer == "json"
     assert conf.accept_content == ["json"]
-    assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert conf.beat_scheduler == "workers.beat_scheduler:LeaderScheduler"
     assert conf.task_routes["workers.tasks.dns.*"] == {"queue": "dns"}
     assert conf.task_routes["workers.tasks.acme.*"] == {"queue": "acme"}
     assert conf.worker_send_task_events is True

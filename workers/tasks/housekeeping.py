@@ -6,6 +6,7 @@ from domains.quota_policy import prune_ledger
 from workers.expiry import catch_up, prune_expired_certificates
 from workers.heartbeat import record_heartbeat
 from workers.models import Heartbeat
+from workers.retention import prune_history
 
 
 @shared_task(name="workers.tasks.housekeeping.heartbeat", acks_late=True, time_limit=30, soft_time_limit=20)
@@ -36,3 +37,11 @@ def catch_up_expiries() -> int:
 def prune_certificates() -> int:
     """Deletes Let's Encrypt certificates long expired and replaced; beat sends it hourly."""
     return prune_expired_certificates()
+
+
+@shared_task(
+    name="workers.tasks.housekeeping.prune_history", acks_late=True, time_limit=900, soft_time_limit=840
+)
+def prune_history_task() -> dict[str, int]:
+    """Deletes history older than the retention settings keep (workers/retention.py); hourly."""
+    return prune_history()
