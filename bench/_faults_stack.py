@@ -58,7 +58,7 @@ class FaultStack:
         self.control = None
         self.web: ManagedProcess | None = None
         self.worker: ManagedProcess | None = None
-        self.beat: ManagedProcess | None = None
+        self.beats: list[ManagedProcess] = []
         self.beats_started = 0
 
     @property
@@ -93,6 +93,8 @@ class FaultStack:
         self.dns.start()
         self.web = self.bench.start_web(workers=2)
         self.worker = self.bench.start_worker("worker")
+        # Two beats, as on two hosts: a leader and a standby (workers/beat_lease.py).
+        self.start_beat()
         self.start_beat()
 
     def _start_proxy(self) -> None:
@@ -135,7 +137,7 @@ class FaultStack:
         ).start()
         self.bench.processes.append(beat)
         beat.wait_until(lambda: "beat: Starting" in beat.log_since_start(), timeout=30, what="started")
-        self.beat = beat
+        self.beats.append(beat)
         return beat
 
     def stop(self) -> None:
@@ -211,13 +213,26 @@ class FaultStack:
         probe = f"http://127.0.0.1:{port}/.well-known/acme-challenge/readiness-probe-token"
         self.web.wait_until(lambda: http_ok(probe), timeout=60, what="answering")
 
-    def kill_beat(self) -> None:
-        """SIGKILL beat; a standby (a new beat process) takes over at once."""
-        self.beat.signal_group(signal.SIGKILL)
-        self.beat.popen.wait(10)
-        self.bench.processes.remove(self.beat)
-        say("    beat killed; a standby beat starts")
+    def kill_beat_leader(self) -> int:
+        """SIGKILL the beat holding the leader lease (the standby takes over when the lease runs
+        out), then start another beat as the new standby, as a host's supervisor would; returns
+        the killed leader's term."""
+        from workers.models import BeatLease
+
+        deadline = time.monotonic() + 60
+        lease = None
+        while time.monotonic() < deadline and lease is None:
+            lease = BeatLease.objects.filter(pk=BeatLease.SINGLETON_ID).first()
+            time.sleep(0.0 if lease else 0.5)
+        if lease is None:
+            raise RuntimeError("no beat took the leader lease within 60 s")
+        leader = next(beat for beat in self.beats if beat.pid == lease.pid)
+        leader.signal_group(signal.SIGKILL)
+        leader.popen.wait(10)
+        self.beats.remove(leader)
+        self.bench.processes.remove(leader)
         self.start_beat()
+        return lease.term
 
 
 def _answers(url: str, context) -> bool:

@@ -8,15 +8,17 @@ operator would, and nothing of Certwright is restarted); the CA out for 60 s, an
 other request with a 500 and leaving the rest unanswered until the outage ends (the test ACME
 proxy's outage, mode `mixed`); the DNS resolvers not answering for
 60 s (a UDP relay in front of challtestsrv that drops every query); the web processes (the HTTP-01
-responder) killed for 30 s; beat killed (and a standby started at once: a new beat process; this
-branch has one beat, not the leader/standby pair).
+responder) killed for 30 s; the beat leader killed with SIGKILL (two beats run, a leader and a
+standby, as on two hosts; the standby takes over when the lease runs out, and another beat is
+started as the new standby; this phase's renewals wait for the new leader's own sweep).
 
 Each phase: the previous phase's 300 certificates are made due for renewal (`renew_at` now, and
 their ARI check pushed 6 h away so it cannot move them back), the renewal sweep is sent at once
 (as the admin's *Run selected tasks* would, rather than waiting up to a minute for beat's tick),
 300 domains under their own registered domains are created with their DNS pointing at the
 platform. The fault strikes where it hurts: the resolvers fall silent before the work is sent
-(every check and renewal pre-flight meets them); the broker restarts and the quota Redis is flushed
+(every check and renewal pre-flight meets them), and the beat leader is killed before it too (the
+renewals wait for the new leader's sweep); the broker restarts and the quota Redis is flushed
 right after it is sent (its tasks still queued, its tokens just spent); the others strike once a
 fifth of the work is done (or after 20 s), with orders in every state. Then the benchmark waits
 until all 600 are done, at most 5 minutes after the fault ended. The first phase issues 300
@@ -81,6 +83,9 @@ class Fault:
     # the work is done (orders in every state).
     strike: str
     inflict: Callable[[], str]  # returns when the fault is over, with a word on what it did
+    # The renewals wait for beat's own sweep (sent by the standby that took over) instead of one
+    # the benchmark sends.
+    beat_sweeps: bool = False
 
 
 def faults(stack: FaultStack) -> list[Fault]:
@@ -100,7 +105,12 @@ def faults(stack: FaultStack) -> list[Fault]:
         Fault("ca_outage", "midway", ca_outage),
         Fault("dns_timeout", "before", lambda: (stack.resolvers_silent(OUTAGE_S), f"{OUTAGE_S} s")[1]),
         Fault("web_killed", "midway", lambda: (stack.web_down(WEB_DOWN_S), f"{WEB_DOWN_S} s")[1]),
-        Fault("beat_killed", "midway", lambda: (stack.kill_beat(), "standby beat started")[1]),
+        Fault(
+            "beat_leader_killed",
+            "before",
+            lambda: f"leader of term {stack.kill_beat_leader()} killed, a new standby started",
+            beat_sweeps=True,
+        ),
     ]
 
 
@@ -109,8 +119,17 @@ def hosts_for(phase_number: int, count: int) -> list[str]:
     return [f"www.f{phase_number}-{i}-faults.com" for i in range(count)]
 
 
-def start_phase(stack: FaultStack, app, fault: str, number: int, count: int, renew_from: list[int]) -> Phase:
-    """Makes `renew_from`'s certificates due and sends the renewal sweep, then creates `count` domains."""
+def start_phase(
+    stack: FaultStack,
+    app,
+    fault: str,
+    number: int,
+    count: int,
+    renew_from: list[int],
+    send_sweep: bool = True,
+) -> Phase:
+    """Makes `renew_from`'s certificates due and sends the renewal sweep (unless beat must), then
+    creates `count` domains."""
     from celery import current_app
     from django.utils import timezone
 
@@ -135,7 +154,8 @@ def start_phase(stack: FaultStack, app, fault: str, number: int, count: int, ren
         Certificate.objects.filter(pk__in=renewing.values()).update(
             renew_at=started, ari_next_check=started + datetime.timedelta(hours=6)
         )
-        current_app.send_task("workers.tasks.dns.sweep_due_renewals", queue="dns")
+        if send_sweep:
+            current_app.send_task("workers.tasks.dns.sweep_due_renewals", queue="dns")
     phase.new_ids = [create_domain(app, host).pk for host in hosts]
     return phase
 
@@ -156,7 +176,7 @@ def run_fault(stack: FaultStack, app, fault: Fault, number: int, count: int, ren
     if fault.strike == "before":
         striker.start()
         time.sleep(1)
-    phase = start_phase(stack, app, fault.name, number, count, renew_from)
+    phase = start_phase(stack, app, fault.name, number, count, renew_from, send_sweep=not fault.beat_sweeps)
     if fault.strike == "queued":
         struck = time.monotonic()
         striker.start()
