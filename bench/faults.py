@@ -17,10 +17,11 @@ their ARI check pushed 6 h away so it cannot move them back), the renewal sweep 
 (as the admin's *Run selected tasks* would, rather than waiting up to a minute for beat's tick),
 300 domains under their own registered domains are created with their DNS pointing at the
 platform. The fault strikes where it hurts: the resolvers fall silent before the work is sent
-(every check and renewal pre-flight meets them), and the beat leader is killed before it too (the
-renewals wait for the new leader's sweep); the broker restarts and the quota Redis is flushed
-right after it is sent (its tasks still queued, its tokens just spent); the others strike once a
-fifth of the work is done (or after 20 s), with orders in every state. Then the benchmark waits
+(every check and renewal pre-flight meets them), and so do the web processes (every validation
+meets a dead HTTP-01 responder: struck later, the CA had validated nearly everything already) and
+the beat leader (the renewals wait for the new leader's sweep); the broker restarts and the quota
+Redis is flushed right after it is sent (its tasks still queued, its tokens just spent); the others
+strike once a fifth of the work is done (or after 20 s), with orders in every state. Then the benchmark waits
 until all 600 are done, at most 5 minutes after the fault ended. The first phase issues 300
 certificates without a fault (the first renewals' certificates).
 
@@ -104,7 +105,7 @@ def faults(stack: FaultStack) -> list[Fault]:
         Fault("pebble_restart", "midway", pebble),
         Fault("ca_outage", "midway", ca_outage),
         Fault("dns_timeout", "before", lambda: (stack.resolvers_silent(OUTAGE_S), f"{OUTAGE_S} s")[1]),
-        Fault("web_killed", "midway", lambda: (stack.web_down(WEB_DOWN_S), f"{WEB_DOWN_S} s")[1]),
+        Fault("web_killed", "before", lambda: (stack.web_down(WEB_DOWN_S), f"{WEB_DOWN_S} s")[1]),
         Fault(
             "beat_leader_killed",
             "before",
