@@ -6,5 +6,6 @@ class WorkersConfig(AppConfig):
     verbose_name = "Workers"
 
     def ready(self) -> None:
-        # Connects beat's heartbeat to Celery's signals in every process that loads Django.
-        from workers import heartbeat  # noqa: F401
+        # Connects to Celery's signals in every process that loads Django: beat's heartbeat, and
+        # the check that drops a database connection a PostgreSQL restart broke before each task.
+        from workers import db_sessions, heartbeat  # noqa: F401

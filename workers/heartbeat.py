@@ -13,6 +13,7 @@ from datetime import datetime
 from celery.signals import beat_init, before_task_publish
 from django.utils import timezone
 
+from workers.db_sessions import drop_broken_connections
 from workers.models import Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ def record_heartbeat(source: str, now: datetime | None = None) -> None:
 def stamp_from_beat(source: str) -> None:
     """record_heartbeat for the beat process: a failure is logged, never raised."""
     try:
+        # Beat runs no tasks, so nothing else notices a connection a PostgreSQL restart broke.
+        drop_broken_connections()
         record_heartbeat(source)
     except Exception:
         # Never let the heartbeat stop beat from sending the task itself.

@@ -44,6 +44,8 @@ from workers.acme_steps import (
     RenewalWaits,
     describe_problem,
 )
+from workers.db_sessions import DatabaseLost, database_unreachable
+from workers.preflight import TRANSIENT_RETRY
 from workers.renewals import record_renewal_failure, renewal_waits
 
 logger = logging.getLogger(__name__)
@@ -120,6 +122,16 @@ def run_step(order_id: int, token: str | None, now: datetime.datetime | None = N
     held = claim(order_id, token, now)
     if held is None:
         return "skipped: another task holds this order, or it is finished"
+    try:
+        return _run_steps(order_id, held)
+    except Exception as exc:
+        if database_unreachable(exc):
+            raise DatabaseLost(str(held)) from exc
+        raise
+
+
+def _run_steps(order_id: int, held: uuid.UUID) -> str:
+    """The steps of run_step, under the lease `held`."""
     started = time.monotonic()
     trail: list[str] = []
     order = Order.objects.select_related("account").get(pk=order_id)
@@ -158,26 +170,30 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
     except messages.Error as problem:
         if problem.code == "accountDoesNotExist":
             reset_account(order.account)
-            fail_order(
+            return None, start_over(
                 order, held, "the CA no longer knows the platform's ACME account; a new one is registered"
             )
-            return None, "failed: account unknown to the CA"
         pause = PAUSED.search(problem.detail or "")
         if pause and order.state == OrderState.PENDING:
             return None, paused(order, held, pause["names"], pause["url"].rstrip(".,;)\"'"))
         if problem.code in RETRYABLE_PROBLEMS:
             delay = 0 if problem.code == "badNonce" else 2
-            return None, _retry(order, held, f"the CA answered {problem.code}", delay)
+            return None, _retry(order, held, f"the CA answered {problem.code}", delay, ca_side=True)
         if problem.code == "rateLimited":
             return None, rate_limited(order, held, problem)
         fail_order(order, held, describe_problem(problem))
         return None, f"failed: {problem}"
     except (requests.RequestException, errors.ClientError, errors.NonceError) as exc:
         forget_clients()
-        return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2)
+        if _not_found(exc, order):
+            return None, start_over(order, held, "the CA no longer knows this order (HTTP 404)")
+        return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2, ca_side=True)
     except ChallengeNotPublished as exc:
         return None, _retry(order, held, f"the DNS-01 record could not be published: {exc}", 2)
     except Exception as exc:
+        if database_unreachable(exc):
+            # Not this order's fault: run_step hands its lease to a retry of the task.
+            raise
         # A fault of Certwright's own with this order (a bug, a row it cannot read): logged, and
         # retried with the step's backoff until ACME_STEP_RETRIES fails the order, so the order
         # never wedges in a loop of lease expiries and the other orders are not held up.
@@ -208,7 +224,11 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
     retry_at = _retry_after(problem, now)
     if order.state != OrderState.PENDING:
         return _retry(
-            order, held, f"the CA is rate limiting ({problem.detail})", (retry_at - now).total_seconds()
+            order,
+            held,
+            f"the CA is rate limiting ({problem.detail})",
+            (retry_at - now).total_seconds(),
+            ca_side=True,
         )
     text = describe_problem(problem)
     with transaction.atomic():
@@ -284,10 +304,47 @@ def paused(order: Order, held: uuid.UUID, names: str, unpause_url: str) -> str:
     return "paused by the CA"
 
 
+def _not_found(exc: Exception, order: Order) -> bool:
+    """A 404 without a problem document (the library's ClientError): the CA has no such order,
+    authorization or certificate, as when it restarted (Pebble) or the order expired. Not the
+    directory's own 404 (a wrong ACME_DIRECTORY_URL), which no new order would cure."""
+    response = exc.args[0] if isinstance(exc, errors.ClientError) and exc.args else None
+    return (
+        isinstance(response, requests.Response)
+        and response.status_code == 404
+        and response.url != order.account.directory_url
+    )
+
+
+def start_over(order: Order, held: uuid.UUID, reason: str) -> str:
+    """The CA forgot the order or the account that placed it: nothing more can come of the order.
+    It ends, and its domain (or renewal) is attempted again at the next sweep, with no failure
+    counted: the customer did nothing wrong, and a backoff would only delay the new order.
+    Its quota tokens go back when it had not reached finalize, as in fail_order."""
+    now = timezone.now()
+    with transaction.atomic():
+        stopped = Order.objects.filter(pk=order.pk, lease_token=held, state__in=ACTIVE_ORDER_STATES).update(
+            **ended(OrderState.INVALID, now, reason)
+        )
+        if stopped != 1:
+            return "skipped: lost the lease"
+        if order.renews_id:
+            record_renewal_failure(order.renews_id, order.domain_id, reason, now, retry_at=now, counted=False)
+            replacement_failed(order, reason, now)
+        else:
+            _wait_for_rate_limit(order, f"{reason}; next attempt at {when(now)}", now, now)
+    clean_challenge_records(order)
+    if order.state in BEFORE_FINALIZE:
+        refund_quota(order.quota_reservation, order.names, order.account_id, f"order {order.pk}: {reason}")
+    logger.info("order %s for %s started over: %s", order.pk, order.names, reason)
+    return f"started over: {reason}"
+
+
 def _wait_for_rate_limit(
     order: Order, message: str, retry_at: datetime.datetime, now: datetime.datetime
 ) -> None:
-    """The domain waits in `creating` until the CA's Retry-After, without counting a failure."""
+    """The domain waits in `creating` until `retry_at` (the CA's Retry-After, or now when the order
+    starts over), without counting a failure."""
     change_status(
         order.domain_id,
         DomainStatus.CREATING,
@@ -299,10 +356,14 @@ def _wait_for_rate_limit(
     )
 
 
-def _retry(order: Order, held: uuid.UUID, reason: str, delay: float) -> str:
+def _retry(order: Order, held: uuid.UUID, reason: str, delay: float, ca_side: bool = False) -> str:
+    """The step again after `delay` doubled per attempt; after ACME_STEP_RETRIES the order fails.
+    A `ca_side` reason (the CA unreachable, failing or rate limiting) fails it without counting a
+    failure, and its domain is tried again a minute later: a CA outage must not push every domain
+    in flight deep into the backoff, to wait hours after the CA is back."""
     attempts = order.step_attempts + 1
     if attempts > settings.ACME_STEP_RETRIES:
-        fail_order(order, held, f"{reason}, {attempts - 1} times in a row")
+        fail_order(order, held, f"{reason}, {attempts - 1} times in a row", counted=not ca_side)
         return f"failed: {reason}"
     delay = delay * (2 ** (attempts - 1)) if delay else 0
     logger.info("order %s: retrying %s in %.1f s (%s)", order.pk, order.state, delay, reason)
@@ -322,9 +383,11 @@ def fail_order(
     problem: str,
     now: datetime.datetime | None = None,
     issued_nothing: bool | None = None,
+    counted: bool = True,
 ) -> bool:
     """Ends the order as invalid and puts the domain in `failing` with backoff (a renewal's domain
-    keeps its status and its certificate: record_renewal_failure); False if not held.
+    keeps its status and its certificate: record_renewal_failure); False if not held. Not
+    `counted` (the CA's own trouble): no failure is counted, the next attempt is in TRANSIENT_RETRY.
 
     Its quota tokens are refunded only when the CA certainly issued nothing: before finalize, or
     when the CA said so (`issued_nothing`). Otherwise they stay spent: a certificate may exist."""
@@ -338,10 +401,13 @@ def fail_order(
         if stopped != 1:
             return False
         if order.renews_id:
-            record_renewal_failure(order.renews_id, order.domain_id, problem, now)
+            retry_at = None if counted else now + TRANSIENT_RETRY
+            record_renewal_failure(
+                order.renews_id, order.domain_id, problem, now, retry_at=retry_at, counted=counted
+            )
             replacement_failed(order, problem, now)
         else:
-            _domain_failed(order, problem, now)
+            _domain_failed(order, problem, now, counted)
     clean_challenge_records(order)
     if issued_nothing:
         refund_quota(
@@ -354,9 +420,10 @@ def fail_order(
     return True
 
 
-def _domain_failed(order: Order, problem: str, now: datetime.datetime) -> None:
-    """An order for a domain without a certificate failed: the domain is `failing` and backs off."""
-    failures = lock_domains([order.domain_id]).get().consecutive_failures + 1
+def _domain_failed(order: Order, problem: str, now: datetime.datetime, counted: bool = True) -> None:
+    """An order for a domain without a certificate failed: the domain is `failing` and backs off,
+    or, not `counted` (the CA's own trouble), is tried again after TRANSIENT_RETRY."""
+    failures = lock_domains([order.domain_id]).get().consecutive_failures + (1 if counted else 0)
     change_status(
         order.domain_id,
         DomainStatus.FAILING,
@@ -364,7 +431,7 @@ def _domain_failed(order: Order, problem: str, now: datetime.datetime) -> None:
         allowed_from=[DomainStatus.CREATING],
         now=now,
         consecutive_failures=failures,
-        next_attempt_at=now + retry_delay(failures),
+        next_attempt_at=now + (retry_delay(failures) if counted else TRANSIENT_RETRY),
         last_error=f"Let's Encrypt could not issue the certificate: {problem}",
     )
 

@@ -6,6 +6,10 @@ its data triggers, a record the code cannot read), the batch is split in halves 
 again, down to the row that raises alone: that row is set aside (its next attempt pushed forward,
 the error recorded on it and logged) and every other row is processed as usual. One poison row costs
 its chunk about log2(size) extra, smaller batches, once; it is not retried until its own next attempt.
+
+PostgreSQL being unreachable (a restart, a failover) is nobody's row: it is raised at once, so the
+task is retried whole (workers/db_sessions.py) instead of every row being split down and set aside
+with an "internal error" and a counted failure.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+
+from workers.db_sessions import database_unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +33,8 @@ def isolate_poison(
     try:
         return run(ids)
     except Exception as exc:
+        if database_unreachable(exc):
+            raise
         if len(ids) == 1:
             problem = f"internal error while processing it ({type(exc).__name__}: {exc})"[:500]
             logger.exception("row %s set aside: %s", ids[0], problem)

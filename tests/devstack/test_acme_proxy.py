@@ -492,6 +492,25 @@ def test_refused_new_orders_get_a_429_with_retry_after_then_pass(proxy, user):
     assert (proxy.new_orders_refused, proxy.new_orders_passed) == (1, 1)
 
 
+def test_a_ca_outage_answers_500_or_nothing_until_it_ends_and_the_control_api_still_answers(proxy, http):
+    proxy.outage.start("mixed", seconds=30)
+    failed = http.get(proxy.directory_url)
+    assert failed.status_code == 500
+    assert failed.json()["type"] == "urn:ietf:params:acme:error:serverInternal"
+    with pytest.raises(httpx.ReadTimeout):
+        http.get(proxy.directory_url, timeout=1)
+    assert http.get(f"{proxy.base_url}/_proxy/state").json()["outage"]["mode"] == "mixed"
+    http.post(f"{proxy.base_url}/_proxy/outage", json={"mode": "none"})
+    assert http.get(proxy.directory_url).status_code == 200
+
+
+def test_a_ca_outage_ends_by_itself_and_a_request_held_to_its_end_gets_a_504(proxy, http):
+    proxy.outage.start("hang", seconds=1)
+    assert http.get(proxy.directory_url, timeout=10).status_code == 504
+    assert http.get(proxy.directory_url).status_code == 200
+    assert proxy.outage.requests_failed == 1
+
+
 def test_a_renewal_naming_what_it_replaces_once_its_window_opened_is_exempt_from_refusals(proxy, user):
     alice = user()
     name = _name()

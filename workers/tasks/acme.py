@@ -13,14 +13,28 @@ from certificates.revocation_queue import claim_expired
 from domains.enqueue import revoke_owed_later
 from domains.revocations import attempt_owed, give_up, revoke_stored
 from workers import acme_steps, order_run
+from workers.db_sessions import RETRY_WHILE_DATABASE_DOWN, DatabaseLost, retry_countdown
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="workers.tasks.acme.advance_order", acks_late=True, time_limit=90, soft_time_limit=75)
-def advance_order(order_id: int, token: str | None, step: str = "") -> str:
+@shared_task(
+    name="workers.tasks.acme.advance_order",
+    bind=True,
+    acks_late=True,
+    time_limit=90,
+    soft_time_limit=75,
+    **RETRY_WHILE_DATABASE_DOWN,
+)
+def advance_order(self, order_id: int, token: str | None, step: str = "") -> str:
     """Runs the order's next step; `step` only labels the task in Flower (the row decides)."""
-    outcome = order_run.run_step(int(order_id), token)
+    try:
+        outcome = order_run.run_step(int(order_id), token)
+    except DatabaseLost as lost:
+        # Sent again with the lease this task holds, so the order goes on as soon as PostgreSQL is back.
+        raise self.retry(
+            args=[order_id, lost.held, step], exc=lost, countdown=retry_countdown(self.request.retries)
+        ) from lost
     logger.info("order %s (%s): %s", order_id, step, outcome)
     return outcome
 

@@ -7,6 +7,7 @@ from celery import shared_task
 
 from domains.platform import ensure_platform_domains
 from workers import ari_checks, domain_checks, renewals
+from workers.db_sessions import RETRY_WHILE_DATABASE_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,13 @@ def sweep_due_domains() -> int:
     return claimed
 
 
-@shared_task(name="workers.tasks.dns.check_domains", acks_late=True, time_limit=120, soft_time_limit=100)
+@shared_task(
+    name="workers.tasks.dns.check_domains",
+    acks_late=True,
+    time_limit=120,
+    soft_time_limit=100,
+    **RETRY_WHILE_DATABASE_DOWN,
+)
 def check_domains(domain_ids: list[int], token: str) -> dict:
     """Checks the claimed domains; idempotent, since only rows still carrying `token` are touched."""
     return domain_checks.check_claimed([int(i) for i in domain_ids], token)
@@ -33,7 +40,13 @@ def sweep_due_renewals() -> int:
     return renewals.sweep_renewals()
 
 
-@shared_task(name="workers.tasks.dns.renew_certificates", acks_late=True, time_limit=120, soft_time_limit=100)
+@shared_task(
+    name="workers.tasks.dns.renew_certificates",
+    acks_late=True,
+    time_limit=120,
+    soft_time_limit=100,
+    **RETRY_WHILE_DATABASE_DOWN,
+)
 def renew_certificates(certificate_ids: list[int], token: str) -> dict:
     """Renews the claimed certificates; idempotent, since only rows still carrying `token` change."""
     return renewals.renew_claimed([int(i) for i in certificate_ids], token)
