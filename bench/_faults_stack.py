@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -76,18 +75,7 @@ class FaultStack:
         self.broker = self.bench.start_redis()
         self.quota = start_redis("quota-redis", self.quota_port, self.logs)
         self.bench.processes.append(self.quota)
-        os.environ.update(self.bench.env)
-        import subprocess
-
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=dict(os.environ),
-            check=True,
-        )
-        import django
-
-        django.setup()
+        self.bench.migrate_and_setup()
         self.bench.start_pebble(PEBBLE_ENV)
         self._start_proxy()
         self.dns.start()
@@ -98,26 +86,12 @@ class FaultStack:
         self.start_beat()
 
     def _start_proxy(self) -> None:
-        from devstack.acme_proxy import ProxyControl
+        from devstack.acme_proxy import ProxyControl, proxy_command
 
         tls = self.bench.state_dir / "pebble" / "tls"
         self.proxy = ManagedProcess(
             "acme-proxy",
-            [
-                sys.executable,
-                "-m",
-                "devstack.acme_proxy",
-                "--upstream",
-                f"127.0.0.1:{self.bench.ports['pebble']}",
-                "--ca-file",
-                str(tls / "ca.pem"),
-                "--cert",
-                str(tls / "cert.pem"),
-                "--key",
-                str(tls / "key.pem"),
-                "--port",
-                str(self.proxy_port),
-            ],
+            proxy_command(f"127.0.0.1:{self.bench.ports['pebble']}", tls, self.proxy_port),
             self.logs,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         ).start()

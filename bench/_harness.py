@@ -116,6 +116,10 @@ class BenchStack:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.database))
             )
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        self.migrate_and_setup()
+
+    def migrate_and_setup(self) -> None:
+        """Migrates the database this stack's environment names, and sets Django up here."""
         os.environ.update(self.env)
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],

@@ -62,27 +62,13 @@ class Proxy:
     """devstack/acme_proxy.py run as `python -m devstack.acme_proxy`, driven through its control API."""
 
     def __init__(self, stack: BenchStack, port: int) -> None:
-        from devstack.acme_proxy import ProxyControl
+        from devstack.acme_proxy import ProxyControl, proxy_command
 
         tls = stack.state_dir / "pebble" / "tls"
         self.port = port
         self.process = ManagedProcess(
             "acme-proxy",
-            [
-                sys.executable,
-                "-m",
-                "devstack.acme_proxy",
-                "--upstream",
-                f"127.0.0.1:{stack.ports['pebble']}",
-                "--ca-file",
-                str(tls / "ca.pem"),
-                "--cert",
-                str(tls / "cert.pem"),
-                "--key",
-                str(tls / "key.pem"),
-                "--port",
-                str(port),
-            ],
+            proxy_command(f"127.0.0.1:{stack.ports['pebble']}", tls, port),
             stack.logs,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         ).start()

@@ -16,7 +16,7 @@ methods below. Out of process (the benchmark): `python -m devstack.acme_proxy --
 `/_proxy/` (see `_Control`); `ProxyControl` is its client.
 """
 
-from devstack.acme_proxy.control import ProxyControl
+from devstack.acme_proxy.control import ProxyControl, proxy_command
 from devstack.acme_proxy.documents import (
     DEFAULT_PROFILES,
     MAX_HEAD_BYTES,
@@ -41,5 +41,6 @@ __all__ = [
     "default_window",
     "parse_rfc3339",
     "problem",
+    "proxy_command",
     "rfc3339",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import ssl
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -264,3 +265,23 @@ class ProxyControl:
 
     def close(self) -> None:
         self.client.close()
+
+
+def proxy_command(upstream: str, tls: Path, port: int) -> list[str]:
+    """`python -m devstack.acme_proxy` in front of the Pebble at `upstream` (host:port), serving
+    HTTPS on `port` with the listener certificate in `tls` (ca.pem, cert.pem, key.pem)."""
+    return [
+        sys.executable,
+        "-m",
+        "devstack.acme_proxy",
+        "--upstream",
+        upstream,
+        "--ca-file",
+        str(tls / "ca.pem"),
+        "--cert",
+        str(tls / "cert.pem"),
+        "--key",
+        str(tls / "key.pem"),
+        "--port",
+        str(port),
+    ]
