@@ -8,7 +8,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from certificates.models import AcmeAccount, Certificate, CertificateSource
+from certificates.models import AcmeAccount, Certificate, CertificateSource, Order
 from certificates.sealing import seal
 from domains.models import App, Domain, Region
 
@@ -72,3 +72,16 @@ class CertificateFactory(factory.django.DjangoModelFactory):
     issuer = "CN=Pebble Intermediate CA"
     serial = factory.Sequence(lambda n: f"{n:032x}")
     fingerprint_sha256 = factory.Sequence(lambda n: f"{n:064x}")
+
+
+class OrderFactory(factory.django.DjangoModelFactory):
+    """An order of one name, pending (no URL at the CA yet), with a placeholder sealed key: pass a
+    real `private_key` and `account` for an order a step will send to a CA."""
+
+    class Meta:
+        model = Order
+
+    domain = factory.SubFactory(DomainFactory)
+    account = factory.SubFactory(AcmeAccountFactory)
+    names = factory.LazyAttribute(lambda o: [o.domain.name])
+    private_key = factory.LazyFunction(lambda: seal(b"key"))

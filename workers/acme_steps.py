@@ -49,6 +49,11 @@ from workers.failpoints import failpoint
 logger = logging.getLogger(__name__)
 
 
+class LeaseLost(Exception):
+    """Another task took the order's lease while this step talked to the CA (its lease expired):
+    this step writes nothing more, and the holder goes on from what it finds recorded."""
+
+
 class OrderFailed(Exception):
     """The CA refused or failed the order; the message is for the customer. `issued_nothing`
     says the CA certainly issued no certificate (None: judge from the order's state)."""
@@ -196,10 +201,16 @@ def step_place_order(order: Order, carried: Carried) -> Next:
                 key_authorization=chosen.chall.key_authorization(jwk) if chosen else "",
             )
         )
-    # The URL and the challenges commit together: a rerun after a crash finds both or neither.
+    # The URL and the challenges commit together: a rerun after a crash finds both or neither. Only
+    # under this task's lease and onto an order with no URL yet: a task that took over the expired
+    # lease meanwhile has continued (or placed) the order itself, and its record stands.
     with transaction.atomic():
+        recorded = Order.objects.filter(pk=order.pk, lease_token=order.lease_token, order_url="").update(
+            order_url=orderr.uri, finalize_url=orderr.body.finalize
+        )
+        if recorded != 1:
+            raise LeaseLost(f"order {order.pk} lost its lease before recording {orderr.uri}")
         Challenge.objects.bulk_create(rows)
-        Order.objects.filter(pk=order.pk).update(order_url=orderr.uri, finalize_url=orderr.body.finalize)
     failpoint("after_order_committed")
     # The next step, if this task runs it, need not read the authorizations again.
     return Next(
@@ -280,7 +291,7 @@ def _order_without_replaces(order: Order, problem: messages.Error) -> None:
             replaces=""
         )
         if moved != 1:
-            raise RuntimeError(f"order {order.pk} lost its lease while dropping replaces")
+            raise LeaseLost(f"order {order.pk} lost its lease while dropping replaces")
         order.replaces = ""
         return
     renewed = (
@@ -297,7 +308,7 @@ def _order_without_replaces(order: Order, problem: messages.Error) -> None:
     )
     if moved != 1:
         refund_quota(outcome.reservation, order.names, order.account_id, "the order's lease was lost")
-        raise RuntimeError(f"order {order.pk} lost its lease while dropping replaces")
+        raise LeaseLost(f"order {order.pk} lost its lease while dropping replaces")
     order.replaces, order.quota_reservation = "", outcome.reservation
 
 

@@ -39,6 +39,7 @@ from workers.acme_steps import (
     STEPS,
     Carried,
     ChallengeNotPublished,
+    LeaseLost,
     Next,
     OrderFailed,
     RenewalWaits,
@@ -167,6 +168,8 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
         return None, f"failed: {failure}"
     except RenewalWaits as wait:
         return None, _renewal_waits(order, held, wait)
+    except LeaseLost as lost:
+        return None, f"skipped: {lost}"
     except messages.Error as problem:
         if problem.code == "accountDoesNotExist":
             reset_account(order.account)

@@ -2,9 +2,8 @@
 
 import pytest
 
-from certificates.models import Challenge, Order, OrderState
-from certificates.sealing import seal
-from tests.factories import AcmeAccountFactory, DomainFactory
+from certificates.models import Challenge, OrderState
+from tests.factories import OrderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -12,13 +11,7 @@ TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 
 
 def _challenge(state: str = OrderState.VALIDATING) -> Challenge:
-    order = Order.objects.create(
-        domain=DomainFactory(),
-        account=AcmeAccountFactory(),
-        names=["www.example.com"],
-        state=state,
-        private_key=seal(b"key"),
-    )
+    order = OrderFactory(names=["www.example.com"], state=state)
     return Challenge.objects.create(
         order=order,
         identifier="www.example.com",

@@ -11,9 +11,8 @@ from django.db import connection
 from django.utils import timezone
 
 from certificates.models import Order, OrderState
-from certificates.sealing import seal
 from domains.models import Domain, DomainStatus
-from tests.factories import AcmeAccountFactory, DomainFactory
+from tests.factories import DomainFactory, OrderFactory
 from workers import domain_checks, order_run
 
 
@@ -69,12 +68,10 @@ def test_two_concurrent_sweeps_claim_disjoint_domains():
 def _order(**fields) -> Order:
     defaults = dict(
         domain=DomainFactory(status=DomainStatus.CREATING),
-        account=AcmeAccountFactory(),
         names=["www.example.com"],
-        private_key=seal(b"key"),
         state=OrderState.VALIDATING,
     )
-    return Order.objects.create(**{**defaults, **fields})
+    return OrderFactory(**{**defaults, **fields})
 
 
 @pytest.mark.django_db

@@ -16,7 +16,7 @@ from certificates.acme_client import _new_account_key_pem, get_account
 from certificates.models import AcmeAccount, Order, OrderState
 from certificates.sealing import seal
 from domains.models import Domain, DomainStatus
-from tests.factories import DomainFactory
+from tests.factories import DomainFactory, OrderFactory
 from workers import order_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -24,11 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 def _order_in_validation(account: AcmeAccount, order_url: str) -> tuple[Domain, Order]:
     domain = DomainFactory(status=DomainStatus.CREATING)
-    order = Order.objects.create(
+    order = OrderFactory(
         domain=domain,
         account=account,
-        names=[domain.name],
-        private_key=seal(b"key"),
         state=OrderState.VALIDATING,
         order_url=order_url,
         lease_token=uuid.uuid4(),
