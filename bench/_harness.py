@@ -72,6 +72,8 @@ class BenchStack:
             "ACME_CA_BUNDLE": str(self.state_dir / "pebble" / "tls" / "ca.pem"),
             "ACME_CONTACT_EMAIL": "bench@example.com",
             "DNS_RESOLVERS": f"127.0.0.1:{self.ports['dns']}",
+            # Pebble validates HTTP-01 on the web's port, and so does the self check.
+            "HTTP01_SELF_CHECK_PORT": str(self.ports["web"]),
             "KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "EXTRA_TRUSTED_ROOTS": str(self.state_dir / "pebble" / "roots.pem"),
             "LOG_LEVEL": "WARNING",

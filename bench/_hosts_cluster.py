@@ -100,6 +100,7 @@ class Cluster:
             "ACME_CA_BUNDLE": str(self.pebble.listener_ca_path),
             "ACME_CONTACT_EMAIL": "hosts@example.com",
             "DNS_RESOLVERS": f"{address}:{self.pebble.dns_port}",
+            "HTTP01_SELF_CHECK_PORT": str(WEB_PORT),
             "KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "EXTRA_TRUSTED_ROOTS": str(roots),
             "LOG_LEVEL": "WARNING",

@@ -17,8 +17,9 @@ their ARI check pushed 6 h away so it cannot move them back), the renewal sweep 
 (as the admin's *Run selected tasks* would, rather than waiting up to a minute for beat's tick),
 300 domains under their own registered domains are created with their DNS pointing at the
 platform. The fault strikes where it hurts: the resolvers fall silent before the work is sent
-(every check and renewal pre-flight meets them), and so do the web processes (every validation
-meets a dead HTTP-01 responder: struck later, the CA had validated nearly everything already) and
+(every check and renewal pre-flight meets them), and so do the web processes (every order's
+HTTP-01 self check, and any validation, meets a dead responder: struck later, the CA had validated
+nearly everything already) and
 the beat leader (the renewals wait for the new leader's sweep); the broker restarts and the quota
 Redis is flushed right after it is sent (its tasks still queued, its tokens just spent); the others
 strike once a fifth of the work is done (or after 20 s), with orders in every state. Then the benchmark waits

@@ -54,6 +54,14 @@ ACME_PROFILE = (env.str("ACME_PROFILE", "") or "").strip()
 ACME_KEY_TYPE = env.str("ACME_KEY_TYPE", "ec256")
 if ACME_KEY_TYPE not in ("ec256", "rsa2048"):
     env.fail("ACME_KEY_TYPE", f"must be ec256 or rsa2048, not {ACME_KEY_TYPE!r}")
+# The HTTP-01 self check (workers/http01_self_check.py): before telling the CA to validate, the
+# worker fetches the challenge from the name's addresses on this port (the port the CA validates
+# on: 80 at Let's Encrypt), and holds its answer while the platform does not serve it, for at most
+# this long of the order's life (0: no check, answer at once).
+HTTP01_SELF_CHECK_PORT = env.int("HTTP01_SELF_CHECK_PORT", 80, minimum=1)
+if HTTP01_SELF_CHECK_PORT > 65535:
+    env.fail("HTTP01_SELF_CHECK_PORT", f"must be a TCP port (1 to 65535), not {HTTP01_SELF_CHECK_PORT}")
+HTTP01_SELF_CHECK_SECONDS = env.int("HTTP01_SELF_CHECK_SECONDS", 300, minimum=0)
 # A step holds its order this long; after that the re-drive assumes the worker died and continues.
 ACME_ORDER_LEASE_SECONDS = env.int("ACME_ORDER_LEASE_SECONDS", 120, minimum=2)
 # Polls of the CA start at the first value and double up to the second (Retry-After wins if longer).

@@ -43,6 +43,8 @@ if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
         "ACME_CA_BUNDLE": str(ca_path),
         "ACME_CONTACT_EMAIL": "ops@example.com",
         "DNS_RESOLVERS": f"127.0.0.1:{ports['CERTWRIGHT_TEST_DNS_PORT']}",
+        # Pebble validates HTTP-01 on the test web server's port, and so does the self check.
+        "HTTP01_SELF_CHECK_PORT": str(ports["CERTWRIGHT_TEST_HTTP01_PORT"]),
         "KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "FLOWER_BASIC_AUTH": "ops:test-password",
         # Pebble's root, written by the pebble_stack fixture once Pebble has made it.

@@ -111,6 +111,8 @@ def development_environment() -> dict[str, str]:
         "ACME_CA_BUNDLE": str(STATE / "pebble" / "tls" / "ca.pem"),
         "ACME_CONTACT_EMAIL": "ops@example.com",
         "DNS_RESOLVERS": f"127.0.0.1:{PEBBLE_PORTS['dns']}",
+        # Pebble validates HTTP-01 on the web's port (80 at Let's Encrypt), and so does the self check.
+        "HTTP01_SELF_CHECK_PORT": str(WEB_PORT),
         # Pebble makes a new root at every start; it is added here before the workers start, after
         # the earlier runs' roots (their certificates are still served).
         "EXTRA_TRUSTED_ROOTS": str(STATE / "pebble" / "roots.pem"),

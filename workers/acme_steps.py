@@ -44,6 +44,7 @@ from domains.quota_policy import commit as commit_quota
 from domains.quota_policy import refund as refund_quota
 from domains.revocations import owe_revocation_of
 from domains.status import change_status
+from workers import http01_self_check
 from workers.failpoints import failpoint
 
 logger = logging.getLogger(__name__)
@@ -313,7 +314,8 @@ def _order_without_replaces(order: Order, problem: messages.Error) -> None:
 
 
 def step_answer_challenges(order: Order, carried: Carried) -> Next:
-    """Tells the CA to validate each pending authorization (skipping any it already moved on).
+    """Tells the CA to validate each pending authorization (skipping any it already moved on), an
+    HTTP-01 one once the self check finds its challenge served (workers/http01_self_check.py).
 
     Right after placing the order, in the same task, the authorizations just read are current; a
     later run (after a crash) reads each one again first, so an answered challenge is not answered
@@ -321,9 +323,19 @@ def step_answer_challenges(order: Order, carried: Carried) -> Next:
     """
     acme = client_for(order.account)
     fresh = carried.authorizations_fresh
+    now = timezone.now()
+    self_check = http01_self_check.applies(order.created, now)
+    not_served: list[str] = []
     for challenge in Challenge.objects.filter(order=order).exclude(
         authorization_status=messages.STATUS_VALID.name
     ):
+        if challenge.kind == ChallengeKind.HTTP_01 and self_check:
+            wrong = http01_self_check.challenge_not_served(
+                challenge.identifier, challenge.token, challenge.key_authorization
+            )
+            if wrong:
+                not_served.append(wrong)
+                continue
         if fresh:
             current = messages.ChallengeBody.from_json(
                 {
@@ -351,6 +363,10 @@ def step_answer_challenges(order: Order, carried: Carried) -> Next:
             except dns01.PublishFailed as exc:
                 raise ChallengeNotPublished(str(exc)) from None
         acme.answer_challenge(current, current.chall.response(acme.net.key))
+    if not_served:
+        # Not answered yet: answering now would fail the validation (see workers/http01_self_check.py).
+        logger.info("order %s waits to answer its challenge: %s", order.pk, "; ".join(not_served))
+        return Next(OrderState.AUTHORIZING, http01_self_check.wait_before_next_check(order.created, now))
     return Next(OrderState.VALIDATING, settings.ACME_POLL_INITIAL_SECONDS)
 
 

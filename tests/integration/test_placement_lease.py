@@ -69,5 +69,6 @@ def test_a_placement_under_its_own_lease_records_the_order_and_its_challenge(peb
 
     order.refresh_from_db()
     assert order.order_url, outcome
-    assert order.state == OrderState.VALIDATING, outcome
+    # Answered or waiting for its self check (nothing serves the challenge here): placed either way.
+    assert order.state in (OrderState.AUTHORIZING, OrderState.VALIDATING), outcome
     assert Challenge.objects.filter(order=order).count() == 1
