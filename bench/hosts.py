@@ -329,7 +329,7 @@ def main() -> int:
     parser.add_argument("--prefix", default="cwh", help="names of the namespaces, bridge and rule")
     parser.add_argument("--subnet", default="10.231.0.0/24")
     parser.add_argument(
-        "--lease-seconds", type=int, help="the order and check leases (default: as shipped, 120 and 300 s)"
+        "--lease-seconds", type=int, help="the order and check leases (default: as shipped, 120 and 150 s)"
     )
     args = parser.parse_args()
     settings = {}

@@ -55,6 +55,7 @@ def responder(settings) -> Iterator[type[_Responder]]:
     handler = type("Responder", (_Responder,), {"seen": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     settings.HTTP01_SELF_CHECK_PORT = server.server_address[1]
+    settings.HTTP01_SELF_CHECK_SECONDS = 300  # as shipped (the suite's workers use 3 s)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield handler
