@@ -13,7 +13,8 @@ from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
 from domains.claims import claim_check_now, redrive_order_of, renew_now
 from domains.custom_certificates import install_custom_certificate
 from domains.enqueue import check_domains_later
-from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
+from domains.events import record_event, record_status_event
+from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, EventType, Region
 from domains.names import InvalidDomainName, normalize_domain_name
 from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
@@ -109,6 +110,7 @@ def create_domain(
             DomainEvent.objects.create(
                 domain=domain, created=now, from_status="", to_status=status, reason=reason
             )
+            record_status_event(domain.pk, "", status, reason, error, now)
             if token is not None:
                 check_domains_later([domain.pk], str(token))
     except IntegrityError as exc:
@@ -176,13 +178,17 @@ def move_domain(domain: Domain, app: App, now: datetime | None = None) -> bool:
 def delete_domain(domain: Domain, now: datetime | None = None) -> None:
     """Deletes the domain in any state: its order stops, its tokens stop being served at once, its
     pending authorizations are deactivated at the CA, and its keys and certificates are purged;
-    with REVOKE_ON_DELETE, its Let's Encrypt certificates are revoked at the CA after commit."""
+    with REVOKE_ON_DELETE, its Let's Encrypt certificates are revoked at the CA after commit. A
+    `domain.deleted` event outlives it."""
+    now = now or timezone.now()
     with transaction.atomic():
         locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
         if locked is None:
             return
         cancel_orders_of(domain.pk, now)
         revoke_on_delete(domain.pk, now)
+        # Before the row goes: the event keeps the domain's name, app and last status.
+        record_event(EventType.DOMAIN_DELETED, domain.pk, now, reason="domain deleted", to_status="")
         locked.delete()
 
 
