@@ -221,14 +221,19 @@ def record_expiry_events(now: datetime.datetime | None = None) -> int:
     if not domain_ids:
         return 0
     with transaction.atomic():
-        domains = {
-            pk: (name, status, app_id, app_name)
-            for pk, name, status, app_id, app_name in Domain.objects.select_for_update(
-                no_key=True, of=("self",)
-            )
+        # Only the domains' rows: an app's row locked here would invert the order of a request
+        # that locks the app, then one of its domains (moving a domain).
+        locked = list(
+            Domain.objects.select_for_update(no_key=True)
             .filter(pk__in=domain_ids)
             .order_by("pk")
-            .values_list("pk", "name", "status", "app_id", "app__name")
+            .values_list("pk", flat=True)
+        )
+        domains = {
+            pk: (name, status, app_id, app_name)
+            for pk, name, status, app_id, app_name in Domain.objects.filter(pk__in=locked).values_list(
+                "pk", "name", "status", "app_id", "app__name"
+            )
         }
         # Read again under the locks: a renewal or an upload that committed meanwhile counts.
         due = _due(find_expiries(now, sorted(domains)), now)
