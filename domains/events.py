@@ -6,8 +6,8 @@ Order per domain: `Event.seq` is drawn at insert, and every writer holds the dom
 from before its insert until its commit, so of two transactions writing events of one domain the
 second draws its seq after the first committed. record_event takes that lock itself (FOR NO KEY
 UPDATE, the lock an UPDATE of the row takes, which excludes every other writer's and waits for no
-foreign key); the bulk status writer (domains/status.py) and the expiry events
-(workers/expiry_events.py) lock their rows in the statement that inserts.
+foreign key); the bulk status writer (domains/status.py) locks its rows in the statement that
+inserts, and the expiry events (workers/expiry_events.py) in their transaction, before the insert.
 """
 
 from __future__ import annotations
