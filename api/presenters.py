@@ -23,7 +23,7 @@ from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.profiles import effective_profile
 from domains.quota_policy import quota_of
-from domains.services import records_for
+from domains.records import records_for
 from domains.targeting import target_in
 
 

@@ -28,7 +28,7 @@ from certificates.models import (
 )
 from certificates.serving import in_serving_order, served_certificate_of
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
-from domains.models import App, Domain, DomainEvent, DomainStatus, Region
+from domains.models import App, Domain, DomainEvent, DomainStatus, Event, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.pauses import DomainPaused, unpause_domains
@@ -608,4 +608,42 @@ class RegisteredDomainAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """The outbox, for operators: what the platform and its customers are told, read-only (only the
+    changes themselves write events: domains/events.py)."""
+
+    list_display = ["created", "type", "domain_name", "app_name", "from_status", "to_status", "reason"]
+    list_filter = ["type", "to_status"]
+    search_fields = ["domain_name", "app_name"]
+    readonly_fields = [
+        "id",
+        "seq",
+        "created",
+        "type",
+        "app_id",
+        "app_name",
+        "domain_id",
+        "domain_name",
+        "from_status",
+        "to_status",
+        "reason",
+        "records",
+        "data",
+        "dedupe_key",
+    ]
+    ordering = ["-seq"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # The outbox is delivered from: retention prunes it (workers/retention.py), nobody else.
         return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import RegexValidator
@@ -187,3 +189,83 @@ class DomainEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status or '(new)'} -> {self.to_status}: {self.reason}"
+
+
+class EventType(models.TextChoices):
+    """What an outbox event tells (issue 16): a status someone must act on, an issuance, a renewal, an
+    expiry coming or come."""
+
+    DOMAIN_ACTION_REQUIRED = "domain.action_required", "Domain: action required"
+    DOMAIN_FAILING = "domain.failing", "Domain: failing"
+    DOMAIN_IN_USE = "domain.in_use", "Domain: in use"
+    DOMAIN_DELETED = "domain.deleted", "Domain: deleted"
+    CERTIFICATE_ISSUED = "certificate.issued", "Certificate: issued"
+    CERTIFICATE_RENEWED = "certificate.renewed", "Certificate: renewed"
+    CERTIFICATE_RENEWAL_FAILED = "certificate.renewal_failed", "Certificate: renewal failed"
+    CERTIFICATE_EXPIRING = "certificate.expiring", "Certificate: expiring"
+    CERTIFICATE_EXPIRED = "certificate.expired", "Certificate: expired"
+    CUSTOM_CERTIFICATE_EXPIRING = "custom_certificate.expiring", "Custom certificate: expiring"
+
+
+# The sequence behind Event.seq (migration 0006 creates it; the table owns it).
+EVENT_SEQUENCE = "domains_event_seq"
+
+
+class NextVal(models.Func):
+    """nextval() of a named sequence, as a column's database default."""
+
+    function = "nextval"
+    arity = 1
+    output_field = models.BigIntegerField()
+
+
+class Event(models.Model):
+    """One event for the platform and its customers (issue 16), written in the transaction of the
+    change it tells of: the outbox that webhooks and email are delivered from.
+
+    Unlike DomainEvent (the domain's history, deleted with it), an event keeps its app and domain as
+    plain values and outlives the domain. `seq` orders a domain's events as their transactions
+    committed: every writer holds the domain's row lock from before its insert until its commit
+    (domains/events.py), so a later seq of the same domain never commits first."""
+
+    # The webhook-id (Standard Webhooks): stable across redeliveries.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    seq = models.BigIntegerField(db_default=NextVal(models.Value(EVENT_SEQUENCE)), editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    type = models.CharField(max_length=40, choices=EventType.choices)
+    app_id = models.BigIntegerField()
+    app_name = models.CharField(max_length=48)
+    domain_id = models.BigIntegerField()
+    domain_name = models.CharField(max_length=253)
+    from_status = models.CharField(max_length=20, choices=DomainStatus.choices, blank=True, default="")
+    to_status = models.CharField(max_length=20, choices=DomainStatus.choices, blank=True, default="")
+    # In the same words as the domain's last_error when the event is a problem to act on.
+    reason = models.TextField(blank=True, default="")
+    # The DNS records to add, in zone-file form (domain.action_required); empty otherwise.
+    records = models.JSONField(default=list, blank=True)
+    # Facts of the type: the certificate (fingerprint, not_after...), the threshold in days, whether
+    # Let's Encrypt takes over from an expiring custom certificate.
+    data = models.JSONField(default=dict, blank=True)
+    # Events that a periodic task finds (expiry thresholds) carry a key, so that two runs, or two
+    # beats at once, write each one once: the insert ignores a key already there. Empty: none.
+    dedupe_key = models.CharField(max_length=200, blank=True, default="", db_default="", editable=False)
+
+    class Meta:
+        ordering = ["-seq"]
+        constraints = [
+            # Delivery's cursor: WHERE seq > ? ORDER BY seq LIMIT n (and the retention's walk).
+            models.UniqueConstraint(fields=["seq"], name="event_seq_unique"),
+            # INSERT ... ON CONFLICT DO NOTHING of the expiry events (workers/expiry_events.py).
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                condition=~models.Q(dedupe_key=""),
+                name="event_dedupe_key_unique",
+            ),
+        ]
+        indexes = [
+            # A domain's events in order (delivery per domain, the admin): WHERE domain_id = ? ORDER BY seq.
+            models.Index(fields=["domain_id", "seq"], name="event_domain_seq_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.domain_name}"

@@ -9,20 +9,20 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from certificates import dns01
 from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
 from domains.claims import claim_check_now, redrive_order_of, renew_now
 from domains.custom_certificates import install_custom_certificate
 from domains.enqueue import check_domains_later
-from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, Region
-from domains.names import InvalidDomainName, is_wildcard, normalize_domain_name
+from domains.events import record_event, record_status_event
+from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, EventType, Region
+from domains.names import InvalidDomainName, normalize_domain_name
 from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
 from domains.pauses import DomainPaused, retry_refusal
 from domains.profiles import ProfileRefused, ProfileUnchecked, check_profile
+from domains.records import dns_records_to_add
 from domains.revocations import revoke_on_delete
 from domains.status import NOTHING_SERVED, change_status, settle_status
-from domains.targeting import Target, records_to_add, target_in
 
 
 class DomainNameTaken(Exception):
@@ -55,25 +55,6 @@ def platform_suffixes() -> list[str]:
         if target:
             suffixes.add(target)
     return sorted(suffixes)
-
-
-def target_of(app: App) -> Target:
-    """Where the domains of `app` must point."""
-    return target_in(app.region, app.name, tuple(Region.objects.values_list("domain_suffix", flat=True)))
-
-
-def records_for(name: str, target: Target) -> list[str]:
-    """The records that point `name` at its app: a CNAME for a subdomain (a wildcard included),
-    A/AAAA for an apex; for a wildcard, also the CNAME delegating its DNS-01 record."""
-    records = records_to_add(name, target)
-    if is_wildcard(name) and dns01.enabled() and dns01.delegated(name):
-        records.append(dns01.delegation_record(name))
-    return records
-
-
-def dns_records_to_add(domain: Domain) -> list[str]:
-    """The records that point `domain` at its app (records_for)."""
-    return records_for(domain.name, target_of(domain.app))
 
 
 def clean_domain_name(raw: str) -> str:
@@ -129,6 +110,7 @@ def create_domain(
             DomainEvent.objects.create(
                 domain=domain, created=now, from_status="", to_status=status, reason=reason
             )
+            record_status_event(domain.pk, "", status, reason, error, now)
             if token is not None:
                 check_domains_later([domain.pk], str(token))
     except IntegrityError as exc:
@@ -196,13 +178,17 @@ def move_domain(domain: Domain, app: App, now: datetime | None = None) -> bool:
 def delete_domain(domain: Domain, now: datetime | None = None) -> None:
     """Deletes the domain in any state: its order stops, its tokens stop being served at once, its
     pending authorizations are deactivated at the CA, and its keys and certificates are purged;
-    with REVOKE_ON_DELETE, its Let's Encrypt certificates are revoked at the CA after commit."""
+    with REVOKE_ON_DELETE, its Let's Encrypt certificates are revoked at the CA after commit. A
+    `domain.deleted` event outlives it."""
+    now = now or timezone.now()
     with transaction.atomic():
         locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
         if locked is None:
             return
         cancel_orders_of(domain.pk, now)
         revoke_on_delete(domain.pk, now)
+        # Before the row goes: the event keeps the domain's name, app and last status.
+        record_event(EventType.DOMAIN_DELETED, domain.pk, now, reason="domain deleted", to_status="")
         locked.delete()
 
 
@@ -319,6 +305,7 @@ __all__ = [
     "clean_domain_name",
     "create_domain",
     "delete_domain",
+    "dns_records_to_add",
     "move_domain",
     "platform_suffixes",
     "retry_now",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from certificates.models import Certificate, CertificateSource
+from domains.events import event_reason, record_status_event, status_event
 from domains.models import Domain, DomainEvent, DomainStatus
+from domains.records import records_of
 
 
 def change_status(
@@ -32,14 +35,16 @@ def change_status(
         rows = Domain.objects.select_for_update().filter(pk=domain_id)
         if holding is not None:
             rows = rows.filter(claim_token=holding)
-        current = rows.values_list("status", flat=True).first()
-        if current is None or (allowed_from is not None and current not in set(allowed_from)):
+        found = rows.values_list("status", "last_error").first()
+        if found is None or (allowed_from is not None and found[0] not in set(allowed_from)):
             return False
+        current, last_error = found
         Domain.objects.filter(pk=domain_id).update(status=to, updated=now, **fields)
         if current != to:
             DomainEvent.objects.create(
                 domain_id=domain_id, created=now, from_status=current, to_status=to, reason=reason
             )
+            record_status_event(domain_id, current, to, reason, fields.get("last_error", last_error), now)
     return True
 
 
@@ -60,8 +65,13 @@ class StatusWrite:
     quota_reservation: object = KEEP
 
 
+# One statement for a whole chunk: lock the rows still claimed (in id order), update them, and
+# write a history row for each change of status and an outbox event for each change into a status
+# someone must hear about (v.event_type, set by the caller for those statuses only), under the same
+# row locks: the events of a domain keep their commit order (domains/events.py).
 _BULK_WRITE = """
-WITH v(id, status, reason, error, failures, next_at, keep_reservation, reservation) AS (VALUES {values}),
+WITH v(id, status, reason, error, failures, next_at, keep_reservation, reservation, event_type,
+       event_reason, records) AS (VALUES {values}),
 old AS (
     SELECT d.id, d.status FROM domains_domain d JOIN v ON v.id = d.id
     WHERE d.claim_token = %s ORDER BY d.id FOR UPDATE OF d
@@ -73,24 +83,42 @@ changed AS (
         quota_reservation = CASE WHEN v.keep_reservation THEN d.quota_reservation ELSE v.reservation END
     FROM v, old
     WHERE d.id = v.id AND old.id = v.id
-    RETURNING d.id, old.status AS old_status, v.status AS new_status, v.reason
+    RETURNING d.id, d.name, d.app_id, old.status AS old_status, v.status AS new_status, v.reason,
+        v.event_type, v.event_reason, v.records
+),
+history AS (
+    INSERT INTO domains_domainevent (domain_id, created, from_status, to_status, reason)
+    SELECT id, %s, old_status, new_status, reason FROM changed WHERE old_status <> new_status
 )
-INSERT INTO domains_domainevent (domain_id, created, from_status, to_status, reason)
-SELECT id, %s, old_status, new_status, reason FROM changed WHERE old_status <> new_status
+INSERT INTO domains_event (
+    id, created, type, app_id, app_name, domain_id, domain_name, from_status, to_status, reason, records,
+    data, dedupe_key
+)
+SELECT gen_random_uuid(), %s, c.event_type, c.app_id, a.name, c.id, c.name, c.old_status, c.new_status,
+    c.event_reason, c.records, '{{}}'::jsonb, ''
+FROM changed c JOIN domains_app a ON a.id = c.app_id
+WHERE c.old_status <> c.new_status AND c.event_type IS NOT NULL
+ORDER BY c.id
 """
-_ROW = "(%s::bigint, %s::varchar, %s::text, %s::text, %s::integer, %s::timestamptz, %s::boolean, %s::uuid)"
+_ROW = (
+    "(%s::bigint, %s::varchar, %s::text, %s::text, %s::integer, %s::timestamptz, %s::boolean, %s::uuid,"
+    " %s::varchar, %s::text, %s::jsonb)"
+)
 
 
 def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None = None) -> None:
     """Writes many claimed domains' outcomes in one statement (a constant number of queries per
     chunk, whatever its size): only rows still carrying the claim token `holding` change, the
-    claim is released, and each change of status leaves a history row. Rows are locked in id
-    order, as every multi-row lock is (domains/locking.py), so no two writers deadlock."""
+    claim is released, and each change of status leaves a history row (and an outbox event, for
+    the statuses of domains/events.py). Rows are locked in id order, as every multi-row lock is
+    (domains/locking.py), so no two writers deadlock."""
     if not writes:
         return
     now = now or timezone.now()
+    records = records_of([write.domain_id for write in writes if write.to == DomainStatus.ACTION_REQUIRED])
     params: list = []
     for write in writes:
+        event = status_event(write.to)
         params += [
             write.domain_id,
             write.to,
@@ -100,10 +128,13 @@ def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None 
             write.next_attempt_at,
             write.quota_reservation == KEEP,
             None if write.quota_reservation == KEEP else write.quota_reservation,
+            None if event is None else str(event),
+            event_reason(write.to, write.reason, write.error),
+            json.dumps(records.get(write.domain_id, [])),
         ]
     sql = _BULK_WRITE.format(values=", ".join([_ROW] * len(writes)))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, holding, now, now, now])
+        cursor.execute(sql, [*params, holding, now, now, now, now])
 
 
 NOTHING_SERVED = (

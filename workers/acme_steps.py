@@ -36,7 +36,9 @@ from certificates.models import (
 from certificates.serving import has_valid_custom_certificate
 from certificates.store import store_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
-from domains.models import Domain, DomainEvent, DomainStatus
+from domains.events import certificate_data, record_event
+from domains.locking import lock_domains
+from domains.models import Domain, DomainEvent, DomainStatus, EventType
 from domains.orders import ended
 from domains.profiles import not_offered_message
 from domains.quota_policy import Candidate, Waiting, charge_failed_authorization, registered_domains, reserve
@@ -423,6 +425,12 @@ def step_download(order: Order, carried: Carried) -> Next:
         )
         if current is None:
             return Next(OrderState.VALID)
+        # Issued, or renewed: the domain held a Let's Encrypt certificate before this one.
+        renewed = bool(order.renews_id) or (
+            Certificate.objects.filter(domain_id=order.domain_id, source=CertificateSource.LETSENCRYPT)
+            .exclude(fingerprint_sha256=facts.fingerprint_sha256)
+            .exists()
+        )
         # None when the domain already holds this leaf: storing it twice is a no-op, not an error.
         store_certificate(
             order.domain_id,
@@ -464,11 +472,26 @@ def step_download(order: Order, carried: Carried) -> Next:
         # A valid custom certificate keeps precedence: this one is then the ready fallback.
         custom = has_valid_custom_certificate(order.domain_id, now)
         to = DomainStatus.NOT_USED if custom else DomainStatus.IN_USE
-        verb = "renewed" if order.renews_id else "issued"
+        verb = "renewed" if renewed else "issued"
         reason = f"certificate {verb} by {facts.issuer}, valid until {facts.not_after:%Y-%m-%d}" + (
             "; the custom certificate stays served" if custom else ""
         )
-        before = Domain.objects.filter(pk=order.domain_id).values_list("status", flat=True).first()
+        before = lock_domains([order.domain_id]).values_list("status", flat=True).first()
+        record_event(
+            EventType.CERTIFICATE_RENEWED if renewed else EventType.CERTIFICATE_ISSUED,
+            order.domain_id,
+            now,
+            reason=reason,
+            from_status=before,
+            to_status=to,
+            data={
+                **certificate_data(
+                    facts.fingerprint_sha256, facts.serial, facts.issuer, facts.not_before, facts.not_after
+                ),
+                "profile": order.profile,
+                "served": not custom,
+            },
+        )
         change_status(
             order.domain_id, to, reason, now=now, consecutive_failures=0, next_attempt_at=None, last_error=""
         )

@@ -39,8 +39,9 @@ from certificates.models import (
 )
 from domains.backoff import retry_delay
 from domains.enqueue import renew_certificates_later
+from domains.events import certificate_data, event_time, record_event
 from domains.locking import lock_certificates
-from domains.models import Domain
+from domains.models import Domain, EventType
 from domains.orders import Start, create_orders, fresh_keys, renewal_lease_until
 from domains.profiles import effective_profile
 from domains.quota_policy import Candidate, Granted, Waiting, refund, reserve, when
@@ -298,7 +299,9 @@ def record_renewal_failure(
     booked quota token. With `holding`, only while the certificate is still claimed by it."""
     with transaction.atomic():
         rows = lock_certificates([cert_id], **({"renewal_claim": holding} if holding else {}))
-        cert = rows.only("pk", "renewal_failures").first()
+        cert = rows.only(
+            "pk", "renewal_failures", "fingerprint_sha256", "serial", "issuer", "not_before", "not_after"
+        ).first()
         if cert is None:
             return False
         failures = cert.renewal_failures + (1 if counted else 0)
@@ -313,6 +316,22 @@ def record_renewal_failure(
         if counted:
             fields["renewal_reservation"] = None
         Certificate.objects.filter(pk=cert_id).update(**fields)
+        if counted:
+            # The customer hears of failures that count, on the backoff's schedule; not of the
+            # resolvers' or the CA's own trouble, retried within minutes without counting.
+            record_event(
+                EventType.CERTIFICATE_RENEWAL_FAILED,
+                domain_id,
+                now,
+                reason=message,
+                data={
+                    **certificate_data(
+                        cert.fingerprint_sha256, cert.serial, cert.issuer, cert.not_before, cert.not_after
+                    ),
+                    "failures": failures,
+                    "next_attempt_at": event_time(retry_at),
+                },
+            )
         Domain.objects.filter(pk=domain_id).update(last_error=message, updated=now)
     return True
 

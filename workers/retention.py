@@ -4,6 +4,7 @@ of domains and not the platform's age.
 What goes, hourly (beat's *Prune history*), and what always stays:
 - domain events (`DomainEvent`) older than HISTORY_RETENTION_DAYS, except each domain's newest,
   which says why the domain is in its status;
+- outbox events (`Event`, for webhooks and email) older than HISTORY_RETENTION_DAYS, all of them;
 - ended orders (and their challenges) that finished more than HISTORY_RETENTION_DAYS ago, except
   each domain's newest order and its newest valid one (the account of a certificate stored before
   certificates recorded theirs is read from it: certificates/revocation.issuing_account);
@@ -59,6 +60,22 @@ _EVENTS = Table(
       DELETE FROM domains_domainevent e
       WHERE e.id > %(low)s AND e.id <= %(high)s AND e.created < %(cutoff)s
         AND EXISTS (SELECT 1 FROM domains_domainevent n WHERE n.domain_id = e.domain_id AND n.id > e.id)
+      RETURNING 1
+    ) SELECT count(*) FROM gone
+    """,
+)
+
+# The outbox (domains.Event) keeps no newest row: an event says what happened, not why a domain is
+# in its status, and by then it was delivered long ago.
+_OUTBOX = Table(
+    "outbox events",
+    "domains_event",
+    "seq",
+    "created",
+    """
+    WITH gone AS (
+      DELETE FROM domains_event e
+      WHERE e.seq > %(low)s AND e.seq <= %(high)s AND e.created < %(cutoff)s
       RETURNING 1
     ) SELECT count(*) FROM gone
     """,
@@ -163,6 +180,7 @@ def prune_history(now: datetime.datetime | None = None, batch: int = BATCH) -> d
     pruned = {}
     for table, cutoff in (
         (_EVENTS, history_cutoff),
+        (_OUTBOX, history_cutoff),
         (_ORDERS, history_cutoff),
         (_REVOCATIONS, history_cutoff),
         (_FEED, feed_cutoff),

@@ -4,6 +4,7 @@ from celery import shared_task
 
 from domains.quota_policy import prune_ledger
 from workers.expiry import catch_up, prune_expired_certificates
+from workers.expiry_events import record_expiry_events
 from workers.heartbeat import record_heartbeat
 from workers.models import Heartbeat
 from workers.retention import prune_history
@@ -45,3 +46,14 @@ def prune_certificates() -> int:
 def prune_history_task() -> dict[str, int]:
     """Deletes history older than the retention settings keep (workers/retention.py); hourly."""
     return prune_history()
+
+
+@shared_task(
+    name="workers.tasks.housekeeping.record_expiry_events",
+    acks_late=True,
+    time_limit=600,
+    soft_time_limit=540,
+)
+def record_expiry_events_task() -> int:
+    """Writes the certificates' expiry events due now, each once (workers/expiry_events.py); hourly."""
+    return record_expiry_events()
