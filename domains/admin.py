@@ -28,13 +28,14 @@ from certificates.models import (
 )
 from certificates.serving import in_serving_order, served_certificate_of
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
-from domains.models import App, Domain, DomainEvent, DomainStatus, Event, Region
+from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.pauses import DomainPaused, unpause_domains
 from domains.platform import ensure_platform_domain, platform_apps, platform_domains, remove_platform_domain
 from domains.profiles import PROFILE_HELP, ProfileRefused, ProfileUnchecked, check_profile, effective_profile
 from domains.quota_policy import quota_of
+from domains.read_only_admin import ReadOnlyAdmin
 from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import (
     DomainLimitReached,
@@ -571,7 +572,7 @@ class DomainAdmin(admin.ModelAdmin):
 
 
 @admin.register(RegisteredDomain)
-class RegisteredDomainAdmin(admin.ModelAdmin):
+class RegisteredDomainAdmin(ReadOnlyAdmin):
     """Each registered domain with custom domains, and its Let's Encrypt quota read from Redis (one
     round trip per page)."""
 
@@ -601,49 +602,6 @@ class RegisteredDomainAdmin(admin.ModelAdmin):
     def next_token_at(self, obj):
         return obj.quota.next_token_at or "-"
 
-    def has_add_permission(self, request) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
-    """The outbox, for operators: what the platform and its customers are told, read-only (only the
-    changes themselves write events: domains/events.py)."""
-
-    list_display = ["created", "type", "domain_name", "app_name", "from_status", "to_status", "reason"]
-    list_filter = ["type", "to_status"]
-    search_fields = ["domain_name", "app_name"]
-    readonly_fields = [
-        "id",
-        "seq",
-        "created",
-        "type",
-        "app_id",
-        "app_name",
-        "domain_id",
-        "domain_name",
-        "from_status",
-        "to_status",
-        "reason",
-        "records",
-        "data",
-        "dedupe_key",
-    ]
-    ordering = ["-seq"]
-    show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        # The outbox is delivered from: retention prunes it (workers/retention.py), nobody else.
-        return False
+# Registered by importing it: the outbox's admin lives in its own module.
+from domains import event_admin  # noqa: E402, F401

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from domains.read_only_admin import ReadOnlyAdmin
 from workers.models import BeatLease, Heartbeat
 
 
@@ -14,8 +15,9 @@ class HeartbeatAdmin(admin.ModelAdmin):
 
 
 @admin.register(BeatLease)
-class BeatLeaseAdmin(admin.ModelAdmin):
-    """Which beat leads, for operators; only the beats write it (workers/beat_lease.py)."""
+class BeatLeaseAdmin(ReadOnlyAdmin):
+    """Which beat leads, for operators; only the beats write it (workers/beat_lease.py). Read-only:
+    deleting a live leader's row would let a second beat take a lease it still holds."""
 
     list_display = ["host", "pid", "term", "leading", "acquired_at", "renewed_at", "expires_at"]
     readonly_fields = ["holder", "host", "pid", "term", "acquired_at", "renewed_at", "expires_at"]
@@ -23,13 +25,3 @@ class BeatLeaseAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="leads now")
     def leading(self, lease: BeatLease) -> bool:
         return lease.expires_at > timezone.now()
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        # Deleting the row of a live leader would let a second beat take a lease it still holds.
-        return False
