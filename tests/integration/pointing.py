@@ -27,3 +27,19 @@ def point_by_cname(challtestsrv, app, name: str) -> None:
     if app.region.ingress_ipv6:
         challtestsrv.add_aaaa(hostname, list(app.region.ingress_ipv6))
     challtestsrv.set_cname(name, f"{hostname}.")
+
+
+def without_reusable_authorizations(domain) -> None:
+    """Deactivates the domain's authorizations at the CA, so that its next order is validated
+    again: a CA may hand a still-valid authorization back to a new order (Pebble's authorization
+    reuse), and a test that points the name elsewhere to make validation fail would then pass."""
+    from certificates.models import Challenge
+    from workers.acme_steps import deactivate_authorizations
+
+    by_account: dict[int, list[str]] = {}
+    for account_id, url in Challenge.objects.filter(order__domain=domain).values_list(
+        "order__account_id", "authorization_url"
+    ):
+        by_account.setdefault(account_id, []).append(url)
+    for account_id, urls in by_account.items():
+        assert deactivate_authorizations(account_id, urls) == len(urls)

@@ -20,7 +20,7 @@ from domains.backoff import retry_delay
 from domains.models import Domain, DomainEvent, DomainStatus, Region
 from domains.services import create_domain, set_letsencrypt
 from tests.factories import CertificateFactory
-from tests.integration.pointing import point_at_platform
+from tests.integration.pointing import point_at_platform, without_reusable_authorizations
 from tests.integration.polling import issued, status_of, wait_for
 from workers import renewals
 
@@ -148,6 +148,7 @@ def test_a_renewal_the_ca_refuses_keeps_the_old_certificate_served_and_backs_off
 ):
     name = _name()
     domain, old = issued(challtestsrv, app, name)
+    without_reusable_authorizations(domain)
     old = _at_day(old, 61)
     # The pre-flight accepts 127.0.0.2 (an ingress address), but nothing answers HTTP-01 there:
     # Pebble's validation fails for real.

@@ -31,6 +31,7 @@ from domains.models import Domain, DomainEvent, DomainStatus
 from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import delete_domain
 from tests.conftest import start_celery_worker
+from tests.integration.pointing import without_reusable_authorizations
 from tests.integration.polling import issued, status_of, wait_for
 from workers.tasks.acme import redrive_revocations
 
@@ -188,6 +189,7 @@ def test_a_replacement_the_ca_refuses_leaves_the_old_certificate_served_unrevoke
 ):
     name = _name()
     domain, old = issued(challtestsrv, app, name)
+    without_reusable_authorizations(domain)
     # Pebble's HTTP-01 validation now reaches nothing (no server listens on 127.0.0.2).
     challtestsrv.clear_a(name)
     challtestsrv.add_a(name, ["127.0.0.2"])
