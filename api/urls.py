@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from api import views
+from api import views, webhook_views
 
 # Domain names carry dots, a leading `*.` or Unicode: anything but a slash.
 NAME = "<str:name>"
@@ -25,4 +25,31 @@ urlpatterns = [
         name="api-revoke-and-replace",
     ),
     path(f"apps/<str:app>/domains/{NAME}/events", views.DomainEvents.as_view(), name="api-events"),
+    path("apps/<str:app>/webhooks", webhook_views.WebhookList.as_view(), name="api-webhooks"),
+    path("apps/<str:app>/webhooks/<int:endpoint>", webhook_views.WebhookDetail.as_view(), name="api-webhook"),
+    path(
+        "apps/<str:app>/webhooks/<int:endpoint>/rotate-secret",
+        webhook_views.WebhookRotateSecret.as_view(),
+        name="api-webhook-rotate-secret",
+    ),
+    path(
+        "apps/<str:app>/webhooks/<int:endpoint>/enable",
+        webhook_views.WebhookEnable.as_view(),
+        name="api-webhook-enable",
+    ),
+    path(
+        "apps/<str:app>/webhooks/<int:endpoint>/deliveries",
+        webhook_views.WebhookDeliveries.as_view(),
+        name="api-webhook-deliveries",
+    ),
+    path(
+        "apps/<str:app>/webhooks/<int:endpoint>/deliveries/<int:delivery>",
+        webhook_views.WebhookDeliveryDetail.as_view(),
+        name="api-webhook-delivery",
+    ),
+    path(
+        "apps/<str:app>/webhooks/<int:endpoint>/deliveries/<int:delivery>/redeliver",
+        webhook_views.WebhookRedeliver.as_view(),
+        name="api-webhook-redeliver",
+    ),
 ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +21,8 @@ from cli.errors import (
     UserError,
 )
 from cli.files import Passphrase, build_upload
+from cli.output import day, duration, emit_json, on_off, table, truncate, when
+from cli.webhooks import register_webhook_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 # `make run` writes the API's URL and a token to the checkout's .env, so that the CLI works there
@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOTENV: Path | None = ROOT / ".env" if (ROOT / "manage.py").is_file() else None
 DEFAULT_API_URL = "http://localhost:8000"
 EVENTS_SHOWN = 5
-ERROR_WIDTH = 60
 
 EPILOG = """\
 exit codes:
@@ -58,6 +57,8 @@ examples:
   certwright -a demo domains-ssl --cert site.pfx --passphrase-file pass.txt www.example.com
   certwright -a demo --json domains-show www.example.com
   certwright -a demo domains-revoke-and-replace www.example.com
+  certwright -a demo webhooks-add https://hooks.example.com/certwright --events domain.failing
+  certwright -a demo webhooks-deliveries 1 --state pending
 """
 
 
@@ -111,53 +112,7 @@ def resolve_config(args: argparse.Namespace, environ: Mapping[str, str], dotenv:
     return Config(api_url=api_url, token=token, app=app)
 
 
-# Output.
-
-
-def emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def when(value: str | None) -> str:
-    """An API timestamp as `2025-04-01 12:00 UTC` (as given if it does not parse)."""
-    if not value:
-        return "-"
-    try:
-        moment = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def day(value: str | None) -> str:
-    return when(value)[:10] if value else "-"
-
-
-def truncate(text: str, width: int = ERROR_WIDTH) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def duration(seconds: int) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} s"
-
-
-def on_off(value: Any) -> str:
-    return "on" if value else "off"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    return [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    ]
+# Output (the shared helpers are in cli/output.py).
 
 
 def served(certificate: dict | None) -> str:
@@ -610,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         command(name, handler, summary).add_argument("name", metavar="NAME")
+    register_webhook_commands(command)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -126,6 +127,16 @@ class EnvReader:
                 continue
             result.append(parsed)
         return result
+
+    def networks(self, name: str) -> tuple:
+        """A comma-separated list of IP networks in CIDR form (a bare address is its own network)."""
+        result = []
+        for item in self.list(name):
+            try:
+                result.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.fail(name, f"{item!r} is not an IP network (write 10.0.0.0/8 or fd00::/8)")
+        return tuple(result)
 
     def fernet_keys(self, name: str) -> list[str]:
         keys = self.list(name)

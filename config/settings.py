@@ -98,6 +98,21 @@ ARI_CHECK_INTERVAL_SECONDS = env.int("ARI_CHECK_INTERVAL_SECONDS", 21600, minimu
 ARI_SWEEP_BATCH = env.int("ARI_SWEEP_BATCH", 2000, minimum=1)
 ARI_SWEEP_MAX = env.int("ARI_SWEEP_MAX", 200000, minimum=1)
 ARI_CONCURRENCY = env.int("ARI_CONCURRENCY", 64, minimum=1)
+# Webhooks (issue 16). Sent only to public addresses (domains/webhook_targets.py) unless in one of
+# WEBHOOK_ALLOWED_NETWORKS (comma-separated CIDRs: an internal receiver); https only unless
+# WEBHOOK_ALLOW_HTTP. A request gets WEBHOOK_TIMEOUT_SECONDS in all; a delivery is retried with
+# backoff for WEBHOOK_RETRY_SECONDS (3 days), an endpoint failing for WEBHOOK_DISABLE_AFTER_SECONDS
+# (5 days) is disabled and its owner told; a rotated secret keeps signing for
+# WEBHOOK_SECRET_OVERLAP_SECONDS. One worker process keeps WEBHOOK_CONCURRENCY requests in flight
+# and claims WEBHOOK_BATCH deliveries at a time.
+WEBHOOK_ALLOWED_NETWORKS = env.networks("WEBHOOK_ALLOWED_NETWORKS")
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", False)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+WEBHOOK_RETRY_SECONDS = env.int("WEBHOOK_RETRY_SECONDS", 3 * 24 * 3600, minimum=0)
+WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600, minimum=60)
+WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 3600, minimum=0)
+WEBHOOK_CONCURRENCY = env.int("WEBHOOK_CONCURRENCY", 32, minimum=1)
+WEBHOOK_BATCH = env.int("WEBHOOK_BATCH", 256, minimum=1)
 # Revoke a deleted domain's Let's Encrypt certificates (reason cessationOfOperation): the platform
 # holds their keys, and the name may move to another host.
 REVOKE_ON_DELETE = env.bool("REVOKE_ON_DELETE", True)

@@ -60,6 +60,10 @@ if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
         # Short leases, so that tests see the re-drive continue orders of killed workers quickly.
         "ACME_ORDER_LEASE_SECONDS": "8",
         "DOMAIN_CHECK_LEASE_SECONDS": "8",
+        # The tests' webhook receivers listen on plain HTTP at 127.0.0.3 (tests/webhook_receiver.py);
+        # the address rule's own tests turn the allowlist off.
+        "WEBHOOK_ALLOW_HTTP": "1",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.3/32",
     }
     # The test run's own services replace whatever a developer's shell exported.
     os.environ.update(defaults)

@@ -18,6 +18,10 @@ CHECK_RENEWAL_INFO = "workers.tasks.dns.check_renewal_info"
 ADVANCE_ORDER = "workers.tasks.acme.advance_order"
 DEACTIVATE_AUTHORIZATIONS = "workers.tasks.acme.deactivate_authorizations"
 REVOKE_OWED = "workers.tasks.acme.revoke_owed"
+DELIVER_WEBHOOKS = "workers.tasks.webhooks.deliver_webhooks"
+# Set for a second when a delivery run is asked for; the run deletes it as it starts, so that a
+# burst of events asks for one run, and an event written after a run started asks for the next.
+WEBHOOK_KICK_KEY = "webhooks:kick"
 
 
 def _send(name: str, args: list, countdown: float = 0) -> None:
@@ -53,3 +57,22 @@ def revoke_owed_later(revocation_id: int, token: str) -> None:
     """Attempts this owed revocation (certificates/revocation_queue.py) once the transaction that
     wrote or claimed it commits; `token` is its lease token."""
     _send(REVOKE_OWED, [revocation_id, token])
+
+
+def deliver_webhooks_soon() -> None:
+    """Once the current transaction commits (it wrote events): a webhook delivery run, unless one
+    was asked for and has not started yet."""
+    transaction.on_commit(_kick_webhooks)
+
+
+def _kick_webhooks() -> None:
+    import redis
+
+    from domains.quota_policy import get_quota
+
+    try:
+        if not get_quota().client.set(WEBHOOK_KICK_KEY, "1", nx=True, px=1000):
+            return
+    except redis.RedisError:
+        pass  # without the marker, every kick asks: more runs, none missed
+    app.send_task(DELIVER_WEBHOOKS)

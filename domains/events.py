@@ -18,6 +18,7 @@ import uuid
 
 from django.db import connection
 
+from domains.enqueue import deliver_webhooks_soon
 from domains.models import DomainStatus, EventType
 from domains.records import records_of
 
@@ -90,6 +91,8 @@ def record_event(
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, params)
         row = cursor.fetchone()
+    if row:
+        deliver_webhooks_soon()
     return row[0] if row else None
 
 

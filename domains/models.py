@@ -249,6 +249,8 @@ class Event(models.Model):
     # Events that a periodic task finds (expiry thresholds) carry a key, so that two runs, or two
     # beats at once, write each one once: the insert ignores a key already there. Empty: none.
     dedupe_key = models.CharField(max_length=200, blank=True, default="", db_default="", editable=False)
+    # Turned into its webhook deliveries (workers/webhook_delivery.py fans each event out once).
+    dispatched = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         ordering = ["-seq"]
@@ -265,7 +267,18 @@ class Event(models.Model):
         indexes = [
             # A domain's events in order (delivery per domain, the admin): WHERE domain_id = ? ORDER BY seq.
             models.Index(fields=["domain_id", "seq"], name="event_domain_seq_idx"),
+            # The fan-out's queue: WHERE NOT dispatched ORDER BY seq.
+            models.Index(fields=["seq"], name="event_undispatched_idx", condition=models.Q(dispatched=False)),
         ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.domain_name}"
+
+
+# The webhook models live in their own module; importing them here registers them with this app.
+from domains.webhook_models import (  # noqa: E402, F401
+    DeliveryState,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)

@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from certificates.models import Certificate, CertificateSource
+from domains.enqueue import deliver_webhooks_soon
 from domains.events import event_reason, record_status_event, status_event
 from domains.models import Domain, DomainEvent, DomainStatus
 from domains.records import records_of
@@ -135,6 +136,8 @@ def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None 
     sql = _BULK_WRITE.format(values=", ".join([_ROW] * len(writes)))
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, holding, now, now, now, now])
+    if any(status_event(write.to) is not None for write in writes):
+        deliver_webhooks_soon()
 
 
 NOTHING_SERVED = (

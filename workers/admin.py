@@ -25,3 +25,7 @@ class BeatLeaseAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="leads now")
     def leading(self, lease: BeatLease) -> bool:
         return lease.expires_at > timezone.now()
+
+
+# Registered by importing it: the webhooks' admin lives in its own module.
+from workers import webhook_admin  # noqa: E402, F401

@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from certificates.models import CertificateSource
+from domains.enqueue import deliver_webhooks_soon
 from domains.events import certificate_data
 from domains.models import Domain, Event, EventType
 from domains.quota_policy import when
@@ -259,6 +260,8 @@ def record_expiry_events(now: datetime.datetime | None = None) -> int:
         with connection.cursor() as cursor:
             cursor.execute(_INSERT.format(values=", ".join([_ROW] * len(due))), params)
             written = len(cursor.fetchall())
+        if written:
+            deliver_webhooks_soon()
     if written:
         logger.info("expiry events: %d written", written)
     return written

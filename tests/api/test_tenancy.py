@@ -6,10 +6,15 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.urls import URLPattern
+from django.utils import timezone
 
 from api import urls
 from certificates.models import Certificate, CertificateSource
-from domains.models import App, Domain, DomainStatus
+from certificates.sealing import seal
+from domains.events import record_event
+from domains.models import App, Domain, DomainStatus, Event, EventType
+from domains.webhook_models import WebhookDelivery, WebhookEndpoint
+from domains.webhooks import new_secret
 from tests.api.conftest import API
 from tests.factories import AcmeAccountFactory, AppFactory, CertificateFactory, DomainFactory, RegionFactory
 
@@ -17,6 +22,9 @@ pytestmark = pytest.mark.django_db
 
 APP = f"{API}/apps/{{app}}"
 DOMAIN = f"{APP}/domains/www.example.com"
+# Bob's webhook endpoint and one delivery of it, at ids no other row takes.
+HOOK_ID, DELIVERY_ID = 900_001, 900_002
+HOOK = f"{APP}/webhooks/{HOOK_ID}"
 # Every app-scoped route and verb, with a body that would succeed for the owner, and what the
 # owner (or staff) gets.
 ROUTES = [
@@ -31,6 +39,15 @@ ROUTES = [
     ("api-retry", "post", f"{DOMAIN}/retry", None, 202),
     ("api-revoke-and-replace", "post", f"{DOMAIN}/revoke-and-replace", None, 202),
     ("api-events", "get", f"{DOMAIN}/events", None, 200),
+    ("api-webhooks", "get", f"{APP}/webhooks", None, 200),
+    ("api-webhooks", "post", f"{APP}/webhooks", {"url": "https://93.184.215.14/hooks"}, 201),
+    ("api-webhook", "get", f"{HOOK}", None, 200),
+    ("api-webhook", "delete", f"{HOOK}", None, 204),
+    ("api-webhook-rotate-secret", "post", f"{HOOK}/rotate-secret", None, 200),
+    ("api-webhook-enable", "post", f"{HOOK}/enable", None, 200),
+    ("api-webhook-deliveries", "get", f"{HOOK}/deliveries", None, 200),
+    ("api-webhook-delivery", "get", f"{HOOK}/deliveries/{DELIVERY_ID}", None, 200),
+    ("api-webhook-redeliver", "post", f"{HOOK}/deliveries/{DELIVERY_ID}/redeliver", None, 202),
 ]
 ROUTE_IDS = [f"{method}-{name}" for name, method, *_ in ROUTES]
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -45,6 +62,14 @@ def bobs_app(bob, region) -> App:
     CertificateFactory(domain=domain, source=CertificateSource.CUSTOM)
     # The platform's ACME account, which revoke and replace orders with.
     AcmeAccountFactory(directory_url=settings.ACME_DIRECTORY_URL, account_url="https://ca.example.net/acct/1")
+    endpoint = WebhookEndpoint.objects.create(
+        pk=HOOK_ID, app=app, url="https://93.184.215.14/hooks", secret=seal(new_secret().encode())
+    )
+    record_event(EventType.DOMAIN_IN_USE, domain.pk, timezone.now())
+    event = Event.objects.get(domain_id=domain.pk)
+    WebhookDelivery.objects.create(
+        pk=DELIVERY_ID, endpoint=endpoint, event=event, seq=event.seq, domain_id=domain.pk, state="delivered"
+    )
     return app
 
 
@@ -53,6 +78,8 @@ def snapshot() -> list[tuple]:
         *App.objects.order_by("pk").values_list("pk", "name", "owner_id"),
         *Domain.objects.order_by("pk").values_list("pk", "name", "app_id", "status", "letsencrypt_enabled"),
         *Certificate.objects.order_by("pk").values_list("pk", "source"),
+        *WebhookEndpoint.objects.order_by("pk").values_list("pk", "url", "enabled", "secret"),
+        *WebhookDelivery.objects.order_by("pk").values_list("pk", "state", "next_attempt_at"),
     ]
 
 

@@ -1,5 +1,6 @@
-"""Celery tasks, one module per queue. Importing this package registers them all."""
+"""Celery tasks, one module per queue (webhooks: the default queue's delivery runs). Importing this
+package registers them all."""
 
-from workers.tasks import acme, dns, housekeeping
+from workers.tasks import acme, dns, housekeeping, webhooks
 
-__all__ = ["acme", "dns", "housekeeping"]
+__all__ = ["acme", "dns", "housekeeping", "webhooks"]
