@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
 
-from devstack.commands import web_command, worker_command  # noqa: E402
+from devstack.commands import beat_command, web_command, worker_command  # noqa: E402
 from devstack.pebble import PebbleStack  # noqa: E402
 from devstack.ports import free_port, free_tcp_udp_port  # noqa: E402
 from devstack.processes import ManagedProcess, http_ok  # noqa: E402
@@ -157,6 +157,18 @@ class BenchStack:
         self.processes.append(worker)
         worker.wait_until(lambda: _celery_ready(name), timeout=60, what="ready")
         return worker
+
+    def start_beat(self) -> ManagedProcess:
+        """Beat with its database schedule, as `make run` starts it."""
+        beat = ManagedProcess(
+            "beat",
+            beat_command(str(self.state_dir / "beat-schedule"), "INFO"),
+            self.logs,
+            env=dict(os.environ),
+        ).start()
+        self.processes.append(beat)
+        beat.wait_until(lambda: "beat: Starting" in beat.log_since_start(), timeout=30, what="started")
+        return beat
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -403,7 +403,7 @@ def main() -> int:
         stack.start_web()
         worker = stack.start_worker("worker")
         say(f"(a) drill: {args.drill} certificates, then every ARI window moved into the past")
-        beat = start_beat(stack)
+        beat = stack.start_beat()
         domain_ids = issue_drill_domains(stack, args.drill)
         drill_s, spent, with_replaces = run_drill(stack, proxy, domain_ids)
         if with_replaces != args.drill:
@@ -450,18 +450,6 @@ def main() -> int:
         f"drill_1000_s={result['drill_1000_s']:.1f} drill_tokens_spent={result['drill_tokens_spent']}"
     )
     return 0
-
-
-def start_beat(stack: BenchStack) -> ManagedProcess:
-    """Beat with its database schedule, as `make run` starts it."""
-    from devstack.commands import beat_command
-
-    beat = ManagedProcess(
-        "beat", beat_command(str(stack.state_dir / "beat-schedule"), "INFO"), stack.logs, env=dict(os.environ)
-    ).start()
-    stack.processes.append(beat)
-    beat.wait_until(lambda: "beat: Starting" in beat.log_since_start(), timeout=30, what="started")
-    return beat
 
 
 if __name__ == "__main__":

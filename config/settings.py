@@ -104,7 +104,8 @@ ARI_CONCURRENCY = env.int("ARI_CONCURRENCY", 64, minimum=1)
 # backoff for WEBHOOK_RETRY_SECONDS (3 days), an endpoint failing for WEBHOOK_DISABLE_AFTER_SECONDS
 # (5 days) is disabled and its owner told; a rotated secret keeps signing for
 # WEBHOOK_SECRET_OVERLAP_SECONDS. One worker process keeps WEBHOOK_CONCURRENCY requests in flight
-# and claims WEBHOOK_BATCH deliveries at a time.
+# and claims WEBHOOK_BATCH deliveries at a time; a backlog is worked by up to WEBHOOK_PARALLEL_RUNS
+# processes at once.
 WEBHOOK_ALLOWED_NETWORKS = env.networks("WEBHOOK_ALLOWED_NETWORKS")
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", False)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
@@ -112,7 +113,8 @@ WEBHOOK_RETRY_SECONDS = env.int("WEBHOOK_RETRY_SECONDS", 3 * 24 * 3600, minimum=
 WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600, minimum=60)
 WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 3600, minimum=0)
 WEBHOOK_CONCURRENCY = env.int("WEBHOOK_CONCURRENCY", 32, minimum=1)
-WEBHOOK_BATCH = env.int("WEBHOOK_BATCH", 256, minimum=1)
+WEBHOOK_BATCH = env.int("WEBHOOK_BATCH", 512, minimum=1)
+WEBHOOK_PARALLEL_RUNS = env.int("WEBHOOK_PARALLEL_RUNS", 4, minimum=1)
 # Revoke a deleted domain's Let's Encrypt certificates (reason cessationOfOperation): the platform
 # holds their keys, and the name may move to another host.
 REVOKE_ON_DELETE = env.bool("REVOKE_ON_DELETE", True)

@@ -144,16 +144,48 @@ def redeliver(delivery: WebhookDelivery, now: datetime.datetime | None = None) -
 
 def event_payload(event: Event) -> dict:
     """The JSON an event is sent as (Standard Webhooks: type, timestamp, data)."""
-    data = {
-        # The type's own facts first (the certificate, the threshold...): the common fields win.
-        **event.data,
-        "id": str(event.id),
-        "seq": event.seq,
-        "app": event.app_name,
-        "domain": event.domain_name,
-        "from_status": event.from_status,
-        "to_status": event.to_status,
-        "reason": event.reason,
-        "records": event.records,
+    return payload_of(
+        event.id,
+        event.type,
+        event.created,
+        event.seq,
+        event.app_name,
+        event.domain_name,
+        event.from_status,
+        event.to_status,
+        event.reason,
+        event.records,
+        event.data,
+    )
+
+
+def payload_of(
+    event_id,
+    type: str,
+    created: datetime.datetime,
+    seq: int,
+    app_name: str,
+    domain_name: str,
+    from_status: str,
+    to_status: str,
+    reason: str,
+    records: list,
+    data: dict,
+) -> dict:
+    """event_payload from an event's columns, as the delivery run reads them."""
+    return {
+        "type": type,
+        "timestamp": event_time(created),
+        "data": {
+            # The type's own facts first (the certificate, the threshold...): the common fields win.
+            **data,
+            "id": str(event_id),
+            "seq": seq,
+            "app": app_name,
+            "domain": domain_name,
+            "from_status": from_status,
+            "to_status": to_status,
+            "reason": reason,
+            "records": records,
+        },
     }
-    return {"type": event.type, "timestamp": event_time(event.created), "data": data}

@@ -47,16 +47,15 @@ from standardwebhooks import Webhook
 
 from certificates.acme_client import USER_AGENT
 from domains.enqueue import deliver_webhooks_soon
-from domains.models import Event
-from domains.webhook_models import EXCERPT_BYTES, WebhookAttempt, WebhookEndpoint
+from domains.webhook_models import EXCERPT_BYTES, WebhookEndpoint
 from domains.webhook_targets import address_problem, literal_address
-from domains.webhooks import event_payload, signing_secrets
+from domains.webhooks import payload_of, signing_secrets
 from workers.resolver import Resolvers, lookup
 
 logger = logging.getLogger(__name__)
 
 # While a run holds a claimed delivery (longer than a batch can take: WEBHOOK_BATCH requests,
-# WEBHOOK_CONCURRENCY at a time, each WEBHOOK_TIMEOUT_SECONDS at most, at the defaults 80 s).
+# WEBHOOK_CONCURRENCY at a time, each WEBHOOK_TIMEOUT_SECONDS at most, at the defaults 160 s).
 LEASE = datetime.timedelta(minutes=5)
 # The waits after the 1st, 2nd ... failure; the last repeats until the delivery is given up.
 BACKOFF_SECONDS = (5, 30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800)
@@ -89,20 +88,29 @@ SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan)
 """
 
 _CLAIM = """
-UPDATE domains_webhookdelivery SET next_attempt_at = %(lease)s
-WHERE id IN (
-    SELECT d.id FROM domains_webhookdelivery d
-    WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
-      AND NOT EXISTS (
-          SELECT 1 FROM domains_webhookdelivery first
-          WHERE first.state = 'pending' AND first.endpoint_id = d.endpoint_id
-            AND first.domain_id = d.domain_id AND first.seq < d.seq
-      )
-    ORDER BY d.next_attempt_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+WITH claimed AS (
+    UPDATE domains_webhookdelivery AS w SET next_attempt_at = %(lease)s
+    FROM (
+        SELECT d.id FROM domains_webhookdelivery d
+        WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
+          AND NOT EXISTS (
+              SELECT 1 FROM domains_webhookdelivery first
+              WHERE first.state = 'pending' AND first.endpoint_id = d.endpoint_id
+                AND first.domain_id = d.domain_id AND first.seq < d.seq
+          )
+        ORDER BY d.next_attempt_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    WHERE w.id = due.id
+    RETURNING w.id, w.endpoint_id, w.event_id, w.attempts, w.give_up_at
 )
-RETURNING id, endpoint_id, event_id, attempts, give_up_at
+SELECT c.id, c.endpoint_id, c.event_id, c.attempts, c.give_up_at,
+    e.id, e.type, e.created, e.seq, e.app_name, e.domain_name, e.from_status, e.to_status, e.reason,
+    e.records, e.data
+FROM claimed c CROSS JOIN LATERAL (
+    SELECT * FROM domains_event WHERE domains_event.id = c.event_id
+) AS e
 """
 
 _WRITE = """
@@ -117,6 +125,14 @@ FROM unnest(
     %(ids)s::bigint[], %(states)s::text[], %(next)s::timestamptz[], %(codes)s::int[], %(errors)s::text[]
 ) AS v(id, state, next_attempt_at, status_code, error)
 WHERE d.id = v.id AND d.next_attempt_at = %(lease)s
+"""
+
+_LOG_ATTEMPTS = """
+INSERT INTO domains_webhookattempt (delivery_id, at, status_code, latency_ms, response_excerpt, error)
+SELECT v.id, %(at)s, v.code, v.latency, v.excerpt, v.error
+FROM unnest(
+    %(ids)s::bigint[], %(codes)s::int[], %(latencies)s::int[], %(excerpts)s::text[], %(errors)s::text[]
+) AS v(id, code, latency, excerpt, error)
 """
 
 _ENDPOINTS_ANSWERED = """
@@ -152,6 +168,8 @@ class Claimed:
     event_id: str
     attempts: int
     give_up_at: datetime.datetime | None
+    # The event's columns, in payload_of's order.
+    event: tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +209,15 @@ def claim(
     lease = now + LEASE
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CLAIM, {"now": now, "lease": lease, "limit": limit or settings.WEBHOOK_BATCH})
-        rows = [Claimed(*row) for row in cursor.fetchall()]
+        # Django reads jsonb as text (its JSONField parses): the last two columns are JSON.
+        rows = [
+            Claimed(*row[:5], event=(*row[5:-2], _json(row[-2]), _json(row[-1]))) for row in cursor.fetchall()
+        ]
     return rows, lease
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 # --- sending -------------------------------------------------------------------------------------
@@ -337,9 +362,6 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: 
     def ms() -> int:
         return round((time.perf_counter() - started) * 1000)
 
-    refused = _literal_problem(url)
-    if refused:
-        return Outcome(None, 0, "", refused)
     try:
         async with asyncio.timeout(settings.WEBHOOK_TIMEOUT_SECONDS):
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
@@ -361,6 +383,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: 
 
 def send(requests: list[tuple[str, bytes, dict]]) -> list[Outcome]:
     """POSTs every (url, body, headers), WEBHOOK_CONCURRENCY at a time; outcomes in order."""
+    refused = {url: _literal_problem(url) for url in {url for url, _, _ in requests}}
 
     async def run() -> list[Outcome]:
         session = _session()
@@ -369,7 +392,11 @@ def send(requests: list[tuple[str, bytes, dict]]) -> list[Outcome]:
 
         async def worker() -> None:
             for index in pending:
-                results[index] = await _post(session, *requests[index])
+                url, body, headers = requests[index]
+                problem = refused[url]
+                results[index] = (
+                    Outcome(None, 0, "", problem) if problem else await _post(session, url, body, headers)
+                )
 
         await asyncio.gather(*(worker() for _ in range(min(settings.WEBHOOK_CONCURRENCY, len(requests)))))
         return results  # type: ignore[return-value]
@@ -392,50 +419,35 @@ def deliver_claimed(claimed: list[Claimed], lease: datetime.datetime) -> Counter
     if not claimed:
         return counts
     now = timezone.now()
-    events = Event.objects.in_bulk({c.event_id for c in claimed})
     endpoints = WebhookEndpoint.objects.in_bulk({c.endpoint_id for c in claimed})
     bodies: dict = {}
     signers: dict[int, list[Webhook]] = {}
+    timestamp = str(int(now.timestamp()))
     requests, sent = [], []
     skipped: dict[int, str] = {}
     for item in claimed:
-        endpoint, event = endpoints.get(item.endpoint_id), events.get(item.event_id)
-        if endpoint is None or event is None:
+        endpoint = endpoints.get(item.endpoint_id)
+        if endpoint is None:
             continue  # deleted meanwhile: the delivery went with it
         if not endpoint.enabled:
             skipped[item.id] = "the endpoint is disabled"
             continue
-        if item.event_id not in bodies:
-            bodies[item.event_id] = json.dumps(event_payload(event), separators=(",", ":")).encode()
+        body = bodies.get(item.event_id)
+        if body is None:
+            body = bodies[item.event_id] = json.dumps(payload_of(*item.event), separators=(",", ":"))
         if endpoint.pk not in signers:
             signers[endpoint.pk] = [Webhook(secret) for secret in signing_secrets(endpoint, now)]
-        body = bodies[item.event_id]
-        msg_id = str(event.id)
-        signature = " ".join(signer.sign(msg_id, now, body.decode()) for signer in signers[endpoint.pk])
-        headers = {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signature,
-        }
-        requests.append((endpoint.url, body, headers))
+        msg_id = str(item.event_id)
+        signature = " ".join(signer.sign(msg_id, now, body) for signer in signers[endpoint.pk])
+        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+        requests.append((endpoint.url, body.encode(), headers))
         sent.append(item)
     outcomes = send(requests) if requests else []
     finished = timezone.now()
     rng = random.Random()  # noqa: S311 (jitter, not secrecy)
     ids, states, nexts, codes, errors = [], [], [], [], []
     answered, failing = set(), set()
-    attempts = []
     for item, outcome in zip(sent, outcomes, strict=True):
-        attempts.append(
-            WebhookAttempt(
-                delivery_id=item.id,
-                at=now,
-                status_code=outcome.status_code,
-                latency_ms=outcome.latency_ms,
-                response_excerpt=outcome.excerpt,
-                error=outcome.error,
-            )
-        )
         ids.append(item.id)
         codes.append(outcome.status_code)
         if outcome.delivered:
@@ -465,7 +477,17 @@ def deliver_claimed(claimed: list[Claimed], lease: datetime.datetime) -> Counter
         codes.append(None)
         errors.append(why)
     with transaction.atomic(), connection.cursor() as cursor:
-        WebhookAttempt.objects.bulk_create(attempts)
+        cursor.execute(
+            _LOG_ATTEMPTS,
+            {
+                "at": now,
+                "ids": [item.id for item in sent],
+                "codes": [outcome.status_code for outcome in outcomes],
+                "latencies": [outcome.latency_ms for outcome in outcomes],
+                "excerpts": [outcome.excerpt.replace("\x00", "") for outcome in outcomes],
+                "errors": [outcome.error for outcome in outcomes],
+            },
+        )
         cursor.execute(
             _WRITE,
             {
@@ -533,9 +555,12 @@ def _tell_owners(endpoint_ids: list[int]) -> None:
 # --- a run ---------------------------------------------------------------------------------------
 
 
-def deliver(budget_seconds: float = 50.0) -> Counter:
+def deliver(budget_seconds: float = 50.0, more_hands=None) -> Counter:
     """Fans out and sends until nothing is due or `budget_seconds` have passed (then asks for
-    another run, so that a backlog never waits for beat)."""
+    another run, so that a backlog never waits for beat). `more_hands()` is called after each
+    full batch: the task starts another run beside this one while there are fewer than
+    WEBHOOK_PARALLEL_RUNS (a backlog is worked by several processes, each with its own
+    WEBHOOK_CONCURRENCY requests in flight)."""
     started = time.monotonic()
     counts: Counter = Counter()
     while True:
@@ -544,6 +569,8 @@ def deliver(budget_seconds: float = 50.0) -> Counter:
         counts["fanned_out"] += deliveries
         claimed, lease = claim()
         counts["claimed"] += len(claimed)
+        if more_hands is not None and len(claimed) >= settings.WEBHOOK_BATCH:
+            more_hands()
         counts.update(deliver_claimed(claimed, lease))
         if not claimed and events < DISPATCH_BATCH:
             return counts
