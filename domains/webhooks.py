@@ -130,7 +130,7 @@ def redeliver(delivery: WebhookDelivery, now: datetime.datetime | None = None) -
         raise WebhookRefused("The endpoint is disabled; enable it before redelivering.")
     with transaction.atomic():
         WebhookDelivery.objects.filter(pk=delivery.pk).exclude(
-            state=DeliveryState.PENDING, next_attempt_at__gt=now
+            state=DeliveryState.PENDING, lease_until__gt=now
         ).update(
             state=DeliveryState.PENDING,
             next_attempt_at=now,

@@ -149,6 +149,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         "state",
         "attempts",
         "next_attempt_at",
+        "lease_until",
         "give_up_at",
         "created",
         "delivered_at",

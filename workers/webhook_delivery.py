@@ -9,8 +9,8 @@ backstop) loops until nothing is due:
   by one run at a time (an advisory lock): two runs fanning out at once could commit a domain's
   later event before its earlier one;
 - claim: pending deliveries that are due and first of their endpoint and domain (no pending one
-  with a lower seq), with one UPDATE ... SKIP LOCKED that pushes `next_attempt_at` forward as a
-  lease (the claim's token: only rows still carrying it are written);
+  with a lower seq), with one UPDATE ... SKIP LOCKED that sets `lease_until` (the claim's token:
+  only rows still carrying it are written; a column in no index, so the UPDATE writes no index);
 - send: every claimed delivery POSTed concurrently (WEBHOOK_CONCURRENCY in flight) over one
   aiohttp session per worker process, whose resolver asks DNS_RESOLVERS and hands the connector
   only addresses that pass domains/webhook_targets.py (all of a name's addresses must), so the
@@ -89,10 +89,11 @@ SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan)
 
 _CLAIM = """
 WITH claimed AS (
-    UPDATE domains_webhookdelivery AS w SET next_attempt_at = %(lease)s
+    UPDATE domains_webhookdelivery AS w SET lease_until = %(lease)s
     FROM (
         SELECT d.id FROM domains_webhookdelivery d
         WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
+          AND (d.lease_until IS NULL OR d.lease_until <= %(now)s)
           AND NOT EXISTS (
               SELECT 1 FROM domains_webhookdelivery first
               WHERE first.state = 'pending' AND first.endpoint_id = d.endpoint_id
@@ -118,13 +119,14 @@ UPDATE domains_webhookdelivery AS d SET
     state = v.state,
     attempts = d.attempts + 1,
     next_attempt_at = v.next_attempt_at,
+    lease_until = NULL,
     delivered_at = CASE WHEN v.state = 'delivered' THEN %(now)s ELSE d.delivered_at END,
     last_status_code = v.status_code,
     last_error = v.error
 FROM unnest(
     %(ids)s::bigint[], %(states)s::text[], %(next)s::timestamptz[], %(codes)s::int[], %(errors)s::text[]
 ) AS v(id, state, next_attempt_at, status_code, error)
-WHERE d.id = v.id AND d.next_attempt_at = %(lease)s
+WHERE d.id = v.id AND d.lease_until = %(lease)s
 """
 
 _LOG_ATTEMPTS = """
@@ -152,7 +154,8 @@ RETURNING id
 """
 
 _FAIL_PENDING = """
-UPDATE domains_webhookdelivery SET state = 'failed', next_attempt_at = NULL, last_error = %(reason)s
+UPDATE domains_webhookdelivery SET state = 'failed', next_attempt_at = NULL, lease_until = NULL,
+    last_error = %(reason)s
 WHERE endpoint_id = ANY(%(ids)s) AND state = 'pending'
 """
 
