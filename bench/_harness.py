@@ -7,6 +7,7 @@ challtestsrv, and the real web and worker processes, exactly as `make run` start
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import statistics
@@ -35,6 +36,24 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+class BenchVoid(RuntimeError):
+    """Something failed: the run proves nothing."""
+
+
+def bare_loop(script: str, *args: str) -> dict:
+    """Runs a baseline's script (`python -c`) in a process of its own; its last line of output is a
+    JSON object with `elapsed` (seconds) and `bad` (answers it did not expect), which must be 0."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise BenchVoid(f"the bare loop failed: {result.stderr[-2000:]}")
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    if outcome["bad"]:
+        raise BenchVoid(f"the bare loop got {outcome['bad']} answers it did not expect")
+    return outcome
 
 
 @dataclass

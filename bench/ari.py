@@ -33,7 +33,6 @@ import datetime
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -41,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, create_app, fake_chain, say, wait_until
+from _harness import ROOT, BenchStack, BenchVoid, bare_loop, create_app, fake_chain, say, wait_until
 
 from devstack.ports import free_port
 from devstack.processes import ManagedProcess
@@ -52,10 +51,6 @@ DRILL_TARGET_S = 300.0
 CHECKS = 100_000
 RATIO_TARGET = 0.6
 POOL = 64
-
-
-class BenchVoid(RuntimeError):
-    """Something failed: the run proves nothing."""
 
 
 # --- the proxy in its own process ---------------------------------------------------------------
@@ -312,17 +307,7 @@ print(json.dumps({"elapsed": elapsed, "bad": bad}))
 
 
 def run_bare(stack: BenchStack, urls_file: Path, concurrency: int, count: int) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", _BARE, str(urls_file), str(concurrency), stack.env["ACME_CA_BUNDLE"]],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BenchVoid(f"the bare loop failed: {result.stderr[-2000:]}")
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    if outcome["bad"]:
-        raise BenchVoid(f"the bare loop got {outcome['bad']} bad answers")
+    outcome = bare_loop(_BARE, str(urls_file), str(concurrency), stack.env["ACME_CA_BUNDLE"])
     return count / outcome["elapsed"]
 
 

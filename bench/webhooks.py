@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -37,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, create_app, say, wait_until
+from _harness import ROOT, BenchStack, BenchVoid, bare_loop, create_app, say, wait_until
 
 from devstack.ports import free_port
 from devstack.processes import ManagedProcess
@@ -48,10 +47,6 @@ THROUGHPUT_DOMAINS, THROUGHPUT_PER_DOMAIN = 1_000, 10
 OUTAGE_DOMAINS, OUTAGE_PER_DOMAIN = 100, 10
 OUTAGE_SECONDS = 120.0
 P50_TARGET_S, RATIO_TARGET = 0.5, 0.5
-
-
-class BenchVoid(RuntimeError):
-    """Something failed: the run proves nothing."""
 
 
 _RECEIVER = r"""
@@ -241,18 +236,7 @@ def bare_requests(app, endpoint, secret: str, url: str) -> list:
 
 
 def run_bare(stack: BenchStack, requests_file: Path, concurrency: int, count: int) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", _BARE, str(requests_file), str(concurrency)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BenchVoid(f"the bare loop failed: {result.stderr[-2000:]}")
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    if outcome["bad"]:
-        raise BenchVoid(f"the bare loop got {outcome['bad']} answers other than 204")
-    return count / outcome["elapsed"]
+    return count / bare_loop(_BARE, str(requests_file), str(concurrency))["elapsed"]
 
 
 def in_order(log: list[dict]) -> tuple[set[str], list[str]]:

@@ -288,3 +288,13 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             reporter.write_line(f"LEAK: {find}", red=True)
     if LEAK_WATCH.finds:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def receiver():
+    """A webhook receiver on 127.0.0.3, which the test settings allow (tests/webhook_receiver.py)."""
+    from tests.webhook_receiver import start_receiver
+
+    started = start_receiver("127.0.0.3")
+    yield started
+    started.stop()

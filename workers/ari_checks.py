@@ -25,11 +25,9 @@ answer with a constant number of statements:
 from __future__ import annotations
 
 import asyncio
-import atexit
 import datetime
 import json
 import logging
-import os
 import random
 import urllib.request
 from dataclasses import dataclass
@@ -55,6 +53,7 @@ from certificates.models import ACTIVE_ORDER_STATES, Certificate
 from domains.enqueue import check_renewal_info_later
 from domains.quota_policy import when
 from workers.poison import isolate_poison
+from workers.process_loop import ProcessLoop
 from workers.renewals import sweep_renewals
 
 logger = logging.getLogger(__name__)
@@ -301,59 +300,28 @@ def _detail(body: bytes) -> str:
     return f" ({detail[:200]}{'...' if len(detail) > 200 else ''})"
 
 
-# One event loop and one aiohttp session per worker process, kept from one chunk to the next, so
-# that a sweep of many chunks opens ARI_CONCURRENCY connections per process, not per chunk (each is
-# a TLS handshake on both sides). Made afresh in a forked child, and after a chunk that raised.
-_client: dict = {}
+# The loop and session of this process (workers/process_loop.py): a sweep of many chunks opens
+# ARI_CONCURRENCY connections per process, not per chunk.
+_client = ProcessLoop("ARI")
 
 
 def _run_fetches(urls: list[str]) -> list[_Fetched]:
     """_fetch_all on this process's loop and session."""
-    if _client.get("pid") != os.getpid() or _client["loop"].is_closed():
-        _client.clear()
-        _client.update(pid=os.getpid(), loop=asyncio.new_event_loop(), session=None, key=None)
-        # Closed at the process's exit (a worker's shutdown), not left to the garbage collector.
-        atexit.register(_discard_client)
-    try:
-        return _client["loop"].run_until_complete(_fetch_all(urls))
-    except BaseException:
-        # A time limit or a bug mid-chunk: fetchers may be left half-way; start clean next time.
-        _discard_client()
-        raise
-
-
-def _discard_client() -> None:
-    loop, session = _client.get("loop"), _client.get("session")
-    _client.clear()
-    if loop is None or loop.is_closed():
-        return
-    try:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        if session is not None and not session.closed:
-            loop.run_until_complete(session.close())
-    except Exception:
-        logger.debug("could not close the ARI client cleanly", exc_info=True)
-    finally:
-        loop.close()
+    return _client.run(lambda: _fetch_all(urls))
 
 
 async def _session() -> aiohttp.ClientSession:
     """This process's session for the current settings (a change of the CA bundle or of the
     concurrency makes a new one)."""
-    key = (settings.ACME_CA_BUNDLE, settings.ARI_CONCURRENCY)
-    session = _client.get("session")
-    if session is not None and not session.closed and _client.get("key") == key:
-        return session
-    if session is not None and not session.closed:
-        await session.close()
-    connector = aiohttp.TCPConnector(
-        ssl=ca_tls_context(), limit=settings.ARI_CONCURRENCY, keepalive_timeout=60
-    )
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
-    session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT})
-    _client.update(session=session, key=key)
-    return session
+
+    def make() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            ssl=ca_tls_context(), limit=settings.ARI_CONCURRENCY, keepalive_timeout=60
+        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT})
+
+    return await _client.session((settings.ACME_CA_BUNDLE, settings.ARI_CONCURRENCY), make)
 
 
 async def _fetch_all(urls: list[str]) -> list[_Fetched]:

@@ -25,11 +25,9 @@ backstop) loops until nothing is due:
 from __future__ import annotations
 
 import asyncio
-import atexit
 import datetime
 import json
 import logging
-import os
 import random
 import socket
 import time
@@ -50,6 +48,7 @@ from domains.enqueue import deliver_webhooks_soon
 from domains.webhook_models import EXCERPT_BYTES, WebhookEndpoint
 from domains.webhook_targets import address_problem, literal_address
 from domains.webhooks import payload_of, signing_secrets
+from workers.process_loop import ProcessLoop
 from workers.resolver import Resolvers, lookup
 
 logger = logging.getLogger(__name__)
@@ -135,6 +134,8 @@ SELECT v.id, %(at)s, v.code, v.latency, v.excerpt, v.error
 FROM unnest(
     %(ids)s::bigint[], %(codes)s::int[], %(latencies)s::int[], %(excerpts)s::text[], %(errors)s::text[]
 ) AS v(id, code, latency, excerpt, error)
+-- A delivery deleted meanwhile (its endpoint removed during the send) has no log to add to.
+JOIN domains_webhookdelivery d ON d.id = v.id
 """
 
 _ENDPOINTS_ANSWERED = """
@@ -293,42 +294,13 @@ def destination_problem(url: str) -> str | None:
     return asyncio.run(run())
 
 
-# One loop and one session per worker process, kept from one batch to the next (keep-alive
-# connections to the receivers), made afresh in a forked child and after a batch that raised.
-_client: dict = {}
+# The loop and session of this process (workers/process_loop.py): keep-alive connections to the
+# receivers outlive a batch.
+_client = ProcessLoop("webhook")
 
 
-def _run(coroutine_factory):
-    if _client.get("pid") != os.getpid() or _client["loop"].is_closed():
-        _client.clear()
-        _client.update(pid=os.getpid(), loop=asyncio.new_event_loop(), session=None)
-        atexit.register(_discard_client)
-    try:
-        return _client["loop"].run_until_complete(coroutine_factory())
-    except BaseException:
-        _discard_client()
-        raise
-
-
-def _discard_client() -> None:
-    loop, session = _client.get("loop"), _client.get("session")
-    _client.clear()
-    if loop is None or loop.is_closed():
-        return
-    try:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        if session is not None and not session.closed:
-            loop.run_until_complete(session.close())
-    except Exception:
-        logger.debug("could not close the webhook client cleanly", exc_info=True)
-    finally:
-        loop.close()
-
-
-def _session() -> aiohttp.ClientSession:
-    session = _client.get("session")
-    if session is None or session.closed:
+async def _session() -> aiohttp.ClientSession:
+    def make() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             resolver=CheckedResolver(),
             limit=settings.WEBHOOK_CONCURRENCY,
@@ -336,14 +308,14 @@ def _session() -> aiohttp.ClientSession:
             use_dns_cache=False,
             keepalive_timeout=30,
         )
-        session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
             # Never the environment's proxies nor ~/.netrc: the request goes where it was checked.
             trust_env=False,
         )
-        _client["session"] = session
-    return session
+
+    return await _client.session(settings.WEBHOOK_CONCURRENCY, make)
 
 
 def _literal_problem(url: str) -> str | None:
@@ -389,7 +361,7 @@ def send(requests: list[tuple[str, bytes, dict]]) -> list[Outcome]:
     refused = {url: _literal_problem(url) for url in {url for url, _, _ in requests}}
 
     async def run() -> list[Outcome]:
-        session = _session()
+        session = await _session()
         results: list[Outcome | None] = [None] * len(requests)
         pending = iter(range(len(requests)))
 
@@ -404,7 +376,7 @@ def send(requests: list[tuple[str, bytes, dict]]) -> list[Outcome]:
         await asyncio.gather(*(worker() for _ in range(min(settings.WEBHOOK_CONCURRENCY, len(requests)))))
         return results  # type: ignore[return-value]
 
-    return _run(run)
+    return _client.run(run)
 
 
 # --- one batch -----------------------------------------------------------------------------------

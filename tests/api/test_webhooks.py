@@ -12,19 +12,11 @@ from domains.status import change_status
 from domains.webhook_models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import API
 from tests.factories import AppFactory, DomainFactory
-from tests.webhook_receiver import start_receiver
 from workers import webhook_delivery
 
 HOOKS = f"{API}/apps/shop/webhooks"
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def receiver():
-    started = start_receiver("127.0.0.3")
-    yield started
-    started.stop()
 
 
 def test_adding_an_endpoint_shows_its_secret_once(alice_api, shop, receiver):

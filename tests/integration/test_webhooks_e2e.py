@@ -19,17 +19,10 @@ from domains.webhooks import create_endpoint
 from tests.factories import DomainFactory
 from tests.integration.pointing import point_at_platform
 from tests.integration.polling import status_of, unique_name, wait_for
-from tests.webhook_receiver import Answer, start_receiver
+from tests.webhook_receiver import Answer
 from workers.tasks.webhooks import deliver_webhooks
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def receiver():
-    started = start_receiver("127.0.0.3")
-    yield started
-    started.stop()
 
 
 def test_an_issued_domain_tells_its_endpoint_signed_and_in_order(issuance_stack, challtestsrv, app, receiver):

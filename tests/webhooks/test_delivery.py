@@ -23,13 +23,6 @@ from workers import webhook_delivery
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def receiver():
-    started = start_receiver("127.0.0.3")
-    yield started
-    started.stop()
-
-
 def _fail(domain, why="the CA is unhappy"):
     """A change of status that writes an event (domain.failing), then back to Creating (none)."""
     assert change_status(domain.pk, DomainStatus.FAILING, why, last_error=f"Failed: {why}")
@@ -262,3 +255,15 @@ def test_a_deleted_endpoint_takes_its_deliveries_and_gets_nothing_more(receiver)
     webhook_delivery.deliver()
 
     assert receiver.requests == [] and WebhookDelivery.objects.count() == 0
+
+
+def test_an_answer_with_nul_bytes_is_logged_without_them(receiver):
+    domain = DomainFactory(status=DomainStatus.CREATING)
+    endpoint, _ = create_endpoint(domain.app, receiver.url)
+    receiver.answer = Answer(status=200, body=b"ok\x00\xff\x00done")
+    _fail(domain)
+
+    webhook_delivery.deliver()
+
+    (attempt,) = WebhookAttempt.objects.filter(delivery__endpoint=endpoint)
+    assert attempt.status_code == 200 and attempt.response_excerpt == "ok\ufffddone"
