@@ -25,3 +25,13 @@ class ByName(_Cursor):
 
 class NewestFirst(_Cursor):
     ordering = ("-created", "-pk")
+
+
+class NewestEventFirst(_Cursor):
+    """Webhook deliveries, by their event's seq."""
+
+    ordering = ("-seq", "-pk")
+
+
+class ById(_Cursor):
+    ordering = "pk"

@@ -21,9 +21,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from api.pagination import _Cursor
+from api.pagination import ById, NewestEventFirst
 from api.serializers import ErrorSerializer
-from api.views import ERRORS, get_app
+from api.views import _errors, get_app
 from domains.models import EventType
 from domains.webhook_models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from domains.webhooks import (
@@ -33,21 +33,8 @@ from domains.webhooks import (
     enable_endpoint,
     redeliver,
     rotate_secret,
-    validate_url,
 )
 from workers.webhook_delivery import destination_problem
-
-
-class _NewestDelivery(_Cursor):
-    ordering = ("-seq", "-pk")
-
-
-class _ById(_Cursor):
-    ordering = "pk"
-
-
-def _errors(*codes: int) -> dict:
-    return {code: ERRORS[code] for code in codes}
 
 
 class EndpointSerializer(serializers.Serializer):
@@ -183,7 +170,7 @@ def get_delivery(request, app: str, endpoint_id: int, delivery_id: int) -> Webho
 
 class WebhookList(GenericAPIView):
     serializer_class = EndpointSerializer
-    pagination_class = _ById
+    pagination_class = ById
 
     @extend_schema(responses={200: EndpointSerializer(many=True), **_errors(400, 401, 404)})
     def get(self, request, app):
@@ -205,11 +192,9 @@ class WebhookList(GenericAPIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         try:
-            endpoint_url = validate_url(values["url"])
-            problem = destination_problem(endpoint_url)
-            if problem:
-                raise WebhookRefused(f"Webhooks are not sent there: {problem}.")
-            endpoint, secret = create_endpoint(found, endpoint_url, values["events"], values["description"])
+            endpoint, secret = create_endpoint(
+                found, values["url"], values["events"], values["description"], destination_problem
+            )
         except WebhookRefused as exc:
             raise ValidationError({"url": [str(exc)]}) from None
         return Response(present_endpoint(endpoint, secret), status=status.HTTP_201_CREATED)
@@ -256,7 +241,7 @@ class WebhookEnable(GenericAPIView):
 
 class WebhookDeliveries(GenericAPIView):
     serializer_class = DeliverySerializer
-    pagination_class = _NewestDelivery
+    pagination_class = NewestEventFirst
 
     @extend_schema(
         parameters=[

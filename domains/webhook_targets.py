@@ -126,6 +126,13 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+def host_problem(host: str, allowed: tuple[Network, ...] = ()) -> str | None:
+    """Why a URL's host is refused when it is an address, or None (a name is judged once
+    resolved, at each send)."""
+    literal = literal_address(host)
+    return None if literal is None else address_problem(literal, allowed)
+
+
 def literal_address(host: str) -> Address | None:
     """The host as an address when the URL names one, else None (a name, to resolve)."""
     try:

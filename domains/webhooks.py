@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
@@ -22,7 +22,7 @@ from domains.enqueue import deliver_webhooks_soon
 from domains.events import event_time
 from domains.models import App, Event, EventType
 from domains.webhook_models import DeliveryState, WebhookDelivery, WebhookEndpoint
-from domains.webhook_targets import RefusedDestination, address_problem, check_url, literal_address
+from domains.webhook_targets import RefusedDestination, check_url, host_problem
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 # Standard Webhooks: secrets of 24 to 64 bytes; 32 random ones.
@@ -39,10 +39,6 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def allowed_networks() -> tuple:
-    return settings.WEBHOOK_ALLOWED_NETWORKS
-
-
 def validate_url(url: str) -> str:
     """The URL, when its form is acceptable and any address it names literally passes the rule;
     WebhookRefused says why not."""
@@ -50,11 +46,19 @@ def validate_url(url: str) -> str:
         parts = check_url(url, allow_http=settings.WEBHOOK_ALLOW_HTTP)
     except RefusedDestination as exc:
         raise WebhookRefused(f"{exc}.") from None
-    literal = literal_address(parts.hostname or "")
-    if literal is not None:
-        problem = address_problem(literal, allowed_networks())
-        if problem:
-            raise WebhookRefused(f"Webhooks are not sent to {problem}.")
+    problem = host_problem(parts.hostname or "", settings.WEBHOOK_ALLOWED_NETWORKS)
+    if problem:
+        raise WebhookRefused(f"Webhooks are not sent to {problem}.")
+    return url
+
+
+def validate_destination(url: str, check_destination: Callable[[str], str | None] | None) -> str:
+    """validate_url, then `check_destination` (the workers' resolver, which this layer cannot
+    call): why a URL whose name resolves to a refused address is refused now."""
+    url = validate_url(url)
+    problem = check_destination(url) if check_destination else None
+    if problem:
+        raise WebhookRefused(f"Webhooks are not sent there: {problem}.")
     return url
 
 
@@ -73,11 +77,15 @@ def validate_event_types(values: Iterable[str] | None) -> list[str]:
 
 
 def create_endpoint(
-    app: App | None, url: str, event_types: Iterable[str] | None = None, description: str = ""
+    app: App | None,
+    url: str,
+    event_types: Iterable[str] | None = None,
+    description: str = "",
+    check_destination: Callable[[str], str | None] | None = None,
 ) -> tuple[WebhookEndpoint, str]:
     """Adds an endpoint for `app` (None: platform-wide); returns it and its secret, which is never
-    shown again."""
-    url = validate_url(url)
+    shown again. `check_destination`: see validate_destination."""
+    url = validate_destination(url, check_destination)
     types = validate_event_types(event_types)
     description = (description or "").strip()
     if len(description) > MAX_DESCRIPTION:

@@ -33,7 +33,7 @@ ROUTERS_ENDPOINTS = {"GET /routers/v1/certificate", "GET /routers/v1/changes", "
 # Where a webhook secret is shown by design, once: the answer that creates an endpoint or rotates
 # its secret, and the admin page showing the message after either.
 SECRET_SHOWN = re.compile(
-    r"^(POST /api/v1/apps/[^/]+/webhooks(/\d+/rotate-secret)?|GET /admin/workers/webhookendpoint/.*)$"
+    r"^(POST /api/v1/apps/[^/]+/webhooks(/\d+/rotate-secret)?|GET /admin/domains/webhookendpoint/.*)$"
 )
 
 

@@ -13,18 +13,17 @@ from django.contrib import admin, messages
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
 
-from certificates.sealing import seal
 from domains.models import EventType
 from domains.read_only_admin import ReadOnlyAdmin
 from domains.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domains.webhooks import (
     WebhookRefused,
+    create_endpoint,
     enable_endpoint,
-    new_secret,
     redeliver,
     rotate_secret,
+    validate_destination,
     validate_event_types,
-    validate_url,
 )
 from workers.webhook_delivery import destination_problem
 
@@ -41,15 +40,10 @@ class EndpointForm(forms.ModelForm):
         fields = ["app", "url", "description", "event_types"]
 
     def clean_url(self) -> str:
-        url = self.cleaned_data["url"]
         try:
-            validate_url(url)
+            return validate_destination(self.cleaned_data["url"], destination_problem)
         except WebhookRefused as exc:
             raise ValidationError(str(exc)) from None
-        problem = destination_problem(url)
-        if problem:
-            raise ValidationError(f"Webhooks are not sent there: {problem}.")
-        return url
 
     def clean_event_types(self) -> list[str]:
         try:
@@ -86,9 +80,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: WebhookEndpoint, form, change: bool) -> None:
         if not change:
-            secret = new_secret()
-            obj.secret = seal(secret.encode("ascii"))
-            super().save_model(request, obj, form, change)
+            created, secret = create_endpoint(obj.app, obj.url, obj.event_types, obj.description)
+            obj.pk, obj.secret, obj.created = created.pk, created.secret, created.created
+            obj._state.adding = False
             self.message_user(
                 request,
                 f"Endpoint {obj.pk} added. Its signing secret, shown this once: {secret}",

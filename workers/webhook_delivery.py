@@ -46,7 +46,7 @@ from standardwebhooks import Webhook
 from certificates.acme_client import USER_AGENT
 from domains.enqueue import deliver_webhooks_soon
 from domains.webhook_models import EXCERPT_BYTES, WebhookEndpoint
-from domains.webhook_targets import address_problem, literal_address
+from domains.webhook_targets import address_problem, host_problem, literal_address
 from domains.webhooks import payload_of, signing_secrets
 from workers.process_loop import ProcessLoop
 from workers.resolver import Resolvers, lookup
@@ -229,31 +229,27 @@ def _json(value):
 
 class CheckedResolver(AbstractResolver):
     """aiohttp's resolver for webhooks: a name's addresses through DNS_RESOLVERS, handed to the
-    connector only when every one of them passes the address rule (an address in the URL itself
-    is checked the same way); so the connection goes to a checked address, with no other lookup."""
+    connector only when every one of them passes the address rule; so the connection goes to a
+    checked address, with no other lookup. (aiohttp asks no resolver for an address written in
+    the URL: send() checks those itself, with domains.webhook_targets.host_problem.)"""
 
     def __init__(self) -> None:
         self._resolvers: Resolvers | None = None
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
-        literal = literal_address(host)
-        if literal is not None:
-            addresses = [literal]
-        else:
-            if self._resolvers is None:
-                self._resolvers = Resolvers()
-                await self._resolvers.__aenter__()
-            found = await lookup(self._resolvers, host)
-            if found.error:
-                raise OSError(f"the name {host} could not be resolved ({found.error})")
-            if found.nxdomain or not (found.a or found.aaaa):
-                raise OSError(f"the name {host} has no address")
-            addresses = [literal_address(a) for a in (*found.a, *found.aaaa)]
+        if self._resolvers is None:
+            self._resolvers = Resolvers()
+            await self._resolvers.__aenter__()
+        found = await lookup(self._resolvers, host)
+        if found.error:
+            raise OSError(f"the name {host} could not be resolved ({found.error})")
+        if found.nxdomain or not (found.a or found.aaaa):
+            raise OSError(f"the name {host} has no address")
+        addresses = [literal_address(a) for a in (*found.a, *found.aaaa)]
         for address in addresses:
             problem = address_problem(address, settings.WEBHOOK_ALLOWED_NETWORKS)
             if problem:
-                shown = f"{host} resolves to {problem}" if literal is None else problem
-                raise RefusedAddress(f"refused: {shown}")
+                raise RefusedAddress(f"refused: {host} resolves to {problem}")
         return [
             {
                 "hostname": host,
@@ -278,6 +274,8 @@ def destination_problem(url: str) -> str | None:
     can. A name that does not resolve is not refused (its record may come later); every send
     checks again."""
     host = urlsplit(url).hostname or ""
+    if literal_address(host) is not None:
+        return host_problem(host, settings.WEBHOOK_ALLOWED_NETWORKS)
 
     async def run() -> str | None:
         resolver = CheckedResolver()
@@ -322,12 +320,9 @@ def _literal_problem(url: str) -> str | None:
     """Why an address written in the URL is refused: aiohttp connects to an address literal
     without asking any resolver, so CheckedResolver never sees it."""
     try:
-        literal = literal_address(urlsplit(url).hostname or "")
+        problem = host_problem(urlsplit(url).hostname or "", settings.WEBHOOK_ALLOWED_NETWORKS)
     except ValueError:
         return None
-    if literal is None:
-        return None
-    problem = address_problem(literal, settings.WEBHOOK_ALLOWED_NETWORKS)
     return f"refused: {problem}" if problem else None
 
 
@@ -346,9 +341,8 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: 
         return Outcome(None, ms(), "", f"no answer within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s")
     except aiohttp.ClientConnectorError as exc:
         cause = exc.os_error
-        if isinstance(cause, RefusedAddress) or isinstance(getattr(cause, "__cause__", None), RefusedAddress):
-            refused = cause if isinstance(cause, RefusedAddress) else cause.__cause__
-            return Outcome(None, ms(), "", str(refused))
+        if isinstance(cause, RefusedAddress):
+            return Outcome(None, ms(), "", str(cause))
         return Outcome(None, ms(), "", f"cannot connect ({cause.strerror or cause})")
     except aiohttp.ClientError as exc:
         return Outcome(None, ms(), "", str(exc) or type(exc).__name__)
@@ -550,6 +544,5 @@ def deliver(budget_seconds: float = 50.0, more_hands=None) -> Counter:
         if not claimed and events < DISPATCH_BATCH:
             return counts
         if time.monotonic() - started > budget_seconds:
-            with transaction.atomic():
-                deliver_webhooks_soon()
+            deliver_webhooks_soon()  # outside a transaction: asked for at once
             return counts

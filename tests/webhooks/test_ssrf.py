@@ -5,6 +5,7 @@ followed. Every request here goes to this machine's loopback."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
@@ -105,7 +106,7 @@ def test_a_name_with_one_private_address_among_public_ones_is_refused(settings, 
 
 
 def test_a_redirect_to_loopback_is_not_followed(settings):
-    settings.WEBHOOK_ALLOWED_NETWORKS = (__import__("ipaddress").ip_network("127.0.0.3/32"),)
+    settings.WEBHOOK_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.3/32"),)
     target = start_receiver("127.0.0.1")
     allowed = start_receiver("127.0.0.3")
     allowed.answer = Answer(status=302, location=target.url)
