@@ -63,6 +63,14 @@ def remove_leftovers(prefix: str) -> list[str]:
             _run(["ip", "netns", "delete", name], check=False)
             removed.append(f"namespace {name}")
     bridge = f"{prefix}br"
+    # A deleted namespace outlives its name while the kernel still holds it (a killed host's
+    # orphaned TCP sockets, retrying for minutes behind a cut), and so does its veth's outer end.
+    # Deleting that end removes the pair at once, whatever holds the namespace.
+    for line in _run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():
+        link = line.split(": ")[1].split("@")[0] if ": " in line else ""
+        if link.startswith(prefix) and link != bridge:
+            _run(["ip", "link", "delete", link], check=False)
+            removed.append(f"link {link}")
     while _run(["iptables", "-C", *_forward_rule(bridge)], check=False).returncode == 0:
         _run(["iptables", "-D", *_forward_rule(bridge)], check=False)
         removed.append(f"FORWARD rule of {bridge}")
