@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from api import views, webhook_views
+from api import notification_views, views, webhook_views
 
 # Domain names carry dots, a leading `*.` or Unicode: anything but a slash.
 NAME = "<str:name>"
@@ -25,6 +25,7 @@ urlpatterns = [
         name="api-revoke-and-replace",
     ),
     path(f"apps/<str:app>/domains/{NAME}/events", views.DomainEvents.as_view(), name="api-events"),
+    path("notifications", notification_views.Notifications.as_view(), name="api-notifications"),
     path("apps/<str:app>/webhooks", webhook_views.WebhookList.as_view(), name="api-webhooks"),
     path("apps/<str:app>/webhooks/<int:endpoint>", webhook_views.WebhookDetail.as_view(), name="api-webhook"),
     path(

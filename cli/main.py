@@ -21,6 +21,7 @@ from cli.errors import (
     UserError,
 )
 from cli.files import Passphrase, build_upload
+from cli.notifications import register_notification_commands
 from cli.output import day, duration, emit_json, on_off, table, truncate, when
 from cli.webhooks import register_webhook_commands
 
@@ -59,6 +60,7 @@ examples:
   certwright -a demo domains-revoke-and-replace www.example.com
   certwright -a demo webhooks-add https://hooks.example.com/certwright --events domain.failing
   certwright -a demo webhooks-deliveries 1 --state pending
+  certwright notifications-set --digest 1d --events domain.action_required,certificate.expiring
 """
 
 
@@ -566,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command(name, handler, summary).add_argument("name", metavar="NAME")
     register_webhook_commands(command)
+    register_notification_commands(command)
     return parser
 
 

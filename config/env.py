@@ -12,6 +12,7 @@ import binascii
 import ipaddress
 import os
 from collections.abc import Mapping
+from email.utils import getaddresses
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -137,6 +138,21 @@ class EnvReader:
             except ValueError:
                 self.fail(name, f"{item!r} is not an IP network (write 10.0.0.0/8 or fd00::/8)")
         return tuple(result)
+
+    def mail_pairs(self, name: str) -> list[tuple[str, str]]:
+        """Comma-separated mail addresses, each `address` or `Name <address>` (Django's ADMINS)."""
+        value = self._raw(name)
+        if value is None:
+            return []
+        result = []
+        for display, address in getaddresses([value]):
+            if "@" not in address or any(c.isspace() for c in address):
+                self.fail(
+                    name, f"{address or display!r} is not a mail address (write Name <ops@example.com>)"
+                )
+                continue
+            result.append((display or address, address))
+        return result
 
     def fernet_keys(self, name: str) -> list[str]:
         keys = self.list(name)

@@ -115,6 +115,37 @@ WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 
 WEBHOOK_CONCURRENCY = env.int("WEBHOOK_CONCURRENCY", 32, minimum=1)
 WEBHOOK_BATCH = env.int("WEBHOOK_BATCH", 512, minimum=1)
 WEBHOOK_PARALLEL_RUNS = env.int("WEBHOOK_PARALLEL_RUNS", 4, minimum=1)
+# Email (issue 16): through Django's email backend, SMTP by default (EMAIL_HOST, EMAIL_PORT,
+# EMAIL_USE_TLS for STARTTLS or EMAIL_USE_SSL for TLS from the start, EMAIL_HOST_USER and
+# EMAIL_HOST_PASSWORD, EMAIL_TIMEOUT); EMAIL_BACKEND swaps in another (django-anymail's, the
+# console's). Customers' notification mails come from DEFAULT_FROM_EMAIL; the operators' (ADMINS,
+# "Name <address>" pairs separated by commas) from SERVER_EMAIL. A user's mails are gathered for
+# NOTIFICATION_GATHER_SECONDS after the first event, and no two leave closer than the user's digest
+# window (NOTIFICATION_DIGEST_SECONDS unless the user chose another); a mail lists at most
+# NOTIFICATION_MAX_EVENTS events (and says how many more).
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", 25, minimum=1)
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    env.fail(
+        "EMAIL_USE_SSL", "cannot be on with EMAIL_USE_TLS: STARTTLS and TLS from the start exclude each other"
+    )
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", "")
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", 30.0, minimum=1)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "Certwright <certwright@localhost>")
+SERVER_EMAIL = env.str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
+# Django's own mails (to ADMINS) and the notifications put this and a space before the subject.
+_subject_prefix = env.str("EMAIL_SUBJECT_PREFIX", "[Certwright]")
+EMAIL_SUBJECT_PREFIX = f"{_subject_prefix} " if _subject_prefix else ""
+ADMINS = env.mail_pairs("ADMINS")
+# Where the links in mails point (the API's and the admin's base URL), e.g. https://certs.example.com.
+PUBLIC_BASE_URL = (env.url("PUBLIC_BASE_URL", ("http", "https")) or "").rstrip("/")
+NOTIFICATION_GATHER_SECONDS = env.int("NOTIFICATION_GATHER_SECONDS", 60, minimum=0)
+NOTIFICATION_DIGEST_SECONDS = env.int("NOTIFICATION_DIGEST_SECONDS", 3600, minimum=0)
+NOTIFICATION_MAX_EVENTS = env.int("NOTIFICATION_MAX_EVENTS", 50, minimum=1)
 # Revoke a deleted domain's Let's Encrypt certificates (reason cessationOfOperation): the platform
 # holds their keys, and the name may move to another host.
 REVOKE_ON_DELETE = env.bool("REVOKE_ON_DELETE", True)

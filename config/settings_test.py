@@ -26,6 +26,7 @@ if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
         "CERTWRIGHT_TEST_CHALLTESTSRV_PORT": free_port(),
         "CERTWRIGHT_TEST_HTTP01_PORT": free_port(),
         "CERTWRIGHT_TEST_TLSALPN_PORT": free_port(),
+        "CERTWRIGHT_TEST_SMTP_PORT": free_port(),
     }
     for name, port in ports.items():
         os.environ[name] = str(port)
@@ -64,6 +65,13 @@ if "CERTWRIGHT_TEST_RUN_DIR" not in os.environ:
         # the address rule's own tests turn the allowlist off.
         "WEBHOOK_ALLOW_HTTP": "1",
         "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.3/32",
+        # Mail goes to the suite's SMTP server (devstack/mail_sink.py, the `smtp` fixture); a user's
+        # first event is mailed at the next run, not a minute later (the gathering's own test sets it).
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(ports["CERTWRIGHT_TEST_SMTP_PORT"]),
+        "EMAIL_TIMEOUT": "5",
+        "NOTIFICATION_GATHER_SECONDS": "0",
+        "PUBLIC_BASE_URL": "https://certs.example-paas.io",
     }
     # The test run's own services replace whatever a developer's shell exported.
     os.environ.update(defaults)

@@ -57,6 +57,10 @@ FLOWER_PORT = _port("CERTWRIGHT_FLOWER_PORT", 5555)
 FEED_PORT = _port("CERTWRIGHT_FEED_PORT", 8001)
 ROUTER_PORT = _port("CERTWRIGHT_ROUTER_PORT", 8443)
 ROUTER_HTTP_PORT = _port("CERTWRIGHT_ROUTER_HTTP_PORT", 8080)
+# The SMTP sink, the page where its mails are read, and the demo's webhook receiver.
+SMTP_PORT = _port("CERTWRIGHT_SMTP_PORT", 8025)
+MAIL_PAGE_PORT = _port("CERTWRIGHT_MAIL_PAGE_PORT", 8026)
+WEBHOOK_DEMO_PORT = _port("CERTWRIGHT_WEBHOOK_DEMO_PORT", 8027)
 PEBBLE_PORTS = {
     "acme": _port("CERTWRIGHT_PEBBLE_PORT", 14000),
     "management": _port("CERTWRIGHT_PEBBLE_MANAGEMENT_PORT", 15000),
@@ -120,6 +124,14 @@ def development_environment() -> dict[str, str]:
         "DNS01_ZONE": "dns01.example-paas.net",
         "DNS01_PROVIDER": "challtestsrv",
         "DNS01_CHALLTESTSRV_URL": f"http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}",
+        # Mail goes to the local SMTP sink; a user's first event is mailed within half a minute.
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(SMTP_PORT),
+        "NOTIFICATION_GATHER_SECONDS": "5",
+        "PUBLIC_BASE_URL": f"http://localhost:{WEB_PORT}",
+        # The demo's webhook receiver listens on plain HTTP on this machine.
+        "WEBHOOK_ALLOW_HTTP": "1",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     return {**defaults, **saved, **{k: v for k, v in os.environ.items() if k in defaults or k in saved}}
@@ -169,7 +181,8 @@ def forget_pebble_account(directory_url: str) -> None:
 
 
 def main() -> int:
-    for port in (WEB_PORT, FEED_PORT, FLOWER_PORT, ROUTER_PORT, ROUTER_HTTP_PORT, *PEBBLE_PORTS.values()):
+    ports = (WEB_PORT, FEED_PORT, FLOWER_PORT, ROUTER_PORT, ROUTER_HTTP_PORT, SMTP_PORT, MAIL_PAGE_PORT)
+    for port in (*ports, WEBHOOK_DEMO_PORT, *PEBBLE_PORTS.values()):
         if not port_free(port):
             say(f"port {port} is already in use: is another `make run` still running? Stop it first.")
             return 1
@@ -188,8 +201,21 @@ def main() -> int:
     manage("ensure_superuser")
     api_token = ensure_api_token(env["DJANGO_SUPERUSER_USERNAME"])
     router_token = ensure_router_token()
-    from devstack.demo import run_demo
+    from devstack.demo import ensure_demo_app, run_demo
+    from devstack.demo_notifications import (
+        DemoReceiver,
+        ensure_demo_notifications,
+        ensure_demo_webhook,
+        start_mail_sink,
+    )
     from devstack.platform_dns import PlatformDns
+
+    # Before the workers start: their first mails and deliveries find the sink and the receiver.
+    mail_sink, mail_page = start_mail_sink(SMTP_PORT, MAIL_PAGE_PORT, STATE / "mail", say)
+    receiver = DemoReceiver(WEBHOOK_DEMO_PORT, say).start()
+    demo_app = ensure_demo_app(env["DJANGO_SUPERUSER_USERNAME"])
+    demo_endpoint = ensure_demo_webhook(demo_app, receiver)
+    ensure_demo_notifications(demo_app)
 
     processes: list[ManagedProcess] = []
     pebble = PebbleStack(
@@ -208,6 +234,9 @@ def main() -> int:
         for process in reversed(processes):
             process.stop()
         pebble.stop()
+        receiver.stop()
+        mail_page.shutdown()
+        mail_sink.stop()
         say("stopped")
         raise SystemExit(0)
 
@@ -279,6 +308,10 @@ def main() -> int:
         f"  Pebble    {pebble.directory_url}  (its listener's CA: {shown(env['ACME_CA_BUNDLE'])})",
         f"  Mock DNS  DNS 127.0.0.1:{PEBBLE_PORTS['dns']}, management http://127.0.0.1:{PEBBLE_PORTS['challtestsrv']}"
         " (apps' hostnames and CNAME targets at their region's ingress)",
+        f"  Mail      http://localhost:{MAIL_PAGE_PORT}/  (what Certwright mailed, through the SMTP sink on"
+        f" 127.0.0.1:{SMTP_PORT}; .eml files in {shown(STATE / 'mail')}/; printed here as they arrive)",
+        f"  Webhooks  {receiver.url}  (endpoint {demo_endpoint.pk} of app demo; the demo receiver verifies"
+        " each signature and prints each event here)",
         f"  Logs      {shown(logs)}/",
         f"  Settings  {shown(ENV_FILE)} (generated secrets; the environment overrides it)",
         "",

@@ -20,17 +20,8 @@ from domains.services import create_domain, retry_now
 DEMO_DOMAIN = "www.example.com"
 
 
-def run_demo(
-    platform_dns: PlatformDns,
-    admin_username: str,
-    say,
-    timeout: float = 120,
-    ingress_ipv4: str = "127.0.0.1",
-    logs: str = ".run/logs/",
-) -> bool:
-    """Creates the demo (once), points its DNS at the app and prints the statuses until in use.
-    `ingress_ipv4` is the region's router (the CA's HTTP-01 requests go there); `logs` where to look
-    when it fails."""
+def ensure_demo_app(admin_username: str, ingress_ipv4: str = "127.0.0.1") -> App:
+    """The region `local` (its ingress at `ingress_ipv4`) and the app `demo`, owned by the admin user."""
     with transaction.atomic():
         region, _ = Region.objects.get_or_create(
             name="local",
@@ -43,6 +34,21 @@ def run_demo(
         )
         owner = get_user_model().objects.get(username=admin_username)
         app, _ = App.objects.get_or_create(region=region, name="demo", defaults={"owner": owner})
+    return app
+
+
+def run_demo(
+    platform_dns: PlatformDns,
+    admin_username: str,
+    say,
+    timeout: float = 120,
+    ingress_ipv4: str = "127.0.0.1",
+    logs: str = ".run/logs/",
+) -> bool:
+    """Creates the demo (once), points its DNS at the app and prints the statuses until in use.
+    `ingress_ipv4` is the region's router (the CA's HTTP-01 requests go there); `logs` where to look
+    when it fails."""
+    app = ensure_demo_app(admin_username, ingress_ipv4)
     # The region's platform certificate (*.<suffix>) now rather than at beat's next tick.
     for change in ensure_platform_domains():
         say(f"demo: the platform certificate of region {change.region}, {change.name}: {change.what}")

@@ -603,5 +603,5 @@ class RegisteredDomainAdmin(ReadOnlyAdmin):
         return obj.quota.next_token_at or "-"
 
 
-# Registered by importing it: the outbox's admin lives in its own module.
-from domains import event_admin  # noqa: E402, F401
+# Registered by importing them: the outbox's and the notifications' admin live in their own modules.
+from domains import event_admin, notification_admin  # noqa: E402, F401

@@ -249,7 +249,8 @@ class Event(models.Model):
     # Events that a periodic task finds (expiry thresholds) carry a key, so that two runs, or two
     # beats at once, write each one once: the insert ignores a key already there. Empty: none.
     dedupe_key = models.CharField(max_length=200, blank=True, default="", db_default="", editable=False)
-    # Turned into its webhook deliveries (workers/webhook_delivery.py fans each event out once).
+    # Turned into its webhook deliveries and waiting mails (workers/webhook_delivery.py fans each
+    # event out once).
     dispatched = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
@@ -276,6 +277,7 @@ class Event(models.Model):
 
 
 # The webhook models live in their own module; importing them here registers them with this app.
+from domains.notification_models import EmailNotification, NotificationSettings  # noqa: E402, F401
 from domains.webhook_models import (  # noqa: E402, F401
     DeliveryState,
     WebhookAttempt,

@@ -16,6 +16,7 @@ import redis
 from django.conf import settings
 
 from devstack.commands import feed_command, web_command, worker_command
+from devstack.mail_sink import MailSink
 from devstack.pebble import PebbleStack
 from devstack.processes import ManagedProcess, http_ok
 from devstack.redis_server import start_redis
@@ -277,12 +278,13 @@ def leak_watch():
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     LEAK_WATCH.files(RUN_DIR)
+    _search_mails(SMTP_SINK)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(
             f"leak check: {LEAK_WATCH.responses} responses ({LEAK_WATCH.handed_to_routers} certificates "
-            f"handed to routers not searched), {LEAK_WATCH.records} log records and the "
-            f"log files of {RUN_DIR} searched; {len(LEAK_WATCH.finds)} leak(s)"
+            f"handed to routers not searched), {LEAK_WATCH.records} log records, {LEAK_WATCH.mails} mails "
+            f"and the log files of {RUN_DIR} searched; {len(LEAK_WATCH.finds)} leak(s)"
         )
         for find in LEAK_WATCH.finds[:20]:
             reporter.write_line(f"LEAK: {find}", red=True)
@@ -298,3 +300,34 @@ def receiver():
     started = start_receiver("127.0.0.3")
     yield started
     started.stop()
+
+
+# The suite's SMTP server (devstack/mail_sink.py), on the port the test settings send mail to: the
+# test process's and the workers'. Every mail it gets goes through the leak check at the end.
+SMTP_SINK = MailSink("127.0.0.1", _port("SMTP"))
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    SMTP_SINK.start()
+    yield SMTP_SINK
+    SMTP_SINK.stop()
+
+
+def _search_mails(sink: MailSink) -> None:
+    """The leak check over the mails the server holds, which it then forgets."""
+    for received in sink.mails:
+        LEAK_WATCH.mail(received)
+    sink.clear()
+
+
+@pytest.fixture
+def smtp(smtp_server, settings):
+    """The suite's SMTP server, emptied, with this process's mail going to it over SMTP (pytest-django
+    swaps in the in-memory backend otherwise)."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    _search_mails(smtp_server)
+    smtp_server.refuse = False
+    yield smtp_server
+    smtp_server.refuse = False
+    _search_mails(smtp_server)

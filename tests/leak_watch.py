@@ -1,6 +1,7 @@
 """The suite-wide leak check: every HTTP response the tests' Django clients receive, every log
-record of the test process, and every log file the suite's subprocesses wrote (web, workers, beat,
-Pebble, Redis) are searched for private-key material when the session ends. A find fails the run.
+record of the test process, every mail the suite's SMTP server received, and every log file the
+suite's subprocesses wrote (web, workers, beat, Pebble, Redis) are searched for private-key
+material when the session ends. A find fails the run.
 
 The routers' endpoints' certificates (with their keys) are the one exception (ROUTERS_ENDPOINTS).
 What counts as a leak: a PEM private-key marker, a Fernet token (a sealed key), a webhook signing
@@ -43,6 +44,7 @@ class LeakWatch:
         self.responses = 0
         self.records = 0
         self.handed_to_routers = 0
+        self.mails = 0
 
     def check(self, where: str, data: bytes, except_secrets: bool = False) -> None:
         for what, pattern in LEAKS.items():
@@ -62,6 +64,11 @@ class LeakWatch:
         content = b"" if getattr(response, "streaming", False) else response.content
         shown = bool(SECRET_SHOWN.match(request_line)) and response.status_code in (200, 201)
         self.check(f"the response to {request_line}", content, except_secrets=shown)
+
+    def mail(self, received) -> None:
+        """A mail the suite's SMTP server received (devstack.mail_sink.Received), as sent."""
+        self.mails += 1
+        self.check(f"the mail {received.subject!r} to {', '.join(received.recipients)}", received.raw)
 
     def files(self, directory: Path) -> None:
         for path in sorted(directory.rglob("*.log")):

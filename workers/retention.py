@@ -66,17 +66,26 @@ _EVENTS = Table(
 )
 
 # The outbox (domains.Event) keeps no newest row: an event says what happened, not why a domain is
-# in its status, and by then it was delivered long ago.
+# in its status, and by then it was delivered long ago. Its webhook deliveries (with their
+# attempts) and mail lines go with it: their foreign keys are checked at commit.
 _OUTBOX = Table(
     "outbox events",
     "domains_event",
     "seq",
     "created",
     """
-    WITH gone AS (
-      DELETE FROM domains_event e
+    WITH doomed AS (
+      SELECT e.id FROM domains_event e
       WHERE e.seq > %(low)s AND e.seq <= %(high)s AND e.created < %(cutoff)s
-      RETURNING 1
+    ), attempts AS (
+      DELETE FROM domains_webhookattempt a USING domains_webhookdelivery d
+      WHERE a.delivery_id = d.id AND d.event_id IN (SELECT id FROM doomed)
+    ), deliveries AS (
+      DELETE FROM domains_webhookdelivery d WHERE d.event_id IN (SELECT id FROM doomed)
+    ), mails AS (
+      DELETE FROM domains_emailnotification n WHERE n.event_id IN (SELECT id FROM doomed)
+    ), gone AS (
+      DELETE FROM domains_event e WHERE e.id IN (SELECT id FROM doomed) RETURNING 1
     ) SELECT count(*) FROM gone
     """,
 )

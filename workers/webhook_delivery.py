@@ -5,7 +5,8 @@ A run (workers/tasks/webhooks.py: asked for when a transaction writes events, an
 backstop) loops until nothing is due:
 
 - fan-out: the events not yet dispatched become one delivery per endpoint that wants them (its app's
-  and the platform's, enabled, of the types it names), and are marked dispatched, in one statement,
+  and the platform's, enabled, of the types it names) and one waiting mail line per user mailed of
+  them (workers/notification_mail.py sends those), and are marked dispatched, in one statement,
   by one run at a time (an advisory lock): two runs fanning out at once could commit a domain's
   later event before its earlier one;
 - claim: pending deliveries that are due and first of their endpoint and domain (no pending one
@@ -45,6 +46,7 @@ from standardwebhooks import Webhook
 
 from certificates.acme_client import USER_AGENT
 from domains.enqueue import deliver_webhooks_soon
+from domains.notification_models import DEFAULT_EMAIL_EVENTS
 from domains.webhook_models import EXCERPT_BYTES, WebhookEndpoint
 from domains.webhook_targets import address_problem, host_problem, literal_address
 from domains.webhooks import payload_of, signing_secrets
@@ -80,10 +82,27 @@ WITH ev AS (
         AND (cardinality(e.event_types) = 0 OR ev.type = ANY(e.event_types))
     ON CONFLICT (endpoint_id, event_id) DO NOTHING
     RETURNING 1
+), told AS (
+    -- Who hears of an event by mail: the app's owner, and staff users who asked for every app's.
+    SELECT ev.id AS event_id, ev.seq, ev.type, a.owner_id AS user_id
+    FROM ev JOIN domains_app a ON a.id = ev.app_id
+    UNION
+    SELECT ev.id, ev.seq, ev.type, s.user_id
+    FROM ev CROSS JOIN domains_notificationsettings s JOIN auth_user staff ON staff.id = s.user_id
+    WHERE s.all_apps AND staff.is_staff
+), mails AS (
+    INSERT INTO domains_emailnotification (user_id, event_id, seq, created)
+    SELECT t.user_id, t.event_id, t.seq, %(now)s
+    FROM told t JOIN auth_user u ON u.id = t.user_id AND u.is_active AND u.email <> ''
+    LEFT JOIN domains_notificationsettings s ON s.user_id = t.user_id
+    WHERE CASE WHEN s.user_id IS NULL THEN t.type = ANY(%(default_mail_types)s)
+          ELSE s.email_enabled AND t.type = ANY(s.event_types) END
+    ON CONFLICT (user_id, event_id) DO NOTHING
+    RETURNING 1
 ), marked AS (
     UPDATE domains_event SET dispatched = true FROM ev WHERE domains_event.id = ev.id RETURNING 1
 )
-SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan)
+SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan), (SELECT count(*) FROM mails)
 """
 
 _CLAIM = """
@@ -191,18 +210,27 @@ class Outcome:
 # --- the fan-out and the claim -------------------------------------------------------------------
 
 
-def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) -> tuple[int, int]:
-    """Fans out up to `limit` undispatched events; returns (events, deliveries) written, (0, 0)
+def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) -> tuple[int, int, int]:
+    """Fans out up to `limit` undispatched events to the webhook endpoints and the users mailed of
+    them (domains/notification_models.py); returns (events, deliveries, mails) written, all 0
     when another run holds the fan-out."""
     now = now or timezone.now()
     give_up_at = now + datetime.timedelta(seconds=settings.WEBHOOK_RETRY_SECONDS)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DISPATCH_LOCK])
         if not cursor.fetchone()[0]:
-            return 0, 0
-        cursor.execute(_DISPATCH, {"limit": limit, "now": now, "give_up_at": give_up_at})
-        events, deliveries = cursor.fetchone()
-    return events, deliveries
+            return 0, 0, 0
+        cursor.execute(
+            _DISPATCH,
+            {
+                "limit": limit,
+                "now": now,
+                "give_up_at": give_up_at,
+                "default_mail_types": list(DEFAULT_EMAIL_EVENTS),
+            },
+        )
+        events, deliveries, mails = cursor.fetchone()
+    return events, deliveries, mails
 
 
 def claim(
@@ -533,9 +561,10 @@ def deliver(budget_seconds: float = 50.0, more_hands=None) -> Counter:
     started = time.monotonic()
     counts: Counter = Counter()
     while True:
-        events, deliveries = dispatch()
+        events, deliveries, mails = dispatch()
         counts["events"] += events
         counts["fanned_out"] += deliveries
+        counts["mails_queued"] += mails
         claimed, lease = claim()
         counts["claimed"] += len(claimed)
         if more_hands is not None and len(claimed) >= settings.WEBHOOK_BATCH:

@@ -1,4 +1,6 @@
-"""`make run` twice, as a developer does: the second run's demo ends with a `curl` line that works.
+"""`make run` twice, as a developer does: the second run's demo ends with a `curl` line that works,
+and the first run's demo events reach the demo webhook receiver (signatures verified) and the
+mail sink, whose page shows the mail.
 
 Each run starts the whole dev stack (`python -m devstack`: Pebble, challtestsrv, web, the feed
 service, HAProxy with the edge agent, worker, beat, Flower) on free ports with its state in a
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -97,6 +100,16 @@ class DevStackRun:
             time.sleep(0.5)
         raise AssertionError(f"the demo printed no curl line; make run said:\n{self.said()[-4000:]}")
 
+    def wait_said(self, pattern: str, timeout: float) -> re.Match:
+        """Waits for a line matching `pattern` in what the run printed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.said(), re.M)
+            if found:
+                return found
+            time.sleep(0.5)
+        raise AssertionError(f"make run printed nothing like {pattern!r}:\n{self.said()[-4000:]}")
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGINT)
@@ -124,6 +137,9 @@ def test_a_second_make_run_serves_the_kept_demo_certificate_verifiably_with_the_
         "CERTWRIGHT_DNS_PORT": free_tcp_udp_port(),
         "CERTWRIGHT_CHALLTESTSRV_PORT": free_port(),
         "CERTWRIGHT_TLS_ALPN_PORT": free_port(),
+        "CERTWRIGHT_SMTP_PORT": free_port(),
+        "CERTWRIGHT_MAIL_PAGE_PORT": free_port(),
+        "CERTWRIGHT_WEBHOOK_DEMO_PORT": free_port(),
     }
     redis_url = f"redis://127.0.0.1:{redis.argv[redis.argv.index('--port') + 1]}"
     # Nothing of the test run's own settings (its Pebble, resolvers, secrets) may reach the stack.
@@ -140,12 +156,24 @@ def test_a_second_make_run_serves_the_kept_demo_certificate_verifiably_with_the_
     output = state / "make-run.log"
     served = []
     try:
-        for _ in range(2):
+        for number in range(2):
             run = DevStackRun(env, output)
             try:
                 roots, router_port = run.curl_line()
                 certificate, answer = shown(router_port, "www.example.com", cadata=roots.read_text())
                 served.append((certificate, roots, answer))
+                if number == 0:
+                    # The demo's events reach the demo receiver, signed, and its owner's mailbox.
+                    run.wait_said(r"webhook: domain\.in_use www\.example\.com \(signature verified\)", 30)
+                    run.wait_said(
+                        r"webhook: certificate\.issued www\.example\.com \(signature verified\)", 30
+                    )
+                    mailed = run.wait_said(
+                        r"mail: to admin@example\.com: \[Certwright\] .*\(http://\S+\)", 90
+                    )
+                    page = urllib.request.urlopen(mailed.group(0).rsplit("(", 1)[1].rstrip(")"), timeout=10)
+                    assert "www.example.com" in page.read().decode()
+                    assert "REFUSED" not in run.said()
             finally:
                 run.stop()
     finally:

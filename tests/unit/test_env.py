@@ -78,6 +78,22 @@ def test_ca_bundle_must_exist():
     assert "ACME_CA_BUNDLE: names a file that does not exist" in env.errors[0]
 
 
+def test_admins_are_mail_addresses_with_optional_names():
+    env = EnvReader({"ADMINS": "Ops Team <ops@example.com>, oncall@example.com"})
+    assert env.mail_pairs("ADMINS") == [
+        ("Ops Team", "ops@example.com"),
+        ("oncall@example.com", "oncall@example.com"),
+    ]
+    assert env.errors == []
+
+
+@pytest.mark.parametrize("raw", ["ops", "Ops <not an address>", "a@b.example, nobody"])
+def test_admins_that_are_not_addresses_are_named(raw):
+    env = EnvReader({"ADMINS": raw})
+    env.mail_pairs("ADMINS")
+    assert env.errors and env.errors[0].startswith("ADMINS:") and "is not a mail address" in env.errors[0]
+
+
 def _start_django(environ: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CERTWRIGHT_", "DJANGO_"))}
     for name in (
@@ -123,21 +139,29 @@ def test_django_refuses_to_start_without_the_acme_directory_and_names_every_miss
         assert f"{name}:" in result.stderr, name
 
 
+COMPLETE = {
+    "DEBUG": "false",
+    "SECRET_KEY": "x" * 40,
+    "ALLOWED_HOSTS": "certwright.example.com",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/certwright",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "QUOTA_REDIS_URL": "redis://127.0.0.1:6379/1",
+    "ACME_DIRECTORY_URL": "https://acme-staging-v02.api.letsencrypt.org/directory",
+    "DNS_RESOLVERS": "127.0.0.1:53",
+    "KEY_ENCRYPTION_KEYS": VALID_KEY,
+}
+
+
 def test_django_starts_with_a_complete_environment():
-    result = _start_django(
-        {
-            "DEBUG": "false",
-            "SECRET_KEY": "x" * 40,
-            "ALLOWED_HOSTS": "certwright.example.com",
-            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/certwright",
-            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
-            "QUOTA_REDIS_URL": "redis://127.0.0.1:6379/1",
-            "ACME_DIRECTORY_URL": "https://acme-staging-v02.api.letsencrypt.org/directory",
-            "DNS_RESOLVERS": "127.0.0.1:53",
-            "KEY_ENCRYPTION_KEYS": VALID_KEY,
-        }
-    )
+    result = _start_django(COMPLETE)
     assert result.returncode == 0, result.stderr
+
+
+def test_django_refuses_both_starttls_and_tls_from_the_start_and_a_bad_admins_list():
+    result = _start_django({**COMPLETE, "EMAIL_USE_TLS": "true", "EMAIL_USE_SSL": "true", "ADMINS": "ops"})
+    assert result.returncode != 0
+    assert "EMAIL_USE_SSL: cannot be on with EMAIL_USE_TLS" in result.stderr
+    assert "ADMINS: 'ops' is not a mail address" in result.stderr
 
 
 def test_env_example_documents_every_variable_the_settings_read():

@@ -1,6 +1,6 @@
-"""Celery tasks, one module per queue (webhooks: the default queue's delivery runs). Importing this
-package registers them all."""
+"""Celery tasks, one module per queue (webhooks and notifications: the default queue's delivery and
+mail runs). Importing this package registers them all."""
 
-from workers.tasks import acme, dns, housekeeping, webhooks
+from workers.tasks import acme, dns, housekeeping, notifications, webhooks
 
-__all__ = ["acme", "dns", "housekeeping", "webhooks"]
+__all__ = ["acme", "dns", "housekeeping", "notifications", "webhooks"]
