@@ -62,7 +62,7 @@ _CUSTOM_ALONE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Told:
     """One event as a mail tells it."""
 
@@ -74,6 +74,9 @@ class Told:
     records: list[str]
     todo: str
     when: str
+    # How many events of this type and domain the line stands for, and the first one's time.
+    times: int = 1
+    first_when: str = ""
 
 
 def tell(event) -> Told:

@@ -76,8 +76,22 @@ class Mail:
     html: str
 
 
+def collapse(told: list[Told]) -> list[Told]:
+    """One line per domain and type: the latest event's, counting the earlier ones (a domain that
+    failed four times in the night is one line saying so), in the order of the latest."""
+    lines: dict[tuple[str, str], Told] = {}
+    for item in told:
+        earlier = lines.pop((item.domain, item.type), None)
+        if earlier is not None:
+            item.times = earlier.times + 1
+            item.first_when = earlier.first_when or earlier.when
+        lines[(item.domain, item.type)] = item
+    return list(lines.values())
+
+
 def compose(told: list[Told], user_name: str, limit: int) -> Mail:
-    """The mail of `told` (in order): the first `limit` of them, and how many more there were."""
+    """The mail of `told` (in order), repeats collapsed: the first `limit` lines, and how many more
+    there were."""
     domains = {item.domain for item in told}
     if len(told) == 1:
         subject = told[0].headline
@@ -85,8 +99,9 @@ def compose(told: list[Told], user_name: str, limit: int) -> Mail:
         subject = f"{told[0].domain}: {len(told)} updates"
     else:
         subject = f"{len(told)} updates on {len(domains)} domains"
-    more = max(len(told) - limit, 0)
-    told = told[:limit]
+    lines = collapse(told)
+    more = max(len(lines) - limit, 0)
+    told = lines[:limit]
     grouped: dict[str, list[Told]] = {}
     for item in told:
         grouped.setdefault(item.domain, []).append(item)

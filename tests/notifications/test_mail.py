@@ -139,7 +139,11 @@ def test_a_burst_on_a_bad_night_is_one_mail_and_later_events_wait_for_the_digest
     assert send_due(now) == {"sent": 1}
     (mail,) = smtp.wait_for(1)
     assert mail.subject == "[Certwright] 40 updates on 10 domains"
-    assert mail.part("text/plain").count("cannot get a certificate") == 40
+    # One line per domain, saying how often it failed; the latest reason is the one shown.
+    text = mail.part("text/plain")
+    assert text.count("cannot get a certificate") == 10
+    assert text.count("; 4 times since") == 10
+    assert "(round 3)" in text and "(round 0)" not in text
 
     # Another failure half an hour later waits for the hour to end: no second mail yet.
     _fail(domains[0], "still 500")
@@ -163,7 +167,7 @@ def test_a_mail_lists_at_most_the_cap_and_says_how_many_more(smtp, settings):
     (mail,) = smtp.wait_for(1)
     assert mail.subject == "[Certwright] 8 updates on 8 domains"
     assert mail.part("text/plain").count("cannot get a certificate") == 5
-    assert "and 3 more events" in mail.part("text/plain")
+    assert "and 3 more updates" in mail.part("text/plain")
     assert not EmailNotification.objects.filter(sent_at=None).exists()
 
 
