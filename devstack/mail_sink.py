@@ -31,6 +31,8 @@ class Received:
     recipients: list[str]
     message: EmailMessage
     raw: bytes
+    # The client's address and port: one per SMTP connection.
+    peer: tuple = ()
 
     @property
     def subject(self) -> str:
@@ -63,7 +65,9 @@ class MailSink:
             return "451 4.3.0 the test made this server refuse mail"
         raw = envelope.original_content or envelope.content
         message = email.message_from_bytes(raw, policy=email.policy.default)
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message, raw)
+        received = Received(
+            envelope.mail_from, list(envelope.rcpt_tos), message, raw, tuple(session.peer or ())
+        )
         with self._lock:
             self.mails.append(received)
             number = len(self.mails)

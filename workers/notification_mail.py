@@ -4,23 +4,28 @@ email backend.
 
 A user is mailed once their first waiting event has waited NOTIFICATION_GATHER_SECONDS (a burst
 of changes at once goes in one mail) and their last mail is older than their digest window
-(NOTIFICATION_DIGEST_SECONDS unless they chose another): one bad night is a handful of mails, not
-one per event. Each user's mail is written under their settings row's lock (another run skips
-them) and marked sent in the transaction that sent it: a failed send leaves the events waiting,
-retried with backoff (1 minute doubling to an hour). Events the user no longer wants (their
-choices changed, their address went) are dropped, not mailed.
+(NOTIFICATION_DIGEST_SECONDS unless they chose another), with one line per domain and type however
+often it happened: one bad night is a handful of mails, not one per event. Each user's mail is
+written under their settings row's lock (another run skips them) and marked sent in the
+transaction that sent it: a failed send leaves the events waiting, retried with backoff (1 minute
+doubling to an hour). Events the user no longer wants (their choices changed, their address went)
+are dropped, not mailed. A run keeps one connection to the mail server for all its mails, and
+stops at the first sign that the server itself is down.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import smtplib
+import socket
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -119,15 +124,32 @@ def compose(told: list[Told], user_name: str, limit: int) -> Mail:
     )
 
 
-def mail_user(user_id: int, now: datetime.datetime | None = None) -> str:
-    """Mails the user their waiting events when due; returns what happened: "sent", "dropped"
-    (nothing left they want), "busy" (another run has them), "not_due" or "failed"."""
+class MailServerDown(Exception):
+    """The mail server could not be reached or dropped the connection: the run stops (the users
+    after this one wait for the next run rather than each for EMAIL_TIMEOUT now)."""
+
+
+# Failures of the server itself, not of one mail (a refused recipient, a refused message).
+_SERVER_DOWN = (
+    smtplib.SMTPConnectError,
+    smtplib.SMTPServerDisconnected,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+)
+
+
+def mail_user(user_id: int, now: datetime.datetime | None = None, mail_connection=None) -> str:
+    """Mails the user their waiting events when due (over `mail_connection`, one of Django's
+    backends, when given: a run keeps one open); returns what happened: "sent", "dropped"
+    (nothing left they want), "busy" (another run has them), "not_due" or "failed". Raises
+    MailServerDown, after recording the failure, when the server itself failed."""
     now = now or timezone.now()
     user = get_user_model().objects.filter(pk=user_id).first()
     if user is None:
         return "dropped"
     NotificationSettings.objects.get_or_create(user=user)
-    error = None
+    error, down = None, False
     with transaction.atomic():
         choices = NotificationSettings.objects.select_for_update(skip_locked=True).filter(user=user).first()
         if choices is None:
@@ -159,12 +181,18 @@ def mail_user(user_id: int, now: datetime.datetime | None = None) -> str:
             user.get_full_name() or user.username,
             settings.NOTIFICATION_MAX_EVENTS,
         )
-        message = EmailMultiAlternatives(mail.subject, mail.text, None, [user.email])
+        message = EmailMultiAlternatives(
+            mail.subject, mail.text, None, [user.email], connection=mail_connection
+        )
         message.attach_alternative(mail.html, "text/html")
         try:
+            if mail_connection is not None:
+                # Opened here (once per run: it stays open), or send() would open and close it.
+                mail_connection.open()
             message.send()
         except Exception as exc:  # the backend's errors: SMTP, sockets, an API's
             error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+            down = isinstance(exc, _SERVER_DOWN)
         else:
             EmailNotification.objects.filter(pk__in=[item.pk for item in wanted]).update(sent_at=now)
             NotificationSettings.objects.filter(pk=choices.pk).update(
@@ -178,13 +206,33 @@ def mail_user(user_id: int, now: datetime.datetime | None = None) -> str:
         mail_failures=failures, mail_retry_at=now + wait, last_mail_error=error
     )
     logger.warning("could not mail user %s their %d event(s): %s", user_id, len(wanted), error)
+    if down:
+        raise MailServerDown(error)
     return "failed"
 
 
-def send_due(now: datetime.datetime | None = None) -> Counter:
-    """Mails every user whose waiting events are due."""
+def send_due(now: datetime.datetime | None = None, budget_seconds: float = 240.0) -> Counter:
+    """Mails every user whose waiting events are due, over one connection to the mail server,
+    until `budget_seconds` have passed or the server is down (the rest wait for the next run)."""
     now = now or timezone.now()
+    started = time.monotonic()
     counts: Counter = Counter()
-    for user_id in due_users(now):
-        counts[mail_user(user_id, now)] += 1
+    due = due_users(now)
+    if not due:
+        return counts
+    mail_connection = get_connection()
+    try:
+        for user_id in due:
+            if time.monotonic() - started > budget_seconds:
+                break
+            try:
+                counts[mail_user(user_id, now, mail_connection)] += 1
+            except MailServerDown:
+                counts["failed"] += 1
+                break
+    finally:
+        try:
+            mail_connection.close()
+        except Exception:  # closing a broken connection: nothing left to do
+            logger.debug("closing the mail connection failed", exc_info=True)
     return counts

@@ -271,16 +271,35 @@ def test_a_refusing_smtp_server_leaves_the_events_waiting_and_retries_with_backo
     assert (choices.mail_failures, choices.last_mail_error, choices.mail_retry_at) == (0, "", None)
 
 
-def test_an_unreachable_smtp_server_is_a_failed_send_not_a_crash(smtp, settings):
+def test_an_unreachable_smtp_server_stops_the_run_after_the_first_user(smtp, settings):
     from devstack.ports import free_port
 
     settings.EMAIL_PORT = free_port()
-    owner = _owner()
-    _fail(DomainFactory(app=AppFactory(owner=owner), status=DomainStatus.CREATING), "nope")
+    first, second = _owner("first"), _owner("second")
+    for owner in (first, second):
+        _fail(DomainFactory(app=AppFactory(owner=owner), status=DomainStatus.CREATING), "nope")
     _fan_out()
 
     assert send_due() == {"failed": 1}
-    assert "Connection refused" in NotificationSettings.objects.get(user=owner).last_mail_error
+
+    failed = NotificationSettings.objects.exclude(last_mail_error="").get()
+    assert "Connection refused" in failed.last_mail_error and failed.mail_retry_at is not None
+    # The other user was not tried: no backoff of theirs, their line waits for the next run.
+    assert not NotificationSettings.objects.filter(mail_failures__gt=0).exclude(pk=failed.pk).exists()
+    assert EmailNotification.objects.filter(sent_at=None).count() == 2
+
+
+def test_one_run_mails_every_due_user_over_one_connection(smtp):
+    owners = [_owner(f"user{n}") for n in range(3)]
+    for owner in owners:
+        _fail(DomainFactory(app=AppFactory(owner=owner), status=DomainStatus.CREATING), "nope")
+    _fan_out()
+
+    assert send_due() == {"sent": 3}
+
+    mails = smtp.wait_for(3)
+    assert sorted(mail.recipients[0] for mail in mails) == sorted(owner.email for owner in owners)
+    assert len({mail.peer for mail in mails}) == 1
 
 
 def test_beat_asks_for_mail_runs_every_30_seconds_on_the_default_queue():
