@@ -13,6 +13,7 @@ from domains.models import DomainStatus
 from domains.status import change_status
 from domains.webhook_models import WebhookEndpoint
 from tests.factories import DomainFactory
+from tests.integration.polling import wait_for
 from workers import webhook_delivery
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -27,7 +28,9 @@ def test_an_endpoint_is_added_listed_delivered_to_redelivered_rotated_and_remove
 
     domain = DomainFactory(app=app, status=DomainStatus.CREATING)
     assert change_status(domain.pk, DomainStatus.FAILING, "x", last_error="Failed: x")
+    # A worker may be running too (the commit asked for a run): whichever sends it, it arrives once.
     webhook_delivery.deliver()
+    wait_for(lambda: receiver.requests, what="the delivery")
     (request,) = receiver.requests
     assert Webhook(secret).verify(request.body, request.headers)["data"]["domain"] == domain.name
 
@@ -37,6 +40,7 @@ def test_an_endpoint_is_added_listed_delivered_to_redelivered_rotated_and_remove
     assert "204" in cli.ok("webhooks-delivery", str(endpoint.pk), delivery_id)
     cli.ok("webhooks-redeliver", str(endpoint.pk), delivery_id)
     webhook_delivery.deliver()
+    wait_for(lambda: len(receiver.requests) == 2, what="the redelivery")
     assert [r.headers["webhook-id"] for r in receiver.requests] == [request.headers["webhook-id"]] * 2
 
     rotated = cli.ok("webhooks-rotate-secret", str(endpoint.pk))

@@ -67,6 +67,8 @@ def test_mail_now_skips_the_digests_wait(admin_client, smtp):
     assert change_status(domain.pk, DomainStatus.FAILING, "x", last_error="Failed: x")
     webhook_delivery.dispatch()
     assert send_due() == {}
+    listed = admin_client.get("/admin/domains/notificationsettings/").content.decode()
+    assert '<td class="field-waiting">1</td>' in listed
 
     admin_client.post(
         "/admin/domains/notificationsettings/",
