@@ -39,10 +39,19 @@ def deliver_webhooks() -> dict:
         if running > settings.WEBHOOK_PARALLEL_RUNS:
             return {"skipped": 1}
 
+        asked = False
+
         def more_hands() -> None:
+            # One helper per run at most: each helper that also finds a full batch asks for its
+            # own, so runs grow to the cap as the backlog asks, and no run queues helpers that the
+            # worker's processes cannot start (they would each start only to find nothing left).
+            nonlocal asked
+            if asked:
+                return
             try:
                 if int(client.get(RUNNING_KEY) or 0) < settings.WEBHOOK_PARALLEL_RUNS:
                     deliver_webhooks.delay()
+                    asked = True
             except redis.RedisError:
                 pass
 
