@@ -316,6 +316,7 @@ def main() -> int:
     stack = BenchStack("webhooks")
     stack.env.update({"WEBHOOK_ALLOW_HTTP": "1", "WEBHOOK_ALLOWED_NETWORKS": f"{HOST}/32"})
     result = {}
+    receiver = None
     try:
         stack.start_redis()
         stack.prepare_database()
@@ -365,6 +366,9 @@ def main() -> int:
         say(f"VOID: {void}")
         return 1
     finally:
+        # The receiver is its own process, not one of the stack's: stopped here, or it outlives the run.
+        if receiver is not None:
+            receiver.stop()
         stack.close()
     say(f"total {time.perf_counter() - started:.0f} s")
     say(
