@@ -16,7 +16,7 @@ from devstack.mail_sink import MailSink, serve_page
 from domains.models import App, EventType
 from domains.notification_models import NotificationSettings
 from domains.webhook_models import WebhookEndpoint
-from domains.webhooks import create_endpoint, signing_secrets
+from domains.webhooks import create_endpoint, enable_endpoint, signing_secrets
 
 
 def start_mail_sink(
@@ -96,9 +96,7 @@ def ensure_demo_webhook(app: App, receiver: DemoReceiver) -> WebhookEndpoint:
     if endpoint is None:
         endpoint, _ = create_endpoint(app, receiver.url, description="make run's demo receiver")
     elif not endpoint.enabled:
-        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-            enabled=True, failing_since=None, disabled_reason=""
-        )
+        enable_endpoint(endpoint)
     receiver.secrets = signing_secrets(endpoint, timezone.now())
     return endpoint
 

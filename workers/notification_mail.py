@@ -114,7 +114,6 @@ def compose(told: list[Told], user_name: str, limit: int) -> Mail:
         "user_name": user_name,
         "groups": sorted(grouped.items()),
         "more": more,
-        "settings_hint": "certwright notifications",
         "base_url": settings.PUBLIC_BASE_URL,
     }
     return Mail(
