@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from certificates.issuer_models import Issuer
+from certificates.issuers import sync_issuers
 from domains.profiles import ProfileUnchecked, platform_profile_problem
 from workers.models import BeatLease, Heartbeat
 
@@ -125,13 +127,42 @@ def check_acme_profile() -> Check:
     return Check("acme_profile", True, f"the CA offers {settings.ACME_PROFILE}", critical=False)
 
 
+def check_issuers(now: datetime | None = None) -> list[Check]:
+    """Informational, one per issuer: its circuit breaker (a CA failing on its side sends new
+    orders to the next issuer; it must not take web out of rotation), and a problem an operator
+    must fix (a refused account binding)."""
+    now = now or timezone.now()
+    try:
+        sync_issuers()
+        rows = list(Issuer.objects.filter(configured=True).order_by("position"))
+    except Exception as exc:
+        return [Check("issuers", False, f"cannot read the issuers: {type(exc).__name__}", False)]
+    checks = []
+    for row in rows:
+        name = f"issuer_{row.name}"
+        if row.last_error:
+            checks.append(Check(name, False, row.last_error, critical=False))
+        elif row.breaker_open_until is not None and row.breaker_open_until > now:
+            detail = (
+                f"failing on its side ({row.breaker_failures} failures in a row, last: "
+                f"{row.breaker_reason}); new orders go to the next issuer until "
+                f"{row.breaker_open_until:%Y-%m-%d %H:%M:%S} UTC"
+            )
+            checks.append(Check(name, False, detail, critical=False))
+        elif row.breaker_open_until is not None:
+            checks.append(Check(name, False, "being tried again (one order at a time)", critical=False))
+        else:
+            checks.append(Check(name, True, f"in use ({row.directory_url})", critical=False))
+    return checks
+
+
 def run_checks(now: datetime | None = None) -> tuple[bool, list[Check]]:
     """All checks, and whether every critical one passed."""
     checks = [check_postgresql(), check_broker(), check_quota_redis()]
     if settings.ACME_PROFILE:
         checks.append(check_acme_profile())
     if checks[0].ok:
-        checks += [*check_heartbeats(now), check_beat_leader(now)]
+        checks += [*check_heartbeats(now), check_beat_leader(now), *check_issuers(now)]
     else:
         checks.append(Check("beat", False, "PostgreSQL is down"))
     healthy = all(check.ok for check in checks if check.critical)

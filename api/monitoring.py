@@ -23,7 +23,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus' text format; with METRICS_TOKEN set, only for `Authorization: Bearer <it>`."""
+    """Prometheus' text format (OpenMetrics when the scraper asks for it); with METRICS_TOKEN set,
+    only for `Authorization: Bearer <it>`."""
     if settings.METRICS_TOKEN:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), settings.METRICS_TOKEN):
@@ -31,4 +32,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             response["Content-Type"] = "text/plain; charset=utf-8"
             return response
-    return HttpResponse(metrics_module.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    body, content_type = metrics_module.exposition(request.headers.get("Accept", ""))
+    return HttpResponse(body, content_type=content_type)

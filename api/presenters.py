@@ -16,6 +16,7 @@ from django.db.models import (
 from django.db.models.functions import JSONObject
 from django.utils import timezone
 
+from certificates.issuers import label as issuer_label
 from certificates.models import Certificate, CertificateSource
 from certificates.serving import in_serving_order
 from domains.models import Domain, DomainStatus, Region
@@ -51,6 +52,7 @@ def _served_json(now: datetime.datetime) -> Subquery:
                     error="ari_error",
                 ),
                 profile="profile",
+                directory="account__directory_url",
             )
         )[:1]
     )
@@ -100,8 +102,11 @@ _ARI_TIMES = ("window_start", "window_end", "checked_at", "next_check")
 def _certificate(served: dict | None) -> dict | None:
     if served is None:
         return None
+    directory = served.pop("directory", None)
     shown = {
         **served,
+        # The issuer's name in ACME_ISSUERS (its directory's host once no longer configured).
+        "issued_by": issuer_label(directory) if directory else "",
         "not_before": _utc_text(served["not_before"]),
         "not_after": _utc_text(served["not_after"]),
     }
@@ -177,6 +182,7 @@ def present_domains(domains: list[Domain], now: datetime.datetime | None = None)
                 "letsencrypt": domain.letsencrypt_enabled,
                 "profile": domain.acme_profile,
                 "effective_profile": effective_profile(domain.acme_profile),
+                "issuer": domain.issuer,
                 "custom_certificate": domain.has_custom,
                 "certificate": _certificate(domain.served),
                 "revoked_certificates": _revoked(getattr(domain, "revoked", None)),
@@ -213,6 +219,7 @@ PAGE_FIELDS = (
     "status",
     "letsencrypt_enabled",
     "acme_profile",
+    "issuer",
     "next_attempt_at",
     "last_error",
     "ownership_token",

@@ -43,6 +43,7 @@ from api.feed_wakeups import LISTENER, TOKEN
 from api.models import ApiToken
 from api.tokens import check_token, create_token
 from certificates.feed import changes_after, feed_end, feed_horizon, snapshot
+from certificates.issuers import label as issuer_label
 from certificates.sealing import SecretUnreadable
 from certificates.serving import served_certificate
 
@@ -166,6 +167,9 @@ def certificate(request: HttpRequest) -> HttpResponse:
         "X-Certificate-Not-After": served.not_after.isoformat(),
         "X-Certificate-Fingerprint": served.fingerprint_sha256,
     }
+    if served.directory_url:
+        # Which of the platform's CAs issued it (its name in ACME_ISSUERS).
+        headers["X-Certificate-Issuer"] = issuer_label(served.directory_url)
     if_none_match = request.headers.get("If-None-Match", "")
     if headers["ETag"] in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]:
         response = HttpResponse(status=304)

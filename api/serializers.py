@@ -24,6 +24,21 @@ class RegionSerializer(serializers.Serializer):
     ingress_ipv6 = serializers.ListField(child=serializers.CharField())
 
 
+class IssuerSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="What a domain is pinned to (its `issuer`).")
+    primary = serializers.BooleanField(
+        help_text="The first issuer, which orders go to unless CAA or a failure says otherwise."
+    )
+    caa = serializers.ListField(
+        child=serializers.CharField(), help_text='The CAA issuer domain names that allow it (issue "...").'
+    )
+    state = serializers.ChoiceField(
+        choices=["closed", "open", "half-open"],
+        help_text="Its circuit breaker: closed (in use), open (failing on its side: new orders skip it for "
+        "now), half-open (one order tries it again).",
+    )
+
+
 class AppSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=48, validators=[APP_NAME_VALIDATOR])
     region = serializers.CharField(max_length=32)
@@ -49,7 +64,12 @@ class RenewalInfoSerializer(serializers.Serializer):
 class CertificateSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["letsencrypt", "custom"])
     sans = serializers.ListField(child=serializers.CharField())
-    issuer = serializers.CharField()
+    issuer = serializers.CharField(help_text="The certificate's issuer, as its X.509 issuer name says.")
+    issued_by = serializers.CharField(
+        allow_blank=True,
+        help_text="The certificate authority that issued it, by its name in the platform's issuers "
+        "(empty for an uploaded one).",
+    )
     not_before = serializers.DateTimeField()
     not_after = serializers.DateTimeField()
     fingerprint_sha256 = serializers.CharField()
@@ -108,6 +128,11 @@ class DomainSerializer(serializers.Serializer):
     effective_profile = serializers.CharField(
         allow_blank=True,
         help_text="The profile its next certificate is ordered under (empty: the CA's default).",
+    )
+    issuer = serializers.CharField(
+        allow_blank=True,
+        help_text="The certificate authority its orders are pinned to (empty: the first its CAA allows, in "
+        "the platform's order, moving on to the next when one fails on its side).",
     )
     custom_certificate = serializers.BooleanField(help_text="Whether a custom certificate is uploaded.")
     certificate = CertificateSerializer(allow_null=True, help_text="The certificate served now, if any.")
@@ -174,6 +199,12 @@ class DomainCertificateInput(serializers.Serializer):
         return data
 
 
+ISSUER_HELP = (
+    "Pins the domain's orders to this certificate authority (a name the platform's issuers list, as "
+    "GET /api/v1/issuers shows); empty: any, in the platform's order."
+)
+
+
 class DomainCreateSerializer(DomainCertificateInput):
     name = serializers.CharField(
         max_length=300, help_text="The domain, such as www.example.com (Unicode accepted)."
@@ -182,11 +213,15 @@ class DomainCreateSerializer(DomainCertificateInput):
     profile = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=64, help_text=PROFILE_HELP
     )
+    issuer = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=32, help_text=ISSUER_HELP
+    )
 
 
 class DomainUpdateSerializer(DomainCertificateInput):
     letsencrypt = serializers.BooleanField(required=False)
     profile = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text=PROFILE_HELP)
+    issuer = serializers.CharField(required=False, allow_blank=True, max_length=32, help_text=ISSUER_HELP)
     app = serializers.CharField(required=False, max_length=48, help_text="Staff only: move it to this app.")
 
 

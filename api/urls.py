@@ -9,6 +9,7 @@ NAME = "<str:name>"
 
 urlpatterns = [
     path("regions", views.RegionList.as_view(), name="api-regions"),
+    path("issuers", views.IssuerList.as_view(), name="api-issuers"),
     path("apps", views.AppList.as_view(), name="api-apps"),
     path("apps/<str:app>", views.AppDetail.as_view(), name="api-app"),
     path("apps/<str:app>/domains", views.DomainList.as_view(), name="api-domains"),
@@ -37,6 +38,11 @@ urlpatterns = [
         "apps/<str:app>/webhooks/<int:endpoint>/enable",
         webhook_views.WebhookEnable.as_view(),
         name="api-webhook-enable",
+    ),
+    path(
+        "apps/<str:app>/webhooks/<int:endpoint>/retry",
+        webhook_views.WebhookRetry.as_view(),
+        name="api-webhook-retry",
     ),
     path(
         "apps/<str:app>/webhooks/<int:endpoint>/deliveries",

@@ -25,11 +25,15 @@ from api.serializers import (
     DomainUpdateSerializer,
     ErrorSerializer,
     EventSerializer,
+    IssuerSerializer,
     MessageSerializer,
     RegionSerializer,
 )
 from certificates.custom import UploadRejected
+from certificates.issuers import CLOSED, breaker_states
+from certificates.issuers import configured as configured_issuers
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
+from domains.issuer_choice import UnknownIssuer, pin_issuer
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import InvalidDomainName, normalize_domain_name
 from domains.profiles import check_profile
@@ -147,6 +151,27 @@ class RegionList(GenericAPIView):
         return Response(RegionSerializer(regions, many=True).data)
 
 
+class IssuerList(GenericAPIView):
+    serializer_class = IssuerSerializer
+    pagination_class = None
+
+    @extend_schema(responses={200: IssuerSerializer(many=True), **_errors(401)})
+    def get(self, request):
+        """The certificate authorities the platform orders from, in order, with the CAA names that
+        allow each and whether it is failing now (its circuit breaker)."""
+        states = breaker_states()
+        issuers = [
+            {
+                "name": issuer.name,
+                "primary": position == 0,
+                "caa": list(issuer.caa_identities),
+                "state": states.get(issuer.name, CLOSED),
+            }
+            for position, issuer in enumerate(configured_issuers())
+        ]
+        return Response(IssuerSerializer(issuers, many=True).data)
+
+
 class AppList(GenericAPIView):
     serializer_class = AppSerializer
     pagination_class = ByName
@@ -260,7 +285,10 @@ class DomainList(GenericAPIView):
                 key=values["tlskey"].encode() if "tlskey" in values else None,
                 passphrase=values.get("tlskey_passphrase"),
                 profile=values["profile"],
+                issuer=values["issuer"],
             )
+        except UnknownIssuer as exc:
+            raise ValidationError({"issuer": [str(exc)]}) from None
         except InvalidDomainName as exc:
             raise ValidationError({"name": [str(exc)]}) from None
         except ProfileRefused as exc:
@@ -288,7 +316,8 @@ class DomainDetail(GenericAPIView):
     )
     def patch(self, request, app, name):
         """Uploads a custom certificate (tlscert, tlskey, tlskey_passphrase), turns Let's Encrypt on or
-        off, chooses the CA profile, or (staff) moves the domain to another app."""
+        off, chooses the CA profile, pins the domain to a certificate authority (issuer), or (staff)
+        moves the domain to another app."""
         domain = get_domain(request, app, name)
         data = DomainUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -322,10 +351,14 @@ class DomainDetail(GenericAPIView):
                     set_letsencrypt(domain, values["letsencrypt"])
                 if "profile" in values:
                     set_profile(domain, values["profile"])
+                if "issuer" in values:
+                    pin_issuer(domain, values["issuer"])
                 if target is not None:
                     move_domain(domain, target)
         except UploadRejected as exc:
             raise _upload_error(exc) from None
+        except UnknownIssuer as exc:
+            raise ValidationError({"issuer": [str(exc)]}) from None
         except DomainLimitReached as exc:
             return _conflict(str(exc))
         except ProfileRefused as exc:

@@ -7,6 +7,7 @@ creation or rotation), their deliveries with every attempt, and redelivery.
     DELETE apps/<app>/webhooks/<id>                              removes it and its deliveries
     POST   apps/<app>/webhooks/<id>/rotate-secret                a new secret; the old one signs 24 h more
     POST   apps/<app>/webhooks/<id>/enable                       a disabled endpoint back on
+    POST   apps/<app>/webhooks/<id>/retry                        its waiting deliveries sent now
     GET    apps/<app>/webhooks/<id>/deliveries                   newest first (?state=)
     GET    apps/<app>/webhooks/<id>/deliveries/<delivery>        with its attempts
     POST   apps/<app>/webhooks/<id>/deliveries/<delivery>/redeliver
@@ -32,9 +33,10 @@ from domains.webhooks import (
     create_endpoint,
     enable_endpoint,
     redeliver,
+    retry_now,
     rotate_secret,
 )
-from workers.webhook_delivery import destination_problem
+from workers.webhook_send import destination_problem
 
 
 class EndpointSerializer(serializers.Serializer):
@@ -140,7 +142,7 @@ def present_delivery(delivery: WebhookDelivery, attempts: bool = False) -> dict:
         "last_error": delivery.last_error,
         "created": delivery.created,
         "delivered_at": delivery.delivered_at,
-        # A pending delivery being sent right now shows its lease's end: it is due again then at the latest.
+        # When a pending delivery may be tried (after the deliveries of its domain before it).
         "next_attempt_at": delivery.next_attempt_at,
     }
     if attempts:
@@ -237,6 +239,24 @@ class WebhookEnable(GenericAPIView):
         enable_endpoint(found)
         found.refresh_from_db()
         return Response(present_endpoint(found))
+
+
+class RetrySerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The endpoint.")
+    retried = serializers.IntegerField(
+        help_text="How many domains' waiting deliveries were made due now (each domain's go in order)."
+    )
+
+
+class WebhookRetry(GenericAPIView):
+    serializer_class = RetrySerializer
+
+    @extend_schema(request=None, responses={200: RetrySerializer, **_errors(401, 404, 429)})
+    def post(self, request, app, endpoint):
+        """Sends the endpoint's waiting deliveries now instead of after their backoff (a receiver
+        that is back); those being sent now are left alone."""
+        found = get_endpoint(request, app, endpoint)
+        return Response({"id": found.pk, "retried": retry_now(found)})
 
 
 class WebhookDeliveries(GenericAPIView):

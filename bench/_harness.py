@@ -286,6 +286,14 @@ def create_app(region: str, app: str, ingress_ipv4: str = "127.0.0.1"):
     return App.objects.create(owner=owner, region=created, name=app)
 
 
+def fake_sealed_keys(count: int) -> list[str]:
+    """Fernet tokens of the size `seal()` makes of an EC P-256 PEM key (241 bytes)."""
+    from cryptography.fernet import Fernet
+
+    fernet = Fernet(Fernet.generate_key())
+    return [fernet.encrypt(os.urandom(241)).decode() for _ in range(count)]
+
+
 def fake_chain() -> str:
     """A leaf and an intermediate as PEM, the size of a real chain (~1.6 KB, incompressible): what a
     certificate row holds, for benchmarks that fill tables with SQL and never parse it."""

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, BenchStack, fake_chain, say
+from _harness import ROOT, BenchStack, fake_chain, fake_sealed_keys, say
 
 STEP = 1_000_000
 DUE = 1_000
@@ -122,14 +122,6 @@ SELECT
         (SELECT max(id) FROM certificates_certificate)
     )
 """
-
-
-def fake_sealed_keys() -> list[str]:
-    """Fernet tokens of the size `seal()` makes of an EC P-256 PEM key (241 bytes)."""
-    from cryptography.fernet import Fernet
-
-    fernet = Fernet(Fernet.generate_key())
-    return [fernet.encrypt(os.urandom(241)).decode() for _ in range(POOL)]
 
 
 def create_owners() -> list[int]:
@@ -315,7 +307,7 @@ def main() -> int:
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         apps = create_owners()
         chains = [fake_chain() for _ in range(POOL)]
-        keys = fake_sealed_keys()
+        keys = fake_sealed_keys(POOL)
         for size, label in ((STEP, "1m"), (2 * STEP, "2m")):
             say(f"[{label}] growing to {size:,} certificates")
             fill(size - STEP + 1, size, now, apps, chains, keys)

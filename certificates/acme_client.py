@@ -7,6 +7,7 @@ step at a time, so a cached ClientNetwork (with its nonce pool) is never shared 
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 
 import josepy as jose
@@ -17,6 +18,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from certificates.histograms import ACME_REQUEST, endpoint_of, observe
+from certificates.issuers import (
+    IssuerMisconfigured,
+    by_directory,
+    clear_problem,
+    eab_hmac_key,
+    record_problem,
+    tls_verify,
+)
+from certificates.issuers import label as issuer_label
 from certificates.models import AcmeAccount
 from certificates.sealing import seal
 
@@ -43,6 +54,19 @@ class _Network(client.ClientNetwork):
     document as the problem it is (alreadyReplaced, RFC 9773): the library raises a bare
     ConflictError for any 409, losing it (an account that exists is a 200, not a 409)."""
 
+    # The issuer's name, for the request histogram (certificates/histograms.py).
+    issuer = ""
+
+    def _send_request(self, method: str, url: str, *args, **kwargs):
+        started = time.monotonic()
+        status = "error"
+        try:
+            response = super()._send_request(method, url, *args, **kwargs)
+            status = str(response.status_code)
+            return response
+        finally:
+            observe(ACME_REQUEST, time.monotonic() - started, (self.issuer, endpoint_of(url), status))
+
     @classmethod
     def _check_response(cls, response, content_type=None):
         if response.status_code == 409 and response.headers.get("Content-Type", "").startswith(
@@ -62,7 +86,7 @@ class _Network(client.ClientNetwork):
             raise
 
 
-def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork:
+def _network(account: AcmeAccount | None, jwk: jose.JWK, directory_url: str) -> client.ClientNetwork:
     registration = None
     if account is not None and account.account_url:
         registration = messages.RegistrationResource(uri=account.account_url, body=messages.Registration())
@@ -70,7 +94,7 @@ def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork
         key=jwk,
         account=registration,
         alg=jose.ES256,
-        verify_ssl=settings.ACME_CA_BUNDLE or True,
+        verify_ssl=tls_verify(directory_url),
         user_agent=USER_AGENT,
         timeout=NETWORK_TIMEOUT_SECONDS,
     )
@@ -81,6 +105,7 @@ def _network(account: AcmeAccount | None, jwk: jose.JWK) -> client.ClientNetwork
         proxies["no_proxy"] = proxies.pop("no")
     net.session.proxies = proxies
     net.session.trust_env = False
+    net.issuer = issuer_label(directory_url)
     return net
 
 
@@ -114,10 +139,20 @@ def get_account(directory_url: str | None = None) -> AcmeAccount:
     if account.account_url:
         return account
     jwk = _jwk(account)
-    net = _network(None, jwk)
+    net = _network(None, jwk, directory_url)
     acme = client.ClientV2(client.ClientV2.get_directory(directory_url, net), net)
+    issuer = by_directory(directory_url)
+    binding = None
+    if issuer is not None and issuer.has_eab:
+        # RFC 8555 section 7.3.4: the CA's key id, and a MAC over our account key by its HMAC key.
+        binding = messages.ExternalAccountBinding.from_data(
+            account_public_key=jwk.public_key(),
+            kid=issuer.eab_kid,
+            hmac_key=eab_hmac_key(issuer),
+            directory=acme.directory,
+        )
     registration = messages.NewRegistration.from_data(
-        email=account.contact or None, terms_of_service_agreed=True
+        email=account.contact or None, terms_of_service_agreed=True, external_account_binding=binding
     )
     account_url = None
     for attempt in range(settings.ACME_STEP_RETRIES):
@@ -130,11 +165,42 @@ def get_account(directory_url: str | None = None) -> AcmeAccount:
             break
         except messages.Error as problem:
             # The library retries a bad nonce once; the CA may reject the retry's nonce too.
-            if problem.code != "badNonce" or attempt == settings.ACME_STEP_RETRIES - 1:
-                raise
+            if problem.code == "badNonce" and attempt < settings.ACME_STEP_RETRIES - 1:
+                continue
+            if issuer is not None and _refused_registration(problem):
+                message = _registration_refused_message(issuer, problem)
+                record_problem(issuer, message)
+                raise IssuerMisconfigured(message) from None
+            raise
+    if issuer is not None:
+        clear_problem(issuer)
     AcmeAccount.objects.filter(pk=account.pk, account_url="").update(account_url=account_url)
     account.refresh_from_db()
     return account
+
+
+# Problems a CA answers newAccount with when it will not take the platform's account as configured
+# (RFC 8555: externalAccountRequired, unauthorized and malformed for a wrong binding; Pebble says
+# malformed or unauthorized for a bad MAC), as opposed to the CA being down.
+_REFUSALS = {"externalAccountRequired", "unauthorized", "malformed", "rejectedIdentifier", "invalidContact"}
+
+
+def _refused_registration(problem: messages.Error) -> bool:
+    return (problem.code or "") in _REFUSALS
+
+
+def _registration_refused_message(issuer, problem: messages.Error) -> str:
+    detail = (problem.detail or problem.code or "no detail").strip()
+    if problem.code == "externalAccountRequired" or (not issuer.has_eab and "external" in detail.lower()):
+        fix = f"set eab_kid and eab_hmac_key for issuer {issuer.name} in ACME_ISSUERS"
+    elif issuer.has_eab:
+        fix = f"check eab_kid and eab_hmac_key of issuer {issuer.name} in ACME_ISSUERS"
+    else:
+        fix = f"check issuer {issuer.name} in ACME_ISSUERS and ACME_CONTACT_EMAIL"
+    return (
+        f"Issuer {issuer.name} ({issuer.directory_url}) refused to register the platform's ACME account: "
+        f"{detail[:300]} ({problem.code}); an operator must {fix}."
+    )
 
 
 def reset_account(account: AcmeAccount) -> bool:
@@ -155,7 +221,7 @@ def client_for(account: AcmeAccount) -> client.ClientV2:
     cache_key = (account.pk, account.account_url, account.directory_url)
     acme = cache.get(cache_key)
     if acme is None:
-        net = _network(account, _jwk(account))
+        net = _network(account, _jwk(account), account.directory_url)
         acme = client.ClientV2(client.ClientV2.get_directory(account.directory_url, net), net)
         cache.clear()
         cache[cache_key] = acme
@@ -239,6 +305,6 @@ def client_signed_by_key(directory_url: str, key_pem: bytes) -> client.ClientV2:
     account): RFC 8555 section 7.6's revocation by the certificate's key. Not cached: it serves
     one request."""
     jwk, alg = _key_jwk(key_pem)
-    net = _network(None, jwk)
+    net = _network(None, jwk, directory_url)
     net.alg = alg
     return client.ClientV2(client.ClientV2.get_directory(directory_url, net), net)

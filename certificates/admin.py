@@ -1,21 +1,99 @@
 """Operators' view of ACME accounts and certificates. Private keys are never rendered."""
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
+from certificates.admin_badges import ORDER_STATE_COLOURS, badge, one_line
 from certificates.ari_schedule import check_soon
+from certificates.issuers import label as issuer_label
+from certificates.issuers import sync_issuers
 from certificates.models import (
     AcmeAccount,
     Certificate,
     Challenge,
     Issuance,
+    Issuer,
     Order,
     QuotaOverride,
     Revocation,
     RevocationOutcome,
+    expiring_window,
 )
 from certificates.revocation_queue import ask_again
+
+
+@admin.register(Issuer)
+class IssuerAdmin(admin.ModelAdmin):
+    """The ACME issuers as ACME_ISSUERS (or the ACME_* settings) configure them, in order, with what
+    an operator must fix; written from the settings, never by hand. The HMAC key is never shown."""
+
+    list_display = [
+        "name",
+        "position",
+        "directory_url",
+        "caa",
+        "eab",
+        "breaker",
+        "configured",
+        "last_error",
+    ]
+    readonly_fields = [
+        "name",
+        "position",
+        "directory_url",
+        "caa",
+        "eab",
+        "ca_bundle",
+        "roots",
+        "breaker",
+        "breaker_failures",
+        "breaker_reason",
+        "configured",
+        "last_error",
+        "last_error_at",
+        "created",
+        "updated",
+    ]
+    fields = readonly_fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        # The rows follow the settings of the process showing them.
+        sync_issuers()
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="CAA identities")
+    def caa(self, obj: Issuer) -> str:
+        return ", ".join(obj.caa_identities)
+
+    @admin.display(description="Circuit breaker")
+    def breaker(self, obj: Issuer) -> str:
+        now = timezone.now()
+        if obj.breaker_open_until is None:
+            return (
+                f"closed ({obj.breaker_failures} CA-side failures in a row)"
+                if obj.breaker_failures
+                else "closed"
+            )
+        if obj.breaker_open_until > now:
+            return (
+                f"open until {obj.breaker_open_until:%Y-%m-%d %H:%M:%S} UTC: new orders go to the next issuer"
+            )
+        return "half-open: one order tries it again"
+
+    @admin.display(description="External Account Binding")
+    def eab(self, obj: Issuer) -> str:
+        return f"key id {obj.eab_key_id}" if obj.eab_key_id else "none"
 
 
 @admin.register(AcmeAccount)
@@ -30,10 +108,24 @@ class AcmeAccountAdmin(admin.ModelAdmin):
         return False
 
 
+class RenewalFailingFilter(admin.SimpleListFilter):
+    title = "renewal"
+    parameter_name = "renewal_failing"
+
+    def lookups(self, request, model_admin):
+        return [("1", "Failing (still served while valid)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "1":
+            return queryset.filter(renewal_failures__gt=0, renew_at__isnull=False)
+        return queryset
+
+
 @admin.register(Certificate)
 class CertificateAdmin(admin.ModelAdmin):
     list_display = [
         "domain",
+        "state_badge",
         "source",
         "not_before",
         "not_after",
@@ -42,14 +134,22 @@ class CertificateAdmin(admin.ModelAdmin):
         "renewal_failures",
         "revoked_at",
         "revocation_reason",
+        "issued_by",
         "issuer",
         "profile",
         "fingerprint_sha256",
         "created",
     ]
-    list_filter = ["source", "revocation_reason", "issuer", "profile"]
+    list_filter = [
+        "source",
+        RenewalFailingFilter,
+        "account__directory_url",
+        "revocation_reason",
+        "issuer",
+        "profile",
+    ]
     search_fields = ["domain__name", "fingerprint_sha256", "serial", "sans"]
-    list_select_related = ["domain"]
+    list_select_related = ["domain", "account"]
     raw_id_fields = ["domain"]
     readonly_fields = [
         "domain",
@@ -58,6 +158,7 @@ class CertificateAdmin(admin.ModelAdmin):
         "not_before",
         "not_after",
         "sans",
+        "issued_by",
         "issuer",
         "serial",
         "fingerprint_sha256",
@@ -87,7 +188,30 @@ class CertificateAdmin(admin.ModelAdmin):
         "ari_next_check",
         "ari_error",
     ]
+    # domains/admin.py adds "Renew now" (the renewal is the domains layer's).
     actions = ["check_renewal_information_now"]
+
+    @admin.display(description="State", ordering="not_after")
+    def state_badge(self, obj: Certificate) -> str:
+        now = timezone.now()
+        if obj.revoked_at is not None:
+            return badge("failing", "Revoked")
+        if obj.not_after <= now:
+            return badge("disabled", "Expired")
+        if obj.not_before > now:
+            return badge("creating", "Not yet valid")
+        if obj.not_after - now < expiring_window(
+            obj.not_after - obj.not_before, settings.CERTIFICATE_EXPIRING_DAYS
+        ):
+            return badge("action_required", "Expiring")
+        if obj.renewal_failures:
+            return badge("pending_dns", "Renewal failing")
+        return badge("in_use", "Valid")
+
+    @admin.display(description="Issued by", ordering="account__directory_url")
+    def issued_by(self, obj: Certificate) -> str:
+        """The CA of ACME_ISSUERS that issued it (empty for an uploaded one)."""
+        return issuer_label(obj.account.directory_url) if obj.account_id else ""
 
     @admin.display(description="Revocation requests (pending, settled, failed for good)")
     def revocation_attempts(self, obj: Certificate) -> str:
@@ -159,13 +283,13 @@ class OrderAdmin(admin.ModelAdmin):
     list_display = [
         "__str__",
         "domain",
-        "state",
+        "state_badge",
         "profile",
         "step_attempts",
         "lease_until",
         "created",
         "finished",
-        "problem",
+        "reason",
     ]
     list_filter = ["state", "is_renewal"]
     search_fields = ["domain__name", "order_url"]
@@ -192,6 +316,14 @@ class OrderAdmin(admin.ModelAdmin):
         "updated",
         "finished",
     ]
+
+    @admin.display(description="State", ordering="state")
+    def state_badge(self, obj: Order) -> str:
+        return badge(ORDER_STATE_COLOURS.get(obj.state, "disabled"), obj.state.capitalize())
+
+    @admin.display(description="Problem", ordering="problem")
+    def reason(self, obj: Order) -> str:
+        return one_line(obj.problem)
 
     def has_add_permission(self, request) -> bool:
         # Orders are started by the DNS check, never by hand.

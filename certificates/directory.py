@@ -22,6 +22,8 @@ import requests
 from django.conf import settings
 
 from certificates.acme_client import USER_AGENT
+from certificates.histograms import ACME_REQUEST, observe
+from certificates.issuers import issuer_of_url, tls_bundles, tls_verify
 
 DIRECTORY_CACHE_SECONDS = 600.0
 FETCH_TIMEOUT_SECONDS = 10.0
@@ -49,12 +51,19 @@ _cache: dict[str, tuple[float, Directory]] = {}
 _lock = threading.Lock()
 
 
-@functools.cache
 def ca_tls_context() -> ssl.SSLContext:
-    """How the CA's certificate is verified, as the ACME client does: ACME_CA_BUNDLE when set
-    (Pebble's root in development), else the public roots. Built once per process (loading the
-    roots costs milliseconds; a context is safe to share)."""
-    return ssl.create_default_context(cafile=settings.ACME_CA_BUNDLE or certifi.where())
+    """How the CAs' certificates are verified, as the ACME client does: the public roots plus every
+    issuer's CA bundle (ACME_CA_BUNDLE, or Pebble's root in development). Built once per process
+    and set of bundles (loading the roots costs milliseconds; a context is safe to share)."""
+    return _tls_context(tuple(tls_bundles()))
+
+
+@functools.cache
+def _tls_context(bundles: tuple[str, ...]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=certifi.where())
+    for bundle in bundles:
+        context.load_verify_locations(cafile=bundle)
+    return context
 
 
 def parse_directory(url: str, document: object) -> Directory:
@@ -102,11 +111,13 @@ def forget_directories() -> None:
 
 
 def _fetch(url: str, timeout: float) -> object:
+    started = time.monotonic()
+    status: int | str = "error"
     try:
         with requests.get(
             url,
             timeout=timeout,
-            verify=settings.ACME_CA_BUNDLE or True,
+            verify=tls_verify(url),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             stream=True,
         ) as response:
@@ -116,6 +127,8 @@ def _fetch(url: str, timeout: float) -> object:
         raise DirectoryUnavailable(
             f"the ACME directory at {url} could not be read: {network_problem(exc)}"
         ) from None
+    finally:
+        observe(ACME_REQUEST, time.monotonic() - started, (issuer_of_url(url), "directory", str(status)))
     if len(body) > MAX_DIRECTORY_BYTES:
         raise DirectoryUnavailable(
             f"the ACME directory at {url} is larger than {MAX_DIRECTORY_BYTES // 1024} KiB"

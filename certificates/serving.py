@@ -50,9 +50,10 @@ def served_certificate_of(domain_id: int, now: datetime.datetime | None = None) 
 # hand-written statement: this runs on routers' handshakes, where compiling the ORM's CASE
 # expressions cost several times the query itself. tests/web/test_routers.py pins it to the rule.
 _SERVED_SQL = """
-SELECT c.*, d.name AS domain_name
+SELECT c.*, d.name AS domain_name, coalesce(ac.directory_url, '') AS directory_url
 FROM certificates_certificate c JOIN domains_domain d ON d.id = c.domain_id
   JOIN domains_app a ON a.id = d.app_id
+  LEFT JOIN certificates_acmeaccount ac ON ac.id = c.account_id
 WHERE d.name = ANY(%(names)s) AND c.not_before <= %(now)s AND c.not_after > %(now)s
   AND (c.source = %(custom)s OR d.letsencrypt_enabled) AND c.revoked_at IS NULL
   AND (%(all_regions)s OR a.region_id = ANY(%(regions)s))
@@ -66,7 +67,8 @@ def served_certificate(
 ) -> Certificate | None:
     """The certificate for a TLS client asking for `server_name` (SNI) at `now`: the domain's own,
     else the wildcard domain one label up (`*.example.com` for `www.example.com`); one query. The
-    domain's name is on the result as `domain_name`. With `regions`, only a domain of those
+    domain's name is on the result as `domain_name`, its issuer's directory as `directory_url` (empty
+    for an uploaded one). With `regions`, only a domain of those
     regions' apps (a router scoped to them never gets another region's key)."""
     now = now or timezone.now()
     name = server_name.strip().rstrip(".").lower()

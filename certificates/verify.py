@@ -18,6 +18,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from django.conf import settings
 
 from certificates.facts import CertificateFacts, certificate_facts
+from certificates.issuers import by_directory
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,16 @@ def _load_roots(path: str, mtime: float) -> tuple[x509.Certificate, ...]:
     return tuple(roots)
 
 
-def trusted_roots() -> list[x509.Certificate]:
-    """certifi's public roots plus EXTRA_TRUSTED_ROOTS (read again when the file changes)."""
+def trusted_roots(extra: str | None = None, setting: str = "EXTRA_TRUSTED_ROOTS") -> list[x509.Certificate]:
+    """certifi's public roots plus the roots of the file `extra` (default EXTRA_TRUSTED_ROOTS; an
+    issuer's `roots`, named by `setting` when it is missing), read again when the file changes."""
     roots = list(_load_roots(certifi.where(), os.path.getmtime(certifi.where())))
-    extra = settings.EXTRA_TRUSTED_ROOTS
+    extra = settings.EXTRA_TRUSTED_ROOTS if extra is None else extra
     if extra:
         try:
             roots += _load_roots(extra, os.path.getmtime(extra))
         except FileNotFoundError:
-            raise ChainRejected(f"EXTRA_TRUSTED_ROOTS names a file that does not exist: {extra}") from None
+            raise ChainRejected(f"{setting} names a file that does not exist: {extra}") from None
     return roots
 
 
@@ -73,10 +75,15 @@ def public_key_der(key) -> bytes:
 
 
 def verify_issued_chain(
-    fullchain_pem: str, private_key_pem: bytes, names: list[str], now: datetime.datetime | None = None
+    fullchain_pem: str,
+    private_key_pem: bytes,
+    names: list[str],
+    now: datetime.datetime | None = None,
+    directory_url: str | None = None,
 ) -> CertificateFacts:
-    """Verifies the chain the CA returned for `names` and our key and returns what is stored about it;
-    raises ChainRejected."""
+    """Verifies the chain the CA at `directory_url` returned for `names` and our key, up to that
+    issuer's roots (certifi's and its `roots`), and returns what is stored about it; raises
+    ChainRejected."""
     chain = split_chain(fullchain_pem)
     leaf, intermediates = chain[0], chain[1:]
     key = serialization.load_pem_private_key(private_key_pem, password=None)
@@ -90,7 +97,11 @@ def verify_issued_chain(
     missing = [name for name in names if name not in sans]
     if missing:
         raise ChainRejected(f"the certificate does not cover {', '.join(missing)}")
-    roots = trusted_roots()
+    issuer = by_directory(directory_url) if directory_url else None
+    if issuer is None or not settings.ACME_ISSUERS_SET:
+        roots = trusted_roots()
+    else:
+        roots = trusted_roots(issuer.roots, f"ACME_ISSUERS' roots of issuer {issuer.name}")
     if not roots:
         raise ChainRejected("no trusted root is configured")
     builder = PolicyBuilder().store(Store(roots))

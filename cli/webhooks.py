@@ -1,5 +1,5 @@
 """The webhook commands: `webhooks`, `webhooks-add`, `webhooks-remove`, `webhooks-rotate-secret`,
-`webhooks-enable`, `webhooks-deliveries`, `webhooks-delivery`, `webhooks-redeliver`."""
+`webhooks-enable`, `webhooks-retry`, `webhooks-deliveries`, `webhooks-delivery`, `webhooks-redeliver`."""
 
 from __future__ import annotations
 
@@ -117,6 +117,18 @@ def cmd_webhooks_enable(client: ApiClient, config: Config, args: argparse.Namesp
     )
 
 
+def cmd_webhooks_retry(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
+    answer = client.request("POST", _path(config, args.id, "retry"))
+    if args.json:
+        emit_json(answer)
+        return
+    retried = answer.get("retried", 0)
+    if retried:
+        print(f"The waiting deliveries of {retried} domain(s) to webhook endpoint {args.id} are sent now.")
+    else:
+        print(f"No delivery to webhook endpoint {args.id} was waiting out a backoff.")
+
+
 def cmd_webhooks_deliveries(client: ApiClient, config: Config, args: argparse.Namespace) -> None:
     params = {"state": args.state} if args.state else None
     deliveries = list(islice(client.paginate(_path(config, args.id, "deliveries"), params), args.limit))
@@ -198,6 +210,7 @@ def register_webhook_commands(command: Command) -> None:
             "a new signing secret (the old one keeps signing for 24 hours)",
         ),
         ("webhooks-enable", cmd_webhooks_enable, "turn a disabled webhook endpoint back on"),
+        ("webhooks-retry", cmd_webhooks_retry, "send an endpoint's waiting deliveries now, skipping backoff"),
     ):
         command(name, handler, summary).add_argument("id", metavar="ID", type=int)
     sub = command("webhooks-deliveries", cmd_webhooks_deliveries, "an endpoint's deliveries, newest first")

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import environ
 
 from config.env import EnvReader
+from config.issuers import DEFAULT_NAME as ISSUER_DEFAULT_NAME
+from config.issuers import IssuerSetting, parse_issuers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -32,6 +35,9 @@ if _database_url:
     _database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     _database["CONN_HEALTH_CHECKS"] = True
     _database.setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+    # No JIT compilation: Certwright's statements are short, and compiling cost the overview's
+    # aggregates 7 to 28 ms each at a million rows (bench/overview.py), for nothing back.
+    _database["OPTIONS"]["options"] = "-c jit=off"
 else:
     _database = {"ENGINE": "django.db.backends.postgresql", "NAME": "unset"}
 DATABASES = {"default": _database}
@@ -40,8 +46,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CELERY_BROKER_URL = env.url("CELERY_BROKER_URL", ("redis", "rediss"), required=True)
 QUOTA_REDIS_URL = env.url("QUOTA_REDIS_URL", ("redis", "rediss"), required=True)
 
-# ACME. No default directory on purpose: a deployment must say which CA it talks to.
-ACME_DIRECTORY_URL = env.url("ACME_DIRECTORY_URL", ("https", "http"), required=True)
+# ACME. No default directory on purpose: a deployment must say which CA it talks to, either in
+# ACME_DIRECTORY_URL (one issuer, with ACME_CA_BUNDLE, ACME_CAA_IDENTITY and EXTRA_TRUSTED_ROOTS)
+# or in ACME_ISSUERS (several, in order: config/issuers.py), whose first is then the primary.
+_issuers_text = env.str("ACME_ISSUERS")
+ACME_DIRECTORY_URL = env.url("ACME_DIRECTORY_URL", ("https", "http"), required=not _issuers_text)
 ACME_CA_BUNDLE = env.path("ACME_CA_BUNDLE")
 ACME_CONTACT_EMAIL = env.str("ACME_CONTACT_EMAIL")
 if ACME_CONTACT_EMAIL and "@" not in ACME_CONTACT_EMAIL:
@@ -104,8 +113,8 @@ ARI_CONCURRENCY = env.int("ARI_CONCURRENCY", 64, minimum=1)
 # backoff for WEBHOOK_RETRY_SECONDS (3 days), an endpoint failing for WEBHOOK_DISABLE_AFTER_SECONDS
 # (5 days) is disabled and its owner told; a rotated secret keeps signing for
 # WEBHOOK_SECRET_OVERLAP_SECONDS. One worker process keeps WEBHOOK_CONCURRENCY requests in flight
-# and claims WEBHOOK_BATCH deliveries at a time; a backlog is worked by up to WEBHOOK_PARALLEL_RUNS
-# processes at once.
+# and claims WEBHOOK_BATCH queues (each one's next delivery) at a time; a backlog is worked by up
+# to WEBHOOK_PARALLEL_RUNS processes at once.
 WEBHOOK_ALLOWED_NETWORKS = env.networks("WEBHOOK_ALLOWED_NETWORKS")
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", False)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
@@ -165,6 +174,40 @@ FEED_RETENTION_DAYS = env.int("FEED_RETENTION_DAYS", 7, minimum=1)
 DNS_CONCURRENCY = env.int("DNS_CONCURRENCY", 500, minimum=1)
 # The CA identity CAA records must authorize (RFC 8659 issuer domain name).
 ACME_CAA_IDENTITY = env.str("ACME_CAA_IDENTITY", "letsencrypt.org")
+# Several issuers (certificates/issuers.py): CA-side failures in a row that open an issuer's
+# circuit breaker, and for how long new orders then skip it before one probes it; a 429 whose
+# Retry-After is further away than this sends the domain's next order to the next issuer; and how
+# long a domain keeps avoiding an issuer that failed it on its side (unless one succeeds first).
+ISSUER_BREAKER_FAILURES = env.int("ISSUER_BREAKER_FAILURES", 5, minimum=1)
+ISSUER_BREAKER_COOLDOWN_SECONDS = env.int("ISSUER_BREAKER_COOLDOWN_SECONDS", 300, minimum=1)
+ISSUER_FAILOVER_RETRY_AFTER_SECONDS = env.int("ISSUER_FAILOVER_RETRY_AFTER_SECONDS", 6 * 3600, minimum=0)
+ISSUER_AVOID_SECONDS = env.int("ISSUER_AVOID_SECONDS", 86400, minimum=60)
+# Whether ACME_ISSUERS lists the issuers (each with its own roots), or the ACME_* variables name one.
+ACME_ISSUERS_SET = bool(_issuers_text)
+if _issuers_text:
+    ACME_ISSUERS, _issuer_problems = parse_issuers(_issuers_text)
+    for _problem in _issuer_problems:
+        env.fail("ACME_ISSUERS", _problem)
+    if ACME_ISSUERS and ACME_DIRECTORY_URL and ACME_DIRECTORY_URL != ACME_ISSUERS[0].directory_url:
+        env.fail(
+            "ACME_DIRECTORY_URL",
+            f"is {ACME_DIRECTORY_URL} but ACME_ISSUERS' first issuer ({ACME_ISSUERS[0].name}) is "
+            f"{ACME_ISSUERS[0].directory_url}: leave it unset, or make them the same",
+        )
+    if ACME_ISSUERS:
+        # The primary is what every single-CA setting names.
+        ACME_DIRECTORY_URL = ACME_ISSUERS[0].directory_url
+        ACME_CA_BUNDLE = ACME_ISSUERS[0].ca_bundle or ACME_CA_BUNDLE
+else:
+    ACME_ISSUERS = [
+        IssuerSetting(
+            ISSUER_DEFAULT_NAME,
+            ACME_DIRECTORY_URL or "",
+            (ACME_CAA_IDENTITY,),
+            ACME_CA_BUNDLE or "",
+            EXTRA_TRUSTED_ROOTS or "",
+        )
+    ]
 
 # DNS-01 for wildcard domains (certificates/dns01.py): customers delegate _acme-challenge.<name>
 # by CNAME into DNS01_ZONE, where the platform publishes each order's TXT record. Without a zone,
@@ -217,10 +260,22 @@ HEALTH_CHECK_TIMEOUT_SECONDS = env.int("HEALTH_CHECK_TIMEOUT_SECONDS", 2, minimu
 # waiting on the CA, DNS and PostgreSQL, so more processes than cores pay off.
 WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", 8, minimum=1)
 
+# The origins (https://dashboard.example.com) that may frame the customers' Domains tab, besides its own.
+DOMAINS_TAB_FRAME_ANCESTORS = env.list("DOMAINS_TAB_FRAME_ANCESTORS", [])
+for _origin in DOMAINS_TAB_FRAME_ANCESTORS:
+    if not re.fullmatch(r"https?://[a-z0-9.-]+(:[0-9]+)?", _origin):
+        env.fail(
+            "DOMAINS_TAB_FRAME_ANCESTORS",
+            f"{_origin!r} is not an origin such as https://dashboard.example.com (scheme, host, port)",
+        )
+
 env.raise_if_invalid()
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # First, so that its templates (admin/base_site.html) come before the admin's own.
+    "dashboard.apps.DashboardConfig",
+    # Django's admin, whose home is the operators' overview (dashboard/admin_site.py).
+    "dashboard.apps.CertwrightAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -250,6 +305,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # After it, so that the Domains tab's frame-ancestors exemption is set before it answers.
+    "dashboard.customer_views.embedding",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -312,6 +369,11 @@ CACHES = {
 # /metrics (api/metrics.py): open when empty (keep it on the internal network), else it asks
 # for `Authorization: Bearer <METRICS_TOKEN>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+
+# The customers' Domains tab (/apps/<app>/domains/, dashboard/customer_views.py): customers sign in
+# at /apps/login/; DOMAINS_TAB_FRAME_ANCESTORS (read above) may frame it.
+LOGIN_URL = "/apps/login/"
+LOGIN_REDIRECT_URL = "/apps/"
 
 # The routers' endpoint (api/routers.py): how long a router may keep an answer before it
 # asks again (with If-None-Match); never past the certificate's expiry.

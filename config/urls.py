@@ -12,6 +12,8 @@ admin.site.site_title = "Certwright"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The customers' Domains tab (dashboard/customer_views.py).
+    path("apps/", include("dashboard.customer_urls")),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
     path("api/v1/", include("api.urls")),

@@ -292,7 +292,10 @@ def main() -> int:
     say("the stack is up:")
     admin_user, admin_password = env["DJANGO_SUPERUSER_USERNAME"], env["DJANGO_SUPERUSER_PASSWORD"]
     lines = [
-        f"  Admin     http://localhost:{WEB_PORT}/admin/  user {admin_user}  password {admin_password}",
+        f"  Overview  http://localhost:{WEB_PORT}/admin/  (the operators' overview, the admin's home)"
+        f"  user {admin_user}  password {admin_password}",
+        f"  Domains   http://localhost:{WEB_PORT}/apps/{demo_app.name}/domains/"
+        "  (the demo app's Domains tab, as its customer sees it; same user)",
         f"  Health    http://localhost:{WEB_PORT}/healthz",
         f"  Metrics   http://localhost:{WEB_PORT}/metrics",
         f"  API       http://localhost:{WEB_PORT}/api/v1/  (token {api_token[:16]}..., whole in .env)",

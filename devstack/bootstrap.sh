@@ -12,14 +12,40 @@ as_root() {
 }
 
 apt_updated=0
+apt_options=()
 apt_install() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing Debian packages: ${missing[*]}"
   if [ $apt_updated = 0 ]; then as_root apt-get update -qq || true; apt_updated=1; fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_options[@]}" "${missing[@]}" >/dev/null
 }
+
+# apt_install for a package that ships a daemon this machine only needs the tools of: its
+# recommends (prometheus' node exporter, another daemon) are left out, and a policy-rc.d answering
+# 101 ("action forbidden", see invoke-rc.d(8), which deb-systemd-invoke honours too) stands in for
+# the machine's own during the install, so that nothing is started. The machine's policy-rc.d, or
+# its absence, is restored afterwards, also when the install fails or is interrupted. update-rc.d
+# then disables what the install enabled at boot (its init script and, through systemctl, its unit).
+install_without_starting_services() (
+  policy=/usr/sbin/policy-rc.d
+  kept=""
+  if [ -e "$policy" ]; then kept=$(mktemp); as_root cp -p "$policy" "$kept"; fi
+  restore() {
+    if [ -n "$kept" ]; then as_root cp -p "$kept" "$policy"; as_root rm -f "$kept"
+    else as_root rm -f "$policy"; fi
+  }
+  trap restore EXIT
+  trap 'exit 130' INT TERM
+  printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+  as_root chmod 0755 "$policy"
+  apt_options=(--no-install-recommends)
+  apt_install "$@"
+  for pkg in "$@"; do
+    as_root update-rc.d "$pkg" disable >/dev/null 2>&1 || say "could not keep $pkg from starting at boot"
+  done
+)
 
 # pebble: the ACME test CA and its mock DNS; docker-compose (1.29): validates docker/compose.yml in
 # the suite and runs it in make docker-test.
@@ -41,6 +67,10 @@ command -v certutil >/dev/null || apt_install libnss3-tools
 command -v redis-server >/dev/null || apt_install redis-server
 command -v pg_ctlcluster >/dev/null || apt_install postgresql
 command -v pg_isready >/dev/null || apt_install postgresql-client
+# promtool: the suite checks deploy/prometheus/certwright-alerts.yml with it (tests/deploy/
+# test_monitoring_rules.py). It comes in Debian's prometheus package, whose maintainer scripts would
+# start a Prometheus server: see install_without_starting_services.
+command -v promtool >/dev/null || install_without_starting_services prometheus
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   say "starting PostgreSQL"

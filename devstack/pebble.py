@@ -112,6 +112,11 @@ class PebbleStack:
     validity_seconds: int = NINETY_DAYS
     # Where every listener binds: loopback, or a bridge address that simulated hosts reach.
     host: str = "127.0.0.1"
+    # External Account Binding: when given, Pebble requires it, with these key ids and HMAC keys
+    # (base64url, as a CA hands them out).
+    eab_keys: dict[str, str] = field(default_factory=dict)
+    # False: another stack's challtestsrv already serves `dns_port` (a second CA, same DNS).
+    own_challtestsrv: bool = True
     processes: list[ManagedProcess] = field(default_factory=list)
 
     @property
@@ -144,7 +149,8 @@ class PebbleStack:
                 "httpPort": self.http01_port,
                 "tlsPort": self.tls_alpn_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
+                "externalAccountBindingRequired": bool(self.eab_keys),
+                "externalAccountMACKeys": self.eab_keys,
                 "certificateValidityPeriod": self.validity_seconds,
             }
         }
@@ -156,30 +162,31 @@ class PebbleStack:
         require_binaries()
         logs = self.state_dir / "logs"
         config = self.write_config()
-        challtestsrv = ManagedProcess(
-            "challtestsrv",
-            [
-                "pebble-challtestsrv",
-                # Without these, every unknown name resolves to 127.0.0.1 and ::1.
-                "-defaultIPv4",
-                "",
-                "-defaultIPv6",
-                "",
-                "-dns01",
-                f"{self.host}:{self.dns_port}",
-                "-management",
-                f"{self.host}:{self.challtestsrv_port}",
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-            ],
-            logs,
-        ).start()
-        self.processes.append(challtestsrv)
-        challtestsrv.wait_until(lambda: tcp_open(self.host, self.challtestsrv_port), what="listening")
+        if self.own_challtestsrv:
+            challtestsrv = ManagedProcess(
+                "challtestsrv",
+                [
+                    "pebble-challtestsrv",
+                    # Without these, every unknown name resolves to 127.0.0.1 and ::1.
+                    "-defaultIPv4",
+                    "",
+                    "-defaultIPv6",
+                    "",
+                    "-dns01",
+                    f"{self.host}:{self.dns_port}",
+                    "-management",
+                    f"{self.host}:{self.challtestsrv_port}",
+                    "-http01",
+                    "",
+                    "-https01",
+                    "",
+                    "-tlsalpn01",
+                    "",
+                ],
+                logs,
+            ).start()
+            self.processes.append(challtestsrv)
+            challtestsrv.wait_until(lambda: tcp_open(self.host, self.challtestsrv_port), what="listening")
         pebble_env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", **self.env}
         pebble = ManagedProcess(
             "pebble",

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import datetime
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, OuterRef, Subquery, Value
-from django.db.models.functions import Least
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -17,7 +14,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
+from certificates.admin import CertificateAdmin
+from certificates.admin_badges import badge, one_line
+from certificates.custom import UploadRejected
 from certificates.models import (
     Certificate,
     CertificateSource,
@@ -27,22 +26,27 @@ from certificates.models import (
     expiring_window,
 )
 from certificates.serving import in_serving_order, served_certificate_of
+from domains.claims import renew_now
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
+from domains.domain_admin_forms import (
+    CustomCertificateForm,
+    DomainForm,
+    ExpiringFilter,
+    PausedByCAFilter,
+    ProfileFilter,
+)
+from domains.issuer_choice import pin_issuer
 from domains.models import App, Domain, DomainEvent, DomainStatus, Region
 from domains.names import to_unicode
 from domains.ownership import ownership_record
 from domains.pauses import DomainPaused, unpause_domains
 from domains.platform import ensure_platform_domain, platform_apps, platform_domains, remove_platform_domain
-from domains.profiles import PROFILE_HELP, ProfileRefused, ProfileUnchecked, check_profile, effective_profile
+from domains.profiles import ProfileRefused, ProfileUnchecked, effective_profile
 from domains.quota_policy import quota_of
 from domains.read_only_admin import ReadOnlyAdmin
 from domains.revocations import RevokeAndReplaceRefused, revoke_and_replace
 from domains.services import (
-    DomainLimitReached,
-    InvalidDomainName,
-    check_room_for_a_domain,
-    clean_domain_name,
-    create_domain,
+    add_domain,
     delete_domain,
     dns_records_to_add,
     retry_now,
@@ -137,109 +141,6 @@ class AppAdmin(admin.ModelAdmin):
     readonly_fields = ["created", "updated"]
 
 
-class DomainForm(forms.ModelForm):
-    class Meta:
-        model = Domain
-        fields = ["app", "name", "letsencrypt_enabled", "acme_profile"]
-        labels = {"acme_profile": "CA profile"}
-        help_texts = {"acme_profile": PROFILE_HELP}
-
-    def clean_name(self) -> str:
-        try:
-            return clean_domain_name(self.cleaned_data["name"])
-        except InvalidDomainName as exc:
-            raise ValidationError(str(exc), code=exc.rule) from None
-
-    def clean_acme_profile(self) -> str:
-        try:
-            # Asked of the CA now; the answer is cached for create_domain / set_profile.
-            return check_profile(self.cleaned_data.get("acme_profile") or "")
-        except (ProfileRefused, ProfileUnchecked) as exc:
-            raise ValidationError(str(exc)) from None
-
-    def clean_app(self):
-        app = self.cleaned_data["app"]
-        if self.instance.pk is None and app is not None:
-            try:
-                # Said early, on the form; create_domain checks again under the app's lock.
-                check_room_for_a_domain(app, lock=False)
-            except DomainLimitReached as exc:
-                raise ValidationError(str(exc)) from None
-        return app
-
-
-class CustomCertificateForm(forms.Form):
-    """The upload: formats are told apart by their bytes, never by the file name."""
-
-    certificate = forms.FileField(
-        help_text="PEM bundle (leaf and intermediates, any order), DER, PKCS#7 (.p7b) or PKCS#12 (.pfx)."
-    )
-    private_key = forms.FileField(
-        required=False, help_text="PEM or DER (PKCS#1, PKCS#8 or SEC1); not needed with a PKCS#12 file."
-    )
-    intermediates = forms.FileField(
-        required=False, help_text="Intermediates, if the certificate file does not carry them (PEM or DER)."
-    )
-    passphrase = forms.CharField(
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput,
-        help_text="For an encrypted key or a PKCS#12 file.",
-    )
-
-    def clean(self):
-        data = super().clean()
-        for field in ("certificate", "private_key", "intermediates"):
-            upload = data.get(field)
-            # Refused before anything is read into memory or parsed.
-            if upload is not None and upload.size > MAX_UPLOAD_BYTES:
-                self.add_error(
-                    field, f"{upload.size:,} bytes; at most {MAX_UPLOAD_BYTES:,} bytes (64 KiB) are accepted"
-                )
-        return data
-
-
-class ExpiringFilter(admin.SimpleListFilter):
-    title = "served certificate"
-    parameter_name = "served"
-
-    def lookups(self, request, model_admin):
-        days = settings.CERTIFICATE_EXPIRING_DAYS
-        return [
-            ("expiring", f"Expiring (under {days} days or a quarter of its lifetime left)"),
-            ("none", "Nothing served"),
-        ]
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() == "expiring":
-            # expiring_window in SQL: LEAST(N days, (not_after - not_before) / 4).
-            quarter = ExpressionWrapper(
-                (F("served_not_after") - F("served_not_before")) / 4, output_field=DurationField()
-            )
-            days = Value(datetime.timedelta(days=settings.CERTIFICATE_EXPIRING_DAYS), DurationField())
-            soon = ExpressionWrapper(Value(now) + Least(days, quarter), output_field=DateTimeField())
-            return queryset.filter(served_not_after__lte=soon)
-        if self.value() == "none":
-            return queryset.filter(served_not_after__isnull=True)
-        return queryset
-
-
-class PausedByCAFilter(admin.SimpleListFilter):
-    title = "paused by the CA"
-    parameter_name = "ca_paused"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "Paused by the CA"), ("no", "Not paused")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.exclude(ca_unpause_url="")
-        if self.value() == "no":
-            return queryset.filter(ca_unpause_url="")
-        return queryset
-
-
 def _served_subquery(field: str, now: datetime.datetime) -> Subquery:
     """One field of the certificate served now."""
     return Subquery(in_serving_order(now).filter(domain_id=OuterRef("pk")).values(field)[:1])
@@ -264,6 +165,7 @@ class DomainAdmin(admin.ModelAdmin):
     inlines = [DomainEventInline]
     actions = [
         "retry_now_action",
+        "renew_now_action",
         "mark_unpaused_action",
         "remove_custom_certificate_action",
         "revoke_and_replace_action",
@@ -272,7 +174,7 @@ class DomainAdmin(admin.ModelAdmin):
         "name",
         "unicode_name",
         "app",
-        "status",
+        "status_badge",
         "served",
         "expiring",
         "letsencrypt_enabled",
@@ -280,17 +182,24 @@ class DomainAdmin(admin.ModelAdmin):
         "consecutive_failures",
         "next_attempt_at",
         "last_checked_at",
-        "last_error",
+        "reason",
     ]
     list_filter = [
         "status",
+        "waiting_on",
         PausedByCAFilter,
         ExpiringFilter,
         "letsencrypt_enabled",
-        "acme_profile",
+        ProfileFilter,
         "app__region",
     ]
     search_fields = ["name", "app__name", "registered_domain"]
+    # One count (of the filtered rows) per page, not a second of the whole table.
+    show_full_result_count = False
+    search_help_text = (
+        "A name (or part of one), an app, a registered domain, a name a certificate covers (SAN), "
+        "or a certificate's SHA-256 fingerprint (or its first 8 or more hex digits, colons allowed)."
+    )
     list_select_related = ["app"]
     raw_id_fields = ["app"]
     readonly_fields = [
@@ -304,12 +213,30 @@ class DomainAdmin(admin.ModelAdmin):
         "quota",
         "dns_records",
         "consecutive_failures",
+        "avoid_issuers",
+        "avoid_issuers_until",
         "next_attempt_at",
         "last_checked_at",
         "last_error",
         "created",
         "updated",
     ]
+
+    def get_search_results(self, request, queryset, search_term):
+        """Besides the names: the domains whose certificates cover `search_term` (a SAN, exactly)
+        or whose fingerprint starts with it."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip().lower()
+        if not term:
+            return found, duplicates
+        hex_digits = term.replace(":", "")
+        certificates = Certificate.objects.filter(sans__contains=[term])
+        if len(hex_digits) >= 8 and all(c in "0123456789abcdef" for c in hex_digits):
+            certificates = certificates | Certificate.objects.filter(
+                fingerprint_sha256__startswith=hex_digits
+            )
+        by_certificate = queryset.filter(pk__in=certificates.values("domain_id"))
+        return found | by_certificate, duplicates
 
     def get_queryset(self, request):
         now = timezone.now()
@@ -388,9 +315,15 @@ class DomainAdmin(admin.ModelAdmin):
                 except (ProfileRefused, ProfileUnchecked) as exc:
                     # The CA's offer changed since the form was checked: the profile is left as it was.
                     self.message_user(request, f"{obj.name}: profile not changed: {exc}", messages.ERROR)
+            if "issuer" in form.changed_data:
+                pin_issuer(obj, obj.issuer)
             return
-        created = create_domain(
-            obj.app, obj.name, letsencrypt=obj.letsencrypt_enabled, profile=obj.acme_profile
+        created = add_domain(
+            obj.app,
+            obj.name,
+            letsencrypt=obj.letsencrypt_enabled,
+            profile=obj.acme_profile,
+            issuer=obj.issuer,
         )
         obj.pk = created.pk
         obj.refresh_from_db()
@@ -409,6 +342,14 @@ class DomainAdmin(admin.ModelAdmin):
             self.message_user(request, f"Custom certificate removed: {', '.join(removed)}", messages.SUCCESS)
         else:
             self.message_user(request, "None of these domains had a custom certificate.", messages.WARNING)
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Domain) -> str:
+        return badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Last error", ordering="last_error")
+    def reason(self, obj: Domain) -> str:
+        return one_line(obj.last_error)
 
     @admin.display(description="Served", ordering="served_not_after")
     def served(self, obj: Domain) -> str:
@@ -510,6 +451,10 @@ class DomainAdmin(admin.ModelAdmin):
             except RevokeAndReplaceRefused as exc:
                 self.message_user(request, f"Not revoked: {exc}", messages.ERROR)
 
+    @admin.action(description="Renew now (the served Let's Encrypt certificate, whatever its renewal date)")
+    def renew_now_action(self, request, queryset) -> None:
+        _renew_now(self, request, queryset.order_by("name").values_list("pk", "name"))
+
     @admin.action(description="Retry now (check DNS, or continue the order, with the backoff reset)")
     def retry_now_action(self, request, queryset) -> None:
         for domain in queryset:
@@ -605,3 +550,36 @@ class RegisteredDomainAdmin(ReadOnlyAdmin):
 
 # Registered by importing them: the outbox's and the notifications' admin live in their own modules.
 from domains import event_admin, notification_admin  # noqa: E402, F401
+
+
+def _renew_now(model_admin: admin.ModelAdmin, request, domains) -> None:
+    """Renews the Let's Encrypt certificate of each (domain id, name) now, and says which could not
+    be renewed and why."""
+    renewed, skipped = [], []
+    for domain_id, name in domains:
+        (renewed if renew_now(domain_id) else skipped).append(name)
+    if renewed:
+        model_admin.message_user(request, f"Renewing now: {', '.join(renewed)}", messages.SUCCESS)
+    if skipped:
+        model_admin.message_user(
+            request,
+            "Not renewed (no Let's Encrypt certificate yet, Let's Encrypt turned off, an order "
+            f"already running, or paused by the CA): {', '.join(skipped)}",
+            messages.WARNING,
+        )
+
+
+@admin.action(
+    description="Renew now (their domains' Let's Encrypt certificates, whatever their renewal date)"
+)
+def renew_certificates_now(model_admin, request, queryset) -> None:
+    _renew_now(
+        model_admin,
+        request,
+        queryset.order_by("domain__name").values_list("domain_id", "domain__name").distinct(),
+    )
+
+
+# The certificate list's bulk "Renew now": the renewal is this layer's (certificates/admin.py
+# imports nothing from domains).
+CertificateAdmin.actions = [*CertificateAdmin.actions, renew_certificates_now]

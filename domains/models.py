@@ -103,6 +103,21 @@ SWEPT_STATUSES = (
 )
 
 
+class WaitingOn(models.TextChoices):
+    """What a domain not served yet (or failing) waits on: the `reason` of
+    certwright_domains_waiting, and the overview's words. "" when nothing."""
+
+    DNS = "dns", "DNS: the name does not point at the platform"
+    RESOLVER = "resolver", "DNS lookups failing (retried in a minute)"
+    OWNERSHIP = "ownership", "ownership: the TXT record that proves it"
+    CAA = "caa", "CAA: a record that allows no issuer of the platform"
+    DNS01 = "dns01", "the DNS-01 delegation of a wildcard"
+    QUOTA = "quota", "a quota token (Let's Encrypt's limits)"
+    ISSUER = "issuer", "a certificate authority available"
+    CA = "ca", "the certificate authority (it failed or refused the order)"
+    PAUSED = "paused", "the CA's pause of the name (an operator's unpause)"
+
+
 class Domain(models.Model):
     """A custom domain attached to an app, and the state of its Let's Encrypt certificate."""
 
@@ -123,11 +138,22 @@ class Domain(models.Model):
     # is sent for it until an operator has visited this URL and marked the domain unpaused.
     ca_unpause_url = models.URLField(max_length=2000, blank=True, default="", db_default="")
     ca_paused_at = models.DateTimeField(null=True, blank=True)
+    # The issuer (ACME_ISSUERS' name) every order of this domain goes to; empty: the first one its
+    # CAA allows, in order.
+    issuer = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # Issuers that failed this domain's last orders on their side (down, erroring, a long 429): its
+    # next orders go to the next issuer until one succeeds or `avoid_issuers_until` passes.
+    avoid_issuers = ArrayField(models.CharField(max_length=32), blank=True, default=list, db_default=[])
+    avoid_issuers_until = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=DomainStatus.choices, default=DomainStatus.PENDING_DNS)
     consecutive_failures = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # What it waits on (WaitingOn), written with last_error.
+    waiting_on = models.CharField(
+        max_length=16, choices=WaitingOn.choices, blank=True, default="", db_default="", editable=False
+    )
     # Set by whoever claimed the domain's next check (the sweep, or creation); the check task
     # carries the same token, so a redelivered or duplicate task finds it gone and does nothing.
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
@@ -158,6 +184,14 @@ class Domain(models.Model):
             ),
             # The quota view and the rebuild of a lost bucket: WHERE registered_domain = ?.
             models.Index(fields=["registered_domain"], name="domain_registered_domain_idx"),
+            # The overview and /metrics: counts per status and what it waits on (an index-only
+            # scan), and the domains of one status (the overview's attention lists, the admin's
+            # status filter). Changing neither, a write stays a HOT update.
+            models.Index(fields=["status", "waiting_on"], name="domain_status_idx"),
+            # The admin's profile filter: the profiles chosen (few domains choose one).
+            models.Index(
+                fields=["acme_profile"], name="domain_profile_idx", condition=~models.Q(acme_profile="")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -283,4 +317,5 @@ from domains.webhook_models import (  # noqa: E402, F401
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
+    WebhookQueue,
 )

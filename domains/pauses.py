@@ -22,7 +22,7 @@ from django.utils import timezone
 from certificates.models import Certificate, CertificateSource
 from domains.claims import claim_check_now, renew_now
 from domains.locking import lock_domains
-from domains.models import Domain, DomainStatus
+from domains.models import Domain, DomainStatus, WaitingOn
 from domains.status import change_status, settle_status
 
 
@@ -73,6 +73,7 @@ def pause_domains(domain_ids: list[int], unpause_url: str, now: datetime.datetim
                 next_attempt_at=None,
                 claim_token=None,
                 last_error=message,
+                waiting_on=WaitingOn.PAUSED,
             )
             Certificate.objects.filter(domain_id=domain_id, source=CertificateSource.LETSENCRYPT).update(
                 renew_at=None, renewal_claim=None, renewal_error=message

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from certificates.issuers import by_directory
 from certificates.models import (
     ACTIVE_ORDER_STATES,
     AcmeAccount,
@@ -32,6 +33,7 @@ from certificates.models import (
     QuotaKind,
     QuotaOverride,
 )
+from config.issuers import IssuerSetting
 from domains.names import registered_domain
 from domains.quota import Bucket, Level, Quota, QuotaUnavailable, replay
 
@@ -42,6 +44,8 @@ EXACT_SET_PREFIX = "quota:set:"
 ACCOUNT_PREFIX = "quota:account:"
 FAILED_AUTHZ_PREFIX = "quota:fa:"
 FAILED_AUTHZ_ONCE_PREFIX = "quota:fa-once:"
+# An issuer's own limit (ACME_ISSUERS' `limits`: {"orders": N, "period_seconds": S}), all domains.
+ISSUER_PREFIX = "quota:issuer:"
 WEEK = 7 * 24 * 3600
 
 _quota: Quota | None = None
@@ -160,7 +164,7 @@ def rebuild_from_postgres(bucket: Bucket) -> int:
     now = timezone.now()
     since = now - datetime.timedelta(microseconds=bucket.period_us)
     issued = Issuance.objects.filter(
-        registered_domain=bucket.subject, renewal=False, issued_at__gt=since
+        registered_domain=bucket.subject, renewal=False, issued_at__gt=since, spends_letsencrypt_limits=True
     ).values_list("issued_at", flat=True)
     in_flight = Order.objects.filter(
         domain__registered_domain=bucket.subject,
@@ -255,6 +259,11 @@ def waiting_message(bucket: Bucket, until: datetime.datetime) -> str:
             f"{at} (Let's Encrypt issues at most {bucket.capacity} certificates for the same names "
             f"per {_period(period)})"
         )
+    if bucket.key.startswith(ISSUER_PREFIX):
+        return (
+            f"the platform's limit of new orders at {bucket.subject} is reached; next attempt at {at} "
+            f"(at most {bucket.capacity} per {_period(period)})"
+        )
     return (
         f"the platform's limit of new orders at Let's Encrypt is reached; next attempt at {at} "
         f"(at most {bucket.capacity} per {_period(period)})"
@@ -270,6 +279,9 @@ def reserve(
     now = now or timezone.now()
     if not candidates:
         return {}
+    issuer = issuer_of_account(account_id)
+    if issuer is not None and issuer.limits != "letsencrypt":
+        return _reserve_at(issuer, candidates)
     overrides = load_overrides([[c.name] for c in candidates], [account_id])
     quota = get_quota()
     outcome: dict[int, Granted | Waiting] = {}
@@ -302,6 +314,44 @@ def reserve(
     return outcome
 
 
+def issuer_bucket(issuer: IssuerSetting) -> Bucket:
+    """The bucket of an issuer's own limit: `orders_limit` new orders per `orders_period_seconds`."""
+    capacity, period = issuer.orders_limit, issuer.orders_period_seconds
+    return Bucket(
+        f"{ISSUER_PREFIX}{issuer.name}", capacity, -(-period * 1_000_000 // capacity), subject=issuer.name
+    )
+
+
+def _reserve_at(issuer: IssuerSetting, candidates: list[Candidate]) -> dict[int, Granted | Waiting]:
+    """reserve() for an issuer that does not spend Let's Encrypt's buckets: its own bucket when it
+    has one, else nothing. A token a candidate booked while it waited for Let's Encrypt's goes
+    back (and its order takes a new reservation); one it booked here keeps its place."""
+    outcome: dict[int, Granted | Waiting] = {}
+    quota = get_quota()
+    bucket = issuer_bucket(issuer) if issuer.limits == "own" else None
+    for candidate in candidates:
+        reservation = candidate.reservation
+        if reservation and refund(reservation, [candidate.name], None, f"its order goes to {issuer.name}"):
+            reservation = None
+        if bucket is None:
+            outcome[candidate.domain_id] = Granted(None, candidate.renewal)
+            continue
+        reservation = reservation or uuid.uuid4()
+        try:
+            decision = quota.spend(str(reservation), [bucket])
+        except QuotaUnavailable as exc:
+            # Its CA enforces its limit too (and says so with a 429): ordering is safe, only blind.
+            logger.warning("%s: ordering at %s without a quota check: %s", candidate.name, issuer.name, exc)
+            outcome[candidate.domain_id] = Granted(None, candidate.renewal)
+            continue
+        if decision.granted:
+            outcome[candidate.domain_id] = Granted(reservation, candidate.renewal)
+            continue
+        until = timezone.now() + datetime.timedelta(microseconds=decision.wait_us)
+        outcome[candidate.domain_id] = Waiting(until, waiting_message(bucket, until), reservation)
+    return outcome
+
+
 # --- after the order ---------------------------------------------------------------------------
 
 
@@ -315,6 +365,10 @@ def _all_buckets(names: list[str], account_id: int | None, limits: bool = True) 
             .values_list("pk", flat=True)
             .first()
         )
+    else:
+        issuer = issuer_of_account(account_id)
+        if issuer is not None and issuer.limits != "letsencrypt":
+            return [issuer_bucket(issuer)] if issuer.limits == "own" else []
     # With the overrides: a refund gives back the interval the spend took.
     overrides = load_overrides([names], [account_id] if account_id else []) if limits else {}
     # The check-only buckets hold no reservation.
@@ -324,6 +378,21 @@ def _all_buckets(names: list[str], account_id: int | None, limits: bool = True) 
         if not bucket.check_only
     ]
     return buckets if account_id else buckets[:-1]
+
+
+def issuer_of_account(account_id: int | None) -> IssuerSetting | None:
+    """The configured issuer of the ACME account `account_id` (None: none, or no longer configured)."""
+    if account_id is None:
+        return None
+    directory_url = AcmeAccount.objects.filter(pk=account_id).values_list("directory_url", flat=True).first()
+    return by_directory(directory_url) if directory_url else None
+
+
+def spends_letsencrypt_limits(directory_url: str) -> bool:
+    """Whether the orders of an ACME account at `directory_url` spend Let's Encrypt's buckets: its
+    issuer's `limits` (a directory no longer configured: yes, the safe side)."""
+    issuer = by_directory(directory_url)
+    return issuer is None or issuer.limits == "letsencrypt"
 
 
 def refund(reservation: uuid.UUID | None, names: list[str], account_id: int | None, why: str) -> bool:

@@ -14,7 +14,17 @@ from domains.claims import claim_check_now, redrive_order_of, renew_now
 from domains.custom_certificates import install_custom_certificate
 from domains.enqueue import check_domains_later
 from domains.events import record_event, record_status_event
-from domains.models import SWEPT_STATUSES, App, Domain, DomainEvent, DomainStatus, EventType, Region
+from domains.issuer_choice import pin_issuer
+from domains.models import (
+    SWEPT_STATUSES,
+    App,
+    Domain,
+    DomainEvent,
+    DomainStatus,
+    EventType,
+    Region,
+    WaitingOn,
+)
 from domains.names import InvalidDomainName, normalize_domain_name
 from domains.orders import cancel_orders_of
 from domains.ownership import ownership_token
@@ -87,10 +97,13 @@ def create_domain(
     token = uuid.uuid4() if letsencrypt and not parked_wildcard(name) else None
     if not letsencrypt:
         status, reason, error = DomainStatus.DISABLED, "created with Let's Encrypt disabled", NOTHING_SERVED
+        waiting_on = ""
     elif token is None:
         status, reason, error = DomainStatus.ACTION_REQUIRED, WILDCARD_MESSAGE, WILDCARD_MESSAGE
+        waiting_on = WaitingOn.DNS01
     else:
         status, reason, error = DomainStatus.PENDING_DNS, "domain added; checking its DNS", ""
+        waiting_on = WaitingOn.DNS
     domain = Domain(
         app=app,
         name=name,
@@ -98,6 +111,7 @@ def create_domain(
         acme_profile=profile,
         status=status,
         last_error=error,
+        waiting_on=waiting_on,
         claim_token=token,
         # The first check is claimed by this creation: due again only if it is lost.
         next_attempt_at=now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS) if token else None,
@@ -134,11 +148,15 @@ def add_domain(
     passphrase: str | bytes | None = None,
     now: datetime | None = None,
     profile: str = "",
+    issuer: str = "",
 ) -> Domain:
     """create_domain, with a custom certificate installed in the same transaction when `cert` is
-    given: a rejected certificate (UploadRejected) adds no domain."""
+    given, pinned to `issuer` when one is named: a rejected certificate (UploadRejected) or an
+    unknown issuer (UnknownIssuer) adds no domain."""
     with transaction.atomic():
         domain = create_domain(app, raw_name, letsencrypt=letsencrypt, now=now, profile=profile)
+        if issuer:
+            pin_issuer(domain, issuer)
         if cert is not None:
             install_custom_certificate(domain, cert, key=key, chain=chain, passphrase=passphrase, now=now)
     domain.refresh_from_db()
@@ -249,6 +267,7 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
                 letsencrypt_enabled=True,
                 consecutive_failures=0,
                 last_error=WILDCARD_MESSAGE,
+                waiting_on=WaitingOn.DNS01,
             )
         else:
             token = uuid.uuid4()
@@ -260,6 +279,7 @@ def set_letsencrypt(domain: Domain, enabled: bool, *, now: datetime | None = Non
                 letsencrypt_enabled=True,
                 consecutive_failures=0,
                 last_error="",
+                waiting_on=WaitingOn.DNS,
                 claim_token=token,
                 next_attempt_at=now + timedelta(seconds=settings.DOMAIN_CHECK_LEASE_SECONDS),
             )

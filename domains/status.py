@@ -29,8 +29,10 @@ def change_status(
     **fields,
 ) -> bool:
     """Moves the domain to `to` (and sets `fields`) if it is in `allowed_from` and, when given, its
-    claim token is still `holding`; records the change in its history. Returns whether it happened."""
+    claim token is still `holding`; records the change in its history. Returns whether it happened.
+    What the domain waits on (`waiting_on`) is cleared unless `fields` names it."""
     now = now or timezone.now()
+    fields.setdefault("waiting_on", "")
     # No savepoint: inside a caller's transaction a failure here must undo the caller's work too.
     with transaction.atomic(savepoint=False):
         rows = Domain.objects.select_for_update().filter(pk=domain_id)
@@ -64,6 +66,8 @@ class StatusWrite:
     next_attempt_at: datetime | None
     # The quota reservation the domain holds afterwards; KEEP leaves it as it is.
     quota_reservation: object = KEEP
+    # What the domain waits on (domains.models.WaitingOn), "" when nothing.
+    waiting_on: str = ""
 
 
 # One statement for a whole chunk: lock the rows still claimed (in id order), update them, and
@@ -72,7 +76,7 @@ class StatusWrite:
 # row locks: the events of a domain keep their commit order (domains/events.py).
 _BULK_WRITE = """
 WITH v(id, status, reason, error, failures, next_at, keep_reservation, reservation, event_type,
-       event_reason, records) AS (VALUES {values}),
+       event_reason, records, waiting_on) AS (VALUES {values}),
 old AS (
     SELECT d.id, d.status FROM domains_domain d JOIN v ON v.id = d.id
     WHERE d.claim_token = %s ORDER BY d.id FOR UPDATE OF d
@@ -80,7 +84,8 @@ old AS (
 changed AS (
     UPDATE domains_domain d
     SET status = v.status, consecutive_failures = v.failures, next_attempt_at = v.next_at,
-        last_error = v.error, last_checked_at = %s, claim_token = NULL, updated = %s,
+        last_error = v.error, waiting_on = v.waiting_on, last_checked_at = %s, claim_token = NULL,
+        updated = %s,
         quota_reservation = CASE WHEN v.keep_reservation THEN d.quota_reservation ELSE v.reservation END
     FROM v, old
     WHERE d.id = v.id AND old.id = v.id
@@ -103,7 +108,7 @@ ORDER BY c.id
 """
 _ROW = (
     "(%s::bigint, %s::varchar, %s::text, %s::text, %s::integer, %s::timestamptz, %s::boolean, %s::uuid,"
-    " %s::varchar, %s::text, %s::jsonb)"
+    " %s::varchar, %s::text, %s::jsonb, %s::varchar)"
 )
 
 
@@ -132,6 +137,7 @@ def bulk_change_status(writes: list[StatusWrite], holding, now: datetime | None 
             None if event is None else str(event),
             event_reason(write.to, write.reason, write.error),
             json.dumps(records.get(write.domain_id, [])),
+            write.waiting_on,
         ]
     sql = _BULK_WRITE.format(values=", ".join([_ROW] * len(writes)))
     with connection.cursor() as cursor:

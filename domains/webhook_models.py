@@ -63,11 +63,14 @@ class DeliveryState(models.TextChoices):
 
 
 class WebhookDelivery(models.Model):
-    """One event for one endpoint. `seq` and `domain_id` are the event's: a pending delivery is sent
-    only when no pending delivery of the same endpoint and domain has a lower seq."""
+    """One event for one endpoint. `seq` and `domain_id` are the event's. The pending deliveries of
+    one endpoint and domain are sent one at a time, lowest seq first: their WebhookQueue says when
+    the next may go, which run holds it and how far it has come.
 
-    # No index of its own: the unique (endpoint, event) and the list index both begin with it, and
-    # every index costs each claim and each write a row (neither update can be HOT).
+    No column a delivery's outcome changes is in an index, so that writing it is a HOT update on
+    the page's free space (fillfactor 70), adding no index entry."""
+
+    # No index of its own: the unique (endpoint, seq) and the queue index both begin with it.
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_index=False
     )
@@ -76,12 +79,9 @@ class WebhookDelivery(models.Model):
     domain_id = models.BigIntegerField()
     state = models.CharField(max_length=12, choices=DeliveryState.choices, default=DeliveryState.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    # When a pending delivery is due. Null once it is no longer pending.
+    # When a pending delivery may be tried (its queue's time governs: the delivery goes when it is
+    # the first of its queue and the queue is due). Null once it is no longer pending.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # While a run holds the delivery, the end of its hold (the claim's token). In no index and in no
-    # index's condition, so that the claim's UPDATE is a HOT one on the table's free space
-    # (fillfactor 50), writing no index entry.
-    lease_until = models.DateTimeField(null=True, blank=True)
     # A failure after this gives the delivery up (WEBHOOK_RETRY_SECONDS from its creation, or from
     # an operator's or customer's redelivery).
     give_up_at = models.DateTimeField(null=True, blank=True)
@@ -94,33 +94,60 @@ class WebhookDelivery(models.Model):
         ordering = ["-seq"]
         verbose_name_plural = "webhook deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_delivery_once"),
+            # An event once per endpoint (an event has one seq); also an endpoint's deliveries newest
+            # first, for the API, the CLI and the admin.
+            models.UniqueConstraint(fields=["endpoint", "seq"], name="webhook_delivery_once"),
         ]
         indexes = [
-            # The sender's claim: WHERE state = 'pending' AND next_attempt_at <= now.
-            models.Index(
-                fields=["next_attempt_at"],
-                name="webhook_delivery_due_idx",
-                condition=models.Q(state="pending"),
-            ),
-            # Order per domain: no pending delivery of the same endpoint and domain with a lower seq.
-            models.Index(
-                fields=["endpoint", "domain_id", "seq"],
-                name="webhook_delivery_head_idx",
-                condition=models.Q(state="pending"),
-            ),
-            # An endpoint's deliveries, newest first (the API, the CLI, the admin).
-            models.Index(fields=["endpoint", "-seq"], name="webhook_delivery_list_idx"),
+            # A queue's deliveries in order: its next one is the first pending after its cursor.
+            models.Index(fields=["endpoint", "domain_id", "seq"], name="webhook_delivery_queue_idx"),
         ]
 
     def __str__(self) -> str:
         return f"delivery {self.pk} of event {self.event_id}"
 
 
+class WebhookQueue(models.Model):
+    """The pending deliveries of one endpoint and domain: there is a row while there is one. A run
+    claims due queues, not deliveries, and sends each one's first delivery (lowest seq); so a claim
+    reads the queues it takes (and those other runs hold), never the deliveries waiting in them,
+    and a queue stalled behind a failing delivery costs nothing until its retry is due.
+
+    Rows are added by the fan-out and by a redelivery, and removed by the write that ends a queue's
+    last delivery, each under the queue lock (domains/webhooks.lock_queue), so that none misses a
+    delivery another has just added."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="queues", db_index=False
+    )
+    domain_id = models.BigIntegerField()
+    # The queue's cursor: every delivery of it up to this seq has ended (delivered or given up), so
+    # its next delivery is the first pending one after it. Moved back by a redelivery.
+    after_seq = models.BigIntegerField()
+    # When the queue's first delivery may be tried: at once, or after its last failure's backoff.
+    next_attempt_at = models.DateTimeField()
+    # While a run holds the queue, the end of its hold (the claim's token: only a run whose token is
+    # still on the queue writes what came of its delivery). In no index, so that the claim's and the
+    # write's UPDATEs are HOT ones on the table's free space (fillfactor 50), writing no index entry.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "domain_id"], name="webhook_queue_once"),
+        ]
+        indexes = [models.Index(fields=["next_attempt_at"], name="webhook_queue_due_idx")]
+
+    def __str__(self) -> str:
+        return f"queue of endpoint {self.endpoint_id}, domain {self.domain_id}"
+
+
 class WebhookAttempt(models.Model):
     """One POST of a delivery: what the receiver answered (or why nothing), and how fast."""
 
-    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    # No index of its own: the attempt index begins with it.
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
+    )
     at = models.DateTimeField(default=timezone.now)
     # None: no HTTP answer (refused address, connection, timeout).
     status_code = models.PositiveIntegerField(null=True, blank=True)

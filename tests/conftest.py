@@ -23,7 +23,12 @@ from devstack.redis_server import start_redis
 from tests.leak_watch import LeakWatch, RecordHandler
 
 # The issuance stack behind the test ACME proxy (ARI, profiles, pauses): the `proxied_issuance` fixture.
-pytest_plugins = ["tests.proxied_stack", "tests.directory_stub"]
+pytest_plugins = [
+    "tests.proxied_stack",
+    "tests.directory_stub",
+    "tests.issuers.two_cas",
+    "tests.flush_retry",
+]
 
 RUN_DIR = Path(os.environ["CERTWRIGHT_TEST_RUN_DIR"])
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,7 +255,32 @@ def trusted(pki, settings, tmp_path):
     return pki
 
 
+@pytest.fixture
+def trusted_pki():
+    """A test PKI whose root the session's web server trusts for uploads (it re-reads
+    EXTRA_TRUSTED_ROOTS when the file changes); the file is restored afterwards."""
+    from tests.pki import Pki, pem
+
+    pki = Pki("Certwright Web Test")
+    roots = Path(settings.EXTRA_TRUSTED_ROOTS)
+    before = roots.read_bytes()
+    roots.write_bytes(before + pem(pki.root))
+    yield pki
+    roots.write_bytes(before)
+
+
 LEAK_WATCH = LeakWatch()
+
+
+@pytest.fixture(autouse=True)
+def fresh_issuer_rows():
+    """The issuers' rows follow the settings once per process (certificates/issuers.py); a test's
+    database is rolled back after it, so each test writes them afresh when it needs them."""
+    from certificates.issuers import forget_sync
+
+    forget_sync()
+    yield
+    forget_sync()
 
 
 @pytest.fixture(scope="session", autouse=True)

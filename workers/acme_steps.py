@@ -22,6 +22,9 @@ from django.utils import timezone
 from certificates import dns01
 from certificates.acme_client import account_order_urls, client_for, place_order, read_order
 from certificates.directory import DirectoryUnavailable, directory, forget_directories
+from certificates.histograms import TIME_TO_IN_USE, observe
+from certificates.issuers import label as issuer_label
+from certificates.issuers import record_ca_success
 from certificates.keys import make_csr_pem
 from certificates.models import (
     AcmeAccount,
@@ -37,11 +40,19 @@ from certificates.serving import has_valid_custom_certificate
 from certificates.store import store_certificate
 from certificates.verify import ChainRejected, verify_issued_chain
 from domains.events import certificate_data, record_event
+from domains.issuer_choice import clear_avoided_issuers
 from domains.locking import lock_domains
 from domains.models import Domain, DomainEvent, DomainStatus, EventType
 from domains.orders import ended
 from domains.profiles import not_offered_message
-from domains.quota_policy import Candidate, Waiting, charge_failed_authorization, registered_domains, reserve
+from domains.quota_policy import (
+    Candidate,
+    Waiting,
+    charge_failed_authorization,
+    registered_domains,
+    reserve,
+    spends_letsencrypt_limits,
+)
 from domains.quota_policy import commit as commit_quota
 from domains.quota_policy import refund as refund_quota
 from domains.revocations import owe_revocation_of
@@ -412,7 +423,9 @@ def step_download(order: Order, carried: Carried) -> Next:
     fullchain = acme._post_as_get(order.certificate_url).text
     key_pem = order.private_key.reveal()
     try:
-        facts = verify_issued_chain(fullchain, key_pem, order.names)
+        facts = verify_issued_chain(
+            fullchain, key_pem, order.names, directory_url=order.account.directory_url
+        )
     except ChainRejected as exc:
         raise OrderFailed(f"the issued certificate was rejected: {exc}") from None
     now = timezone.now()
@@ -447,7 +460,8 @@ def step_download(order: Order, carried: Carried) -> Next:
             fingerprint_sha256=facts.fingerprint_sha256
         ).update(renew_at=None, renewal_claim=None, renewal_reservation=None, ari_next_check=None)
         # The ledger Let's Encrypt's per-registered-domain count is rebuilt from (one row per
-        # registered domain the certificate covers).
+        # registered domain the certificate covers); another issuer's certificates do not count there.
+        letsencrypt_limits = spends_letsencrypt_limits(order.account.directory_url)
         Issuance.objects.bulk_create(
             [
                 Issuance(
@@ -456,11 +470,17 @@ def step_download(order: Order, carried: Carried) -> Next:
                     renewal=order.is_renewal,
                     fingerprint_sha256=facts.fingerprint_sha256,
                     issued_at=now,
+                    issuer=issuer_label(order.account.directory_url),
+                    spends_letsencrypt_limits=letsencrypt_limits,
                 )
                 for domain in registered_domains(order.names)
             ],
             ignore_conflicts=True,
         )
+        # The issuer delivered: its breaker closes, and the domain's next order (its renewal)
+        # tries the issuers in order again.
+        record_ca_success(order.account.directory_url)
+        clear_avoided_issuers(order.domain_id)
         Order.objects.filter(pk=order.pk).update(**ended(OrderState.VALID, now))
         transaction.on_commit(lambda: commit_quota(order.quota_reservation, order.names, order.account_id))
         if order.revoke_replaced and order.renews_id:
@@ -476,7 +496,12 @@ def step_download(order: Order, carried: Carried) -> Next:
         reason = f"certificate {verb} by {facts.issuer}, valid until {facts.not_after:%Y-%m-%d}" + (
             "; the custom certificate stays served" if custom else ""
         )
-        before = lock_domains([order.domain_id]).values_list("status", flat=True).first()
+        locked = lock_domains([order.domain_id]).values_list("status", "created").first()
+        before, added = locked or (None, None)
+        if not renewed and to == DomainStatus.IN_USE and added is not None:
+            # The domain's first certificate from a CA is served once this commits.
+            waited = (now - added).total_seconds()
+            transaction.on_commit(lambda: observe(TIME_TO_IN_USE, waited))
         record_event(
             EventType.CERTIFICATE_RENEWED if renewed else EventType.CERTIFICATE_ISSUED,
             order.domain_id,

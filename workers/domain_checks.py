@@ -19,16 +19,16 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from certificates.dns01 import WILDCARD_MESSAGE, parked_wildcard
-from certificates.models import Certificate, CertificateSource
+from certificates.models import AcmeAccount, Certificate, CertificateSource
 from domains.backoff import retry_delay
 from domains.enqueue import check_domains_later
-from domains.models import SWEPT_STATUSES, Domain, DomainStatus
+from domains.models import SWEPT_STATUSES, Domain, DomainStatus, WaitingOn
 from domains.orders import Start, start_orders
 from domains.pauses import paused_message
 from domains.quota_policy import Candidate, Granted, refund, reserve, when
 from domains.status import StatusWrite, bulk_change_status
 from workers.poison import isolate_poison
-from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
+from workers.preflight import TRANSIENT_RETRY, PreflightRow, avoided, preflight
 
 
 def claim_due(now: datetime.datetime | None = None, limit: int | None = None) -> tuple[list[int], uuid.UUID]:
@@ -120,6 +120,9 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
             "ownership_token",
             "ownership_verified_at",
             "ca_unpause_url",
+            "issuer",
+            "avoid_issuers",
+            "avoid_issuers_until",
             named=True,
         )
     )
@@ -133,7 +136,13 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
             message = paused_message(row.name)
             writes.append(
                 StatusWrite(
-                    row.pk, DomainStatus.ACTION_REQUIRED, message, message, row.consecutive_failures, None
+                    row.pk,
+                    DomainStatus.ACTION_REQUIRED,
+                    message,
+                    message,
+                    row.consecutive_failures,
+                    None,
+                    waiting_on=WaitingOn.PAUSED,
                 )
             )
             counts["parked"] += 1
@@ -146,12 +155,13 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
                     WILDCARD_MESSAGE,
                     row.consecutive_failures,
                     None,
+                    waiting_on=WaitingOn.DNS01,
                 )
             )
             counts["parked"] += 1
         else:
             checkable.append(row)
-    verdicts, account = preflight(
+    verdicts = preflight(
         [
             PreflightRow(
                 row.pk,
@@ -159,6 +169,8 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
                 row.app__name,
                 row.app__region_id,
                 "" if row.ownership_verified_at else row.ownership_token,
+                row.issuer,
+                avoided(row.avoid_issuers, row.avoid_issuers_until, now),
             )
             for row in checkable
         ]
@@ -180,44 +192,58 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
             to_order[row.pk] = (candidate, verdict.message, failures)
             continue
         write = _failure(row.pk, verdict.status, verdict.message, failures, verdict.transient, now)
+        write = dataclasses.replace(write, waiting_on=verdict.reason)
         if row.quota_reservation and write.consecutive_failures > failures:
             # A real failure (not the resolvers'): the booked token goes to the next in line.
             released.append((row.quota_reservation, row.name))
             write = dataclasses.replace(write, quota_reservation=None)
         writes.append(write)
     counts["failed"] = len(writes) - counts["parked"]
-    starts = []
-    outcomes = reserve([c for c, _, _ in to_order.values()], account.pk, now) if to_order else {}
-    for pk, outcome in outcomes.items():
-        candidate, reason, failures = to_order[pk]
-        if isinstance(outcome, Granted):
-            starts.append(Start(pk, candidate.name, reason, outcome.reservation, outcome.renewal))
-        else:
-            # Not a failure: the backoff does not grow; the domain is checked again when its token arrives.
-            writes.append(
-                StatusWrite(
-                    pk,
-                    DomainStatus.CREATING,
-                    outcome.message,
-                    outcome.message,
-                    failures,
-                    outcome.until,
-                    outcome.reservation,
+    # Each issuer's orders are reserved and started with its own account.
+    by_account: dict[int, tuple[AcmeAccount, list[Candidate]]] = {}
+    for pk, (candidate, _, _) in to_order.items():
+        account = verdicts[pk].account
+        by_account.setdefault(account.pk, (account, []))[1].append(candidate)
+    starts: dict[int, list[Start]] = {}
+    for account, candidates in by_account.values():
+        for pk, outcome in reserve(candidates, account.pk, now).items():
+            candidate, reason, failures = to_order[pk]
+            if isinstance(outcome, Granted):
+                start = Start(pk, candidate.name, reason, outcome.reservation, outcome.renewal)
+                starts.setdefault(account.pk, []).append(start)
+            else:
+                # Not a failure: the backoff does not grow; it is checked again when its token arrives.
+                writes.append(
+                    StatusWrite(
+                        pk,
+                        DomainStatus.CREATING,
+                        outcome.message,
+                        outcome.message,
+                        failures,
+                        outcome.until,
+                        outcome.reservation,
+                        waiting_on=WaitingOn.QUOTA,
+                    )
                 )
-            )
-            counts["waiting"] += 1
+                counts["waiting"] += 1
+    pending = dict(starts)
+    counts["ordered"] = 0
     try:
         bulk_change_status(writes, holding=token, now=now)
-        counts["ordered"] = start_orders(starts, token, account, now) if starts else 0
+        for account_id, group in starts.items():
+            counts["ordered"] += start_orders(group, token, by_account[account_id][0], now)
+            del pending[account_id]
     except Exception:
-        # The tokens just granted go back before the chunk is split to find the row that raised.
-        for start in starts:
-            refund(start.reservation, [start.name], account.pk, "its order could not be started")
+        # The tokens just granted and not yet ordered with go back before the chunk is split to
+        # find the row that raised (each issuer's group is ordered in one transaction).
+        for account_id, group in pending.items():
+            for start in group:
+                refund(start.reservation, [start.name], account_id, "its order could not be started")
         raise
     for reservation, name in released:
-        refund(
-            reservation, [name], account.pk if account else None, "its DNS no longer points at the platform"
-        )
+        # Booked for an earlier order's account, which may not be the primary's: refunded where it
+        # can be (a token not refunded comes back as its bucket refills).
+        refund(reservation, [name], None, "its DNS no longer points at the platform")
     if len(rows) < len(domain_ids):
         # Claimed but turned off meanwhile: release without a check.
         Domain.objects.filter(pk__in=domain_ids, claim_token=token, letsencrypt_enabled=False).update(

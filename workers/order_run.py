@@ -24,15 +24,24 @@ from django.db import transaction
 from django.utils import timezone
 
 from certificates.acme_client import forget_clients, get_account, reset_account
+from certificates.issuers import IssuerMisconfigured, record_ca_failure
+from certificates.issuers import label as issuer_label
 from certificates.models import ACTIVE_ORDER_STATES, Order, OrderState
 from domains.backoff import retry_delay
+from domains.claims import claim_check_now, renew_now
 from domains.enqueue import advance_order_later
+from domains.issuer_choice import avoid_issuer, several_issuers
 from domains.locking import lock_domains
-from domains.models import Domain, DomainStatus
+from domains.models import Domain, DomainStatus, WaitingOn
 from domains.orders import BEFORE_FINALIZE, clean_challenge_records, ended, lease_until
 from domains.pauses import pause_domains
 from domains.quota_policy import refund as refund_quota
-from domains.quota_policy import sync_failed_authorizations, sync_registered_domains, when
+from domains.quota_policy import (
+    spends_letsencrypt_limits,
+    sync_failed_authorizations,
+    sync_registered_domains,
+    when,
+)
 from domains.revocations import replacement_failed
 from domains.status import change_status
 from workers.acme_steps import (
@@ -139,7 +148,11 @@ def _run_steps(order_id: int, held: uuid.UUID) -> str:
     carried = Carried()
     if not order.account.account_url:
         # The account was reset (the CA forgot it): register its new key before using it.
-        order.account = get_account(order.account.directory_url)
+        try:
+            order.account = get_account(order.account.directory_url)
+        except IssuerMisconfigured as exc:
+            fail_order(order, held, str(exc))
+            return f"failed: {exc}"
     while True:
         if timezone.now() - order.created > datetime.timedelta(seconds=settings.ACME_ORDER_TIMEOUT_SECONDS):
             fail_order(order, held, f"the CA did not issue within {settings.ACME_ORDER_TIMEOUT_SECONDS} s")
@@ -179,9 +192,10 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
         pause = PAUSED.search(problem.detail or "")
         if pause and order.state == OrderState.PENDING:
             return None, paused(order, held, pause["names"], pause["url"].rstrip(".,;)\"'"))
+        if problem.code == "badNonce":
+            return None, _retry(order, held, "the CA answered badNonce", 0, ca_side=True)
         if problem.code in RETRYABLE_PROBLEMS:
-            delay = 0 if problem.code == "badNonce" else 2
-            return None, _retry(order, held, f"the CA answered {problem.code}", delay, ca_side=True)
+            return None, _ca_failed(order, held, f"the CA answered {problem.code}")
         if problem.code == "rateLimited":
             return None, rate_limited(order, held, problem)
         fail_order(order, held, describe_problem(problem))
@@ -190,7 +204,7 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
         forget_clients()
         if _not_found(exc, order):
             return None, start_over(order, held, "the CA no longer knows this order (HTTP 404)")
-        return None, _retry(order, held, f"could not reach the CA: {type(exc).__name__}", 2, ca_side=True)
+        return None, _ca_failed(order, held, f"could not reach the CA: {type(exc).__name__}")
     except ChallengeNotPublished as exc:
         return None, _retry(order, held, f"the DNS-01 record could not be published: {exc}", 2)
     except Exception as exc:
@@ -202,6 +216,55 @@ def _run_one(order: Order, held: uuid.UUID, carried: Carried) -> tuple[Next | No
         # never wedges in a loop of lease expiries and the other orders are not held up.
         logger.exception("order %s: step %s raised", order.pk, order.state)
         return None, _retry(order, held, f"internal error in step {order.state} ({type(exc).__name__})", 2)
+
+
+def _ca_failed(order: Order, held: uuid.UUID, reason: str) -> str:
+    """A failure on the CA's side (down, unreachable, erroring): counted against its issuer's
+    breaker. An order the CA has not taken yet (newOrder) goes to the next issuer at once, when
+    there is one; one already under way retries its step, and fails over once retries run out."""
+    record_ca_failure(order.account.directory_url, reason)
+    if order.state == OrderState.PENDING and several_issuers():
+        return fail_over(order, held, reason)
+    return _retry(order, held, reason, 2, ca_side=True)
+
+
+def fail_over(order: Order, held: uuid.UUID, reason: str) -> str:
+    """The CA failed the order on its side: the order ends (no failure counted), the domain avoids
+    its issuer for a while, and its next order (its renewal) is checked at once, so that it goes to
+    the next issuer its CAA allows (workers/preflight.py). Its quota tokens go back when it had not
+    reached finalize, as in fail_order."""
+    now = timezone.now()
+    issuer = issuer_label(order.account.directory_url)
+    text = f"{issuer} failed on its side ({reason}); the next order goes to the next certificate authority"
+    with transaction.atomic():
+        stopped = Order.objects.filter(pk=order.pk, lease_token=held, state__in=ACTIVE_ORDER_STATES).update(
+            **ended(OrderState.INVALID, now, text)
+        )
+        if stopped != 1:
+            return "skipped: lost the lease"
+        # An issuer the domain already avoided failed it again: every issuer it may use failed it
+        # lately, so it is paced to once a minute instead of ordering again at once.
+        again = Domain.objects.filter(
+            pk=order.domain_id, avoid_issuers__contains=[issuer], avoid_issuers_until__gt=now
+        ).exists()
+        avoid_issuer(order.domain_id, issuer, now)
+        next_at = now + TRANSIENT_RETRY if again else now
+        if order.renews_id:
+            record_renewal_failure(
+                order.renews_id, order.domain_id, text, now, retry_at=next_at, counted=False
+            )
+            replacement_failed(order, text, now)
+            if not again:
+                renew_now(order.domain_id, now)
+        else:
+            _wait_for_rate_limit(order, text, next_at, now)
+            if not again:
+                claim_check_now(order.domain_id, now=now)
+    clean_challenge_records(order)
+    if order.state in BEFORE_FINALIZE:
+        refund_quota(order.quota_reservation, order.names, order.account_id, f"order {order.pk}: {reason}")
+    logger.info("order %s for %s failed over from %s: %s", order.pk, order.names, issuer, reason)
+    return f"failed over: {reason}"
 
 
 def _retry_after(problem: messages.Error, now: datetime.datetime) -> datetime.datetime:
@@ -234,6 +297,11 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
             ca_side=True,
         )
     text = describe_problem(problem)
+    far = (retry_at - now).total_seconds() > settings.ISSUER_FAILOVER_RETRY_AFTER_SECONDS
+    if far and several_issuers():
+        # The buckets learn what the CA said (below, as always); the domain does not wait for it.
+        _sync_rate_limit(order, problem, retry_at)
+        return fail_over(order, held, f"rate limited until {when(retry_at)}: {text}")
     with transaction.atomic():
         stopped = Order.objects.filter(pk=order.pk, lease_token=held, state=OrderState.PENDING).update(
             **ended(OrderState.INVALID, now, f"rate limited by the CA: {text}")
@@ -250,12 +318,7 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
         else:
             _wait_for_rate_limit(order, f"{limit}; next attempt at {when(retry_at)}", retry_at, now)
     refund_quota(order.quota_reservation, order.names, order.account_id, "the CA refused the new order (429)")
-    synced = []
-    if REGISTERED_DOMAIN_LIMIT.search(problem.detail or ""):
-        synced = sync_registered_domains(order.names, retry_at)
-    failed = FAILED_AUTHZ_LIMIT.search(problem.detail or "")
-    if failed and sync_failed_authorizations(failed["name"], order.account_id, retry_at):
-        synced = [failed["name"]]
+    synced = _sync_rate_limit(order, problem, retry_at)
     logger.info(
         "order %s for %s: rate limited until %s (%s); synced %s",
         order.pk,
@@ -265,6 +328,21 @@ def rate_limited(order: Order, held: uuid.UUID, problem: messages.Error) -> str:
         synced,
     )
     return f"rate limited until {retry_at.isoformat()}"
+
+
+def _sync_rate_limit(order: Order, problem: messages.Error, retry_at: datetime.datetime) -> list[str]:
+    """What a 429 tells the quota buckets of Let's Encrypt's limits (only an issuer that spends
+    them): "too many certificates for <registered domain>" empties that domain's bucket until
+    `retry_at`, too many failed authorizations the name's. Returns the subjects synced."""
+    if not spends_letsencrypt_limits(order.account.directory_url):
+        return []
+    synced = []
+    if REGISTERED_DOMAIN_LIMIT.search(problem.detail or ""):
+        synced = sync_registered_domains(order.names, retry_at)
+    failed = FAILED_AUTHZ_LIMIT.search(problem.detail or "")
+    if failed and sync_failed_authorizations(failed["name"], order.account_id, retry_at):
+        synced = [failed["name"]]
+    return synced
 
 
 def _renewal_waits(order: Order, held: uuid.UUID, wait: RenewalWaits) -> str:
@@ -356,6 +434,7 @@ def _wait_for_rate_limit(
         now=now,
         next_attempt_at=retry_at,
         last_error=message,
+        waiting_on=WaitingOn.QUOTA,
     )
 
 
@@ -366,6 +445,8 @@ def _retry(order: Order, held: uuid.UUID, reason: str, delay: float, ca_side: bo
     in flight deep into the backoff, to wait hours after the CA is back."""
     attempts = order.step_attempts + 1
     if attempts > settings.ACME_STEP_RETRIES:
+        if ca_side and several_issuers():
+            return fail_over(order, held, f"{reason}, {attempts - 1} times in a row")
         fail_order(order, held, f"{reason}, {attempts - 1} times in a row", counted=not ca_side)
         return f"failed: {reason}"
     delay = delay * (2 ** (attempts - 1)) if delay else 0
@@ -436,6 +517,7 @@ def _domain_failed(order: Order, problem: str, now: datetime.datetime, counted: 
         consecutive_failures=failures,
         next_attempt_at=now + (retry_delay(failures) if counted else TRANSIENT_RETRY),
         last_error=f"Let's Encrypt could not issue the certificate: {problem}",
+        waiting_on=WaitingOn.CA,
     )
 
 

@@ -46,7 +46,7 @@ from domains.orders import Start, create_orders, fresh_keys, renewal_lease_until
 from domains.profiles import effective_profile
 from domains.quota_policy import Candidate, Granted, Waiting, refund, reserve, when
 from workers.poison import isolate_poison
-from workers.preflight import TRANSIENT_RETRY, PreflightRow, preflight
+from workers.preflight import TRANSIENT_RETRY, PreflightRow, avoided, preflight
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,9 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
             "account_id",
             "domain__ca_unpause_url",
             "ari_window_start",
+            "domain__issuer",
+            "domain__avoid_issuers",
+            "domain__avoid_issuers_until",
             named=True,
         )
     )
@@ -156,28 +159,51 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
         mine.filter(pk__in=busy_ids).update(renewal_claim=None, renew_at=_order_lease(now))
     counts["skipped"] = len(off) + len(busy_ids)
     rows = [row for row in rows if row.pk not in off and not row.busy]
-    verdicts, account = preflight(
+    verdicts = preflight(
         [
-            PreflightRow(row.domain_id, row.domain__name, row.domain__app__name, row.domain__app__region_id)
+            PreflightRow(
+                row.domain_id,
+                row.domain__name,
+                row.domain__app__name,
+                row.domain__app__region_id,
+                pinned=row.domain__issuer,
+                avoid=avoided(row.domain__avoid_issuers, row.domain__avoid_issuers_until, now),
+            )
             for row in rows
         ]
     )
-    candidates: dict[int, tuple] = {}
+    # Per account (so per issuer): the renewals to reserve quota for, and those to start.
+    candidates: dict[int, dict[int, tuple]] = {}
+    accounts: dict[int, AcmeAccount] = {}
     # The renewals that name the certificate they replace inside its opened window: they spend no
     # quota. Those that replace before the window opened spend it as any renewal (early_replaces).
-    replacing: list = []
+    starts: dict[int, list[Start]] = {}
     early_replaces: set[int] = set()
-    ari = bool(rows) and account is not None and _ca_answers_ari(account)
+    ari: dict[int, bool] = {}
     for row in rows:
         verdict = verdicts[row.domain_id]
         name = row.domain__name
-        if verdict.ok and ari and _may_replace(row, account):
-            if _window_opened(row, now):
-                replacing.append(row)
-                continue
-            early_replaces.add(row.pk)
         if verdict.ok:
-            candidates[row.domain_id] = (
+            account = accounts.setdefault(verdict.account.pk, verdict.account)
+            if account.pk not in ari:
+                ari[account.pk] = _ca_answers_ari(account)
+            # A renewal at another issuer than the certificate's carries no `replaces`: no CA
+            # replaces another CA's certificate (_may_replace asks for the same account).
+            if ari[account.pk] and _may_replace(row, account):
+                if _window_opened(row, now):
+                    starts.setdefault(account.pk, []).append(
+                        Start(
+                            row.domain_id,
+                            name,
+                            renewal=True,
+                            renews=row.pk,
+                            profile=effective_profile(row.domain__acme_profile),
+                            replaces=row.ari_cert_id,
+                        )
+                    )
+                    continue
+                early_replaces.add(row.pk)
+            candidates.setdefault(account.pk, {})[row.domain_id] = (
                 Candidate(row.domain_id, name, row.renewal_reservation, sorted(row.sans) == [name]),
                 row,
             )
@@ -191,49 +217,39 @@ def _renew(cert_ids: list[int], token: str, now: datetime.datetime) -> dict[str,
         else:
             record_renewal_failure(row.pk, row.domain_id, verdict.message, now, holding=token)
             if row.renewal_reservation:
-                refund(
-                    row.renewal_reservation,
-                    [name],
-                    account.pk if account else None,
-                    "its DNS no longer allows a renewal",
-                )
+                refund(row.renewal_reservation, [name], None, "its DNS no longer allows a renewal")
         counts["failed"] += 1
-    outcomes = reserve([c for c, _ in candidates.values()], account.pk, now) if candidates else {}
-    starts = [
-        Start(
-            row.domain_id,
-            row.domain__name,
-            renewal=True,
-            renews=row.pk,
-            profile=effective_profile(row.domain__acme_profile),
-            replaces=row.ari_cert_id,
-        )
-        for row in replacing
-    ]
-    for domain_id, outcome in outcomes.items():
-        candidate, row = candidates[domain_id]
-        if isinstance(outcome, Granted):
-            starts.append(
-                Start(
-                    domain_id,
-                    candidate.name,
-                    reservation=outcome.reservation,
-                    renewal=True,
-                    renews=row.pk,
-                    profile=effective_profile(row.domain__acme_profile),
-                    replaces=row.ari_cert_id if row.pk in early_replaces else "",
+    for account_id, group in candidates.items():
+        outcomes = reserve([c for c, _ in group.values()], account_id, now)
+        for domain_id, outcome in outcomes.items():
+            candidate, row = group[domain_id]
+            if isinstance(outcome, Granted):
+                starts.setdefault(account_id, []).append(
+                    Start(
+                        domain_id,
+                        candidate.name,
+                        reservation=outcome.reservation,
+                        renewal=True,
+                        renews=row.pk,
+                        profile=effective_profile(row.domain__acme_profile),
+                        replaces=row.ari_cert_id if row.pk in early_replaces else "",
+                    )
                 )
-            )
-        else:
-            renewal_waits(row.pk, outcome, now, holding=token)
-            counts["waiting"] += 1
+            else:
+                renewal_waits(row.pk, outcome, now, holding=token)
+                counts["waiting"] += 1
+    counts["ordered"] = 0
+    pending = dict(starts)
     try:
-        counts["ordered"] = start_renewals(starts, token, account, now) if starts else 0
+        for account_id, group in starts.items():
+            counts["ordered"] += start_renewals(group, token, accounts[account_id], now)
+            del pending[account_id]
     except Exception:
-        # Nothing was ordered (one transaction): the tokens just granted go back before the chunk
-        # is split to find the row that raised.
-        for start in starts:
-            refund(start.reservation, [start.name], account.pk, "its renewal could not be started")
+        # Nothing of this issuer's group was ordered (one transaction): its tokens, and those of the
+        # groups not started yet, go back before the chunk is split to find the row that raised.
+        for account_id, group in pending.items():
+            for start in group:
+                refund(start.reservation, [start.name], account_id, "its renewal could not be started")
         raise
     return counts
 

@@ -1,6 +1,7 @@
 """Webhooks in the admin (issue 16; registered by workers/admin.py importing this module): the
 platform-wide endpoints operators add (every app's events), every endpoint's state, the
-deliveries with their attempts, and the actions: rotate a secret, enable, redeliver.
+deliveries with their attempts, and the actions: rotate a secret, enable, send what waits now,
+redeliver.
 
 A secret is shown once, in the message after the endpoint is added or its secret rotated; the form
 never holds it. A URL that names, or whose name resolves to, an address webhooks are never sent to
@@ -21,11 +22,12 @@ from domains.webhooks import (
     create_endpoint,
     enable_endpoint,
     redeliver,
+    retry_now,
     rotate_secret,
     validate_destination,
     validate_event_types,
 )
-from workers.webhook_delivery import destination_problem
+from workers.webhook_send import destination_problem
 
 
 class EndpointForm(forms.ModelForm):
@@ -72,7 +74,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         "created",
         "updated",
     ]
-    actions = ["rotate_secrets", "enable_endpoints"]
+    actions = ["rotate_secrets", "enable_endpoints", "retry_waiting"]
 
     @admin.display(description="events")
     def events(self, endpoint: WebhookEndpoint) -> str:
@@ -106,6 +108,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         for endpoint in queryset:
             enable_endpoint(endpoint)
         self.message_user(request, f"{queryset.count()} endpoint(s) enabled.")
+
+    @admin.action(description="Send waiting deliveries now (instead of after their backoff)")
+    def retry_waiting(self, request, queryset) -> None:
+        retried = sum(retry_now(endpoint) for endpoint in queryset)
+        self.message_user(request, f"The waiting deliveries of {retried} domain(s) are sent now, in order.")
 
 
 class AttemptInline(admin.TabularInline):
@@ -143,7 +150,6 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         "state",
         "attempts",
         "next_attempt_at",
-        "lease_until",
         "give_up_at",
         "created",
         "delivered_at",

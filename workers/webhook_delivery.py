@@ -8,50 +8,43 @@ backstop) loops until nothing is due:
   and the platform's, enabled, of the types it names) and one waiting mail line per user mailed of
   them (workers/notification_mail.py sends those), and are marked dispatched, in one statement,
   by one run at a time (an advisory lock): two runs fanning out at once could commit a domain's
-  later event before its earlier one;
-- claim: pending deliveries that are due and first of their endpoint and domain (no pending one
-  with a lower seq), with one UPDATE ... SKIP LOCKED that sets `lease_until` (the claim's token:
-  only rows still carrying it are written; a column in no index, so the UPDATE writes no index);
-- send: every claimed delivery POSTed concurrently (WEBHOOK_CONCURRENCY in flight) over one
-  aiohttp session per worker process, whose resolver asks DNS_RESOLVERS and hands the connector
-  only addresses that pass domains/webhook_targets.py (all of a name's addresses must), so the
-  connection goes to the checked address with no second lookup; no redirect is followed; each
-  request has WEBHOOK_TIMEOUT_SECONDS in all; at most EXCERPT_BYTES of the answer are read;
+  later event before its earlier one. The pending deliveries of one endpoint and domain are a
+  queue (domains.webhook_models.WebhookQueue), made with its first delivery;
+- claim: due queues, with one UPDATE ... SKIP LOCKED that sets their `lease_until` (the claim's
+  token: only a run whose token is still on a queue writes what came of its delivery; a column in
+  no index, so the UPDATE writes no index), and each one's first pending delivery (lowest seq).
+  A claim reads the queues it takes and those other runs hold, never the deliveries waiting in
+  them: a queue stalled behind a retrying delivery costs nothing until the retry is due;
+- send: every claimed delivery signed and POSTed concurrently (WEBHOOK_CONCURRENCY in flight) by
+  workers/webhook_send.py, only to addresses that pass domains/webhook_targets.py;
 - write: one attempt row per POST, and per delivery: a 2xx delivers it, anything else schedules the
   next try with backoff (5 s, 30 s, 2 min, 5 min ... up to 8 h, jittered) until `give_up_at`
-  (WEBHOOK_RETRY_SECONDS), then it is failed. An endpoint without a 2xx for
+  (WEBHOOK_RETRY_SECONDS), then it is failed; in the same statement its queue is let go (due at
+  once, or at the retry) or removed when nothing of it is pending. An endpoint without a 2xx for
   WEBHOOK_DISABLE_AFTER_SECONDS is disabled, its pending deliveries failed, its owner told by mail.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import logging
 import random
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 from django.core.mail import mail_admins, send_mail
 from django.db import connection, transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from certificates.acme_client import USER_AGENT
 from domains.enqueue import deliver_webhooks_soon
 from domains.notification_models import DEFAULT_EMAIL_EVENTS
-from domains.webhook_models import EXCERPT_BYTES, WebhookEndpoint
-from domains.webhook_targets import address_problem, host_problem, literal_address
-from domains.webhooks import payload_of, signing_secrets
-from workers.process_loop import ProcessLoop
-from workers.resolver import Resolvers, lookup
+from domains.webhook_models import WebhookEndpoint
+from domains.webhooks import PAYLOAD_SQL, lock_queue, signing_secrets
+from workers.webhook_send import send
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +61,8 @@ DISPATCH_LOCK = 0x6365727477656268
 _DISPATCH = """
 WITH ev AS (
     SELECT id, seq, app_id, domain_id, type FROM domains_event
-    WHERE NOT dispatched
+    -- From the lowest seq the probe found undispatched: a range the seq index reads directly.
+    WHERE NOT dispatched AND seq >= %(first)s
     ORDER BY seq
     LIMIT %(limit)s
 ), fan AS (
@@ -80,8 +74,15 @@ WITH ev AS (
     FROM ev JOIN domains_webhookendpoint e
         ON e.enabled AND (e.app_id = ev.app_id OR e.app_id IS NULL)
         AND (cardinality(e.event_types) = 0 OR ev.type = ANY(e.event_types))
-    ON CONFLICT (endpoint_id, event_id) DO NOTHING
-    RETURNING 1
+    ON CONFLICT (endpoint_id, seq) DO NOTHING
+    RETURNING endpoint_id, domain_id, seq
+), queued AS (
+    -- Each delivery's queue, its cursor just before its first; one there already keeps its cursor
+    -- and its time (it may be waiting out a backoff).
+    INSERT INTO domains_webhookqueue (endpoint_id, domain_id, after_seq, next_attempt_at)
+    SELECT endpoint_id, domain_id, min(seq) - 1, %(now)s::timestamptz FROM fan
+    GROUP BY endpoint_id, domain_id
+    ON CONFLICT (endpoint_id, domain_id) DO NOTHING
 ), told AS (
     -- Who hears of an event by mail: the app's owner, and staff users who asked for every app's.
     SELECT ev.id AS event_id, ev.seq, ev.type, a.owner_id AS user_id
@@ -105,56 +106,97 @@ WITH ev AS (
 SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan), (SELECT count(*) FROM mails)
 """
 
-_CLAIM = """
-WITH claimed AS (
-    UPDATE domains_webhookdelivery AS w SET lease_until = %(lease)s
+# The lowest seq not dispatched yet, if any (an index probe).
+_FIRST_UNDISPATCHED = "SELECT seq FROM domains_event WHERE NOT dispatched ORDER BY seq LIMIT 1"
+
+_CLAIM = f"""
+WITH held AS (
+    UPDATE domains_webhookqueue AS q SET lease_until = %(lease)s
     FROM (
-        SELECT d.id FROM domains_webhookdelivery d
-        WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
-          AND (d.lease_until IS NULL OR d.lease_until <= %(now)s)
-          AND NOT EXISTS (
-              SELECT 1 FROM domains_webhookdelivery first
-              WHERE first.state = 'pending' AND first.endpoint_id = d.endpoint_id
-                AND first.domain_id = d.domain_id AND first.seq < d.seq
-          )
-        ORDER BY d.next_attempt_at
+        SELECT id FROM domains_webhookqueue
+        WHERE next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)
+        ORDER BY next_attempt_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS due
-    WHERE w.id = due.id
-    RETURNING w.id, w.endpoint_id, w.event_id, w.attempts, w.give_up_at
+    WHERE q.id = due.id
+    RETURNING q.id, q.endpoint_id, q.domain_id, q.after_seq
 )
-SELECT c.id, c.endpoint_id, c.event_id, c.attempts, c.give_up_at,
-    e.id, e.type, e.created, e.seq, e.app_name, e.domain_name, e.from_status, e.to_status, e.reason,
-    e.records, e.data
-FROM claimed c CROSS JOIN LATERAL (
-    SELECT * FROM domains_event WHERE domains_event.id = c.event_id
-) AS e
-"""
+SELECT h.id, d.id, h.endpoint_id, d.event_id::text, d.attempts, extract(epoch FROM d.give_up_at)::float8,
+    {PAYLOAD_SQL}
+FROM held h
+LEFT JOIN LATERAL (
+    SELECT * FROM domains_webhookdelivery first
+    WHERE first.endpoint_id = h.endpoint_id AND first.domain_id = h.domain_id AND first.seq > h.after_seq
+      AND first.state = 'pending'
+    ORDER BY first.seq
+    LIMIT 1
+) AS d ON true
+LEFT JOIN domains_event e ON e.id = d.event_id
+"""  # noqa: S608 (PAYLOAD_SQL is the module's own constant)
 
+# What came of a batch, in one statement: each POST's attempt logged; each delivery written, and its
+# queue let go (due again at once, or after a failure's backoff; its cursor past the delivery that
+# ended, unless a redelivered one before it waits) or removed when nothing of it is pending any
+# more, only while the run's token is still on the queue. (The statement's snapshot still sees the
+# ended delivery pending: it is passed over.) The rows come as one JSON array (psycopg would adapt
+# nine Python lists element by element): [queue id, delivery id, state, next attempt (epoch s),
+# status code, latency ms, answer excerpt, error, sent].
 _WRITE = """
-UPDATE domains_webhookdelivery AS d SET
-    state = v.state,
-    attempts = d.attempts + 1,
-    next_attempt_at = v.next_attempt_at,
-    lease_until = NULL,
-    delivered_at = CASE WHEN v.state = 'delivered' THEN %(now)s ELSE d.delivered_at END,
-    last_status_code = v.status_code,
-    last_error = v.error
-FROM unnest(
-    %(ids)s::bigint[], %(states)s::text[], %(next)s::timestamptz[], %(codes)s::int[], %(errors)s::text[]
-) AS v(id, state, next_attempt_at, status_code, error)
-WHERE d.id = v.id AND d.lease_until = %(lease)s
+WITH v AS (
+    SELECT (r->>0)::bigint AS queue, (r->>1)::bigint AS id, r->>2 AS state, (r->>3)::float8 AS next_at,
+        (r->>4)::int AS code, (r->>5)::int AS latency, r->>6 AS excerpt, r->>7 AS error,
+        (r->>8)::bool AS sent
+    FROM jsonb_array_elements(%(rows)s::jsonb) AS r
+), logged AS (
+    INSERT INTO domains_webhookattempt (delivery_id, at, status_code, latency_ms, response_excerpt, error)
+    SELECT v.id, %(at)s, v.code, v.latency, v.excerpt, v.error
+    -- A delivery deleted meanwhile (its endpoint removed during the send) has no log to add to.
+    FROM v JOIN domains_webhookdelivery d ON d.id = v.id
+    WHERE v.sent
+), written AS (
+    UPDATE domains_webhookdelivery AS d SET
+        state = v.state,
+        attempts = d.attempts + 1,
+        next_attempt_at = to_timestamp(v.next_at),
+        delivered_at = CASE WHEN v.state = 'delivered' THEN %(now)s ELSE d.delivered_at END,
+        last_status_code = v.code,
+        last_error = v.error
+    FROM v JOIN domains_webhookqueue q ON q.id = v.queue AND q.lease_until = %(lease)s
+    WHERE d.id = v.id
+    RETURNING v.queue, d.id, d.endpoint_id, d.domain_id, d.seq, d.state, d.next_attempt_at,
+        q.after_seq AS cursor
+), after AS (
+    -- The queue's first pending delivery but the one written (a scan of the queue index from the
+    -- cursor): one before the written one is a redelivery, and keeps the cursor where it is.
+    SELECT w.queue, w.next_attempt_at AS retry_at,
+        CASE WHEN w.state = 'pending' OR next.seq < w.seq THEN w.cursor ELSE w.seq END AS after_seq,
+        w.state = 'pending' OR next.seq IS NOT NULL AS more
+    FROM written w LEFT JOIN LATERAL (
+        SELECT n.seq FROM domains_webhookdelivery n
+        WHERE n.endpoint_id = w.endpoint_id AND n.domain_id = w.domain_id
+          AND n.seq > w.cursor AND n.id <> w.id AND n.state = 'pending'
+        ORDER BY n.seq
+        LIMIT 1
+    ) AS next ON true
+), released AS (
+    UPDATE domains_webhookqueue q SET lease_until = NULL, after_seq = a.after_seq,
+        next_attempt_at = coalesce(a.retry_at, q.next_attempt_at)
+    FROM after a
+    WHERE q.id = a.queue AND a.more
+)
+DELETE FROM domains_webhookqueue q USING after a WHERE q.id = a.queue AND NOT a.more
 """
 
-_LOG_ATTEMPTS = """
-INSERT INTO domains_webhookattempt (delivery_id, at, status_code, latency_ms, response_excerpt, error)
-SELECT v.id, %(at)s, v.code, v.latency, v.excerpt, v.error
-FROM unnest(
-    %(ids)s::bigint[], %(codes)s::int[], %(latencies)s::int[], %(excerpts)s::text[], %(errors)s::text[]
-) AS v(id, code, latency, excerpt, error)
--- A delivery deleted meanwhile (its endpoint removed during the send) has no log to add to.
-JOIN domains_webhookdelivery d ON d.id = v.id
+# Queues a claim found with nothing pending (their deliveries deleted meanwhile): removed, unless a
+# delivery came since.
+_DROP_EMPTY = """
+DELETE FROM domains_webhookqueue q
+WHERE q.id = ANY(%(ids)s) AND q.lease_until = %(lease)s AND NOT EXISTS (
+    SELECT 1 FROM domains_webhookdelivery d
+    WHERE d.endpoint_id = q.endpoint_id AND d.domain_id = q.domain_id AND d.seq > q.after_seq
+      AND d.state = 'pending'
+)
 """
 
 _ENDPOINTS_ANSWERED = """
@@ -174,37 +216,34 @@ RETURNING id
 """
 
 _FAIL_PENDING = """
-UPDATE domains_webhookdelivery SET state = 'failed', next_attempt_at = NULL, lease_until = NULL,
-    last_error = %(reason)s
+WITH queues AS (DELETE FROM domains_webhookqueue WHERE endpoint_id = ANY(%(ids)s))
+UPDATE domains_webhookdelivery SET state = 'failed', next_attempt_at = NULL, last_error = %(reason)s
 WHERE endpoint_id = ANY(%(ids)s) AND state = 'pending'
 """
 
 
-class RefusedAddress(OSError):
-    """A destination that resolves to an address webhooks are not sent to."""
-
-
 @dataclass(frozen=True, slots=True)
 class Claimed:
+    # The queue held for it.
+    queue_id: int
     id: int
     endpoint_id: int
     event_id: str
     attempts: int
-    give_up_at: datetime.datetime | None
-    # The event's columns, in payload_of's order.
-    event: tuple
+    # When the delivery is given up (seconds since the epoch), or None: never.
+    give_up_at: float | None
+    # The JSON text the event is sent as (domains.webhooks.PAYLOAD_SQL).
+    body: str
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    status_code: int | None
-    latency_ms: int
-    excerpt: str
-    error: str
+class Batch:
+    """What a claim holds until `lease`: each due queue's first delivery, and the queues that
+    turned out to have none."""
 
-    @property
-    def delivered(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
+    deliveries: list[Claimed]
+    lease: datetime.datetime
+    empty_queues: list[int]
 
 
 # --- the fan-out and the claim -------------------------------------------------------------------
@@ -216,13 +255,22 @@ def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) 
     when another run holds the fan-out."""
     now = now or timezone.now()
     give_up_at = now + datetime.timedelta(seconds=settings.WEBHOOK_RETRY_SECONDS)
+    with connection.cursor() as cursor:
+        # Most calls find nothing new (a run calls this before each claim): one index probe says
+        # so, without the fan-out's locks and planning.
+        cursor.execute(_FIRST_UNDISPATCHED)
+        first = cursor.fetchone()
+        if first is None:
+            return 0, 0, 0
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DISPATCH_LOCK])
         if not cursor.fetchone()[0]:
             return 0, 0, 0
+        lock_queue(cursor, exclusive=True)
         cursor.execute(
             _DISPATCH,
             {
+                "first": first[0],
                 "limit": limit,
                 "now": now,
                 "give_up_at": give_up_at,
@@ -233,172 +281,19 @@ def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) 
     return events, deliveries, mails
 
 
-def claim(
-    now: datetime.datetime | None = None, limit: int | None = None
-) -> tuple[list[Claimed], datetime.datetime]:
-    """Claims up to `limit` due deliveries, each the first pending one of its endpoint and domain."""
+def claim(now: datetime.datetime | None = None, limit: int | None = None) -> Batch:
+    """Holds up to `limit` due queues (WEBHOOK_BATCH) and reads each one's first delivery."""
     now = now or timezone.now()
     lease = now + LEASE
+    deliveries, empty = [], []
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CLAIM, {"now": now, "lease": lease, "limit": limit or settings.WEBHOOK_BATCH})
-        # Django reads jsonb as text (its JSONField parses): the last two columns are JSON.
-        rows = [
-            Claimed(*row[:5], event=(*row[5:-2], _json(row[-2]), _json(row[-1]))) for row in cursor.fetchall()
-        ]
-    return rows, lease
-
-
-def _json(value):
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-# --- sending -------------------------------------------------------------------------------------
-
-
-class CheckedResolver(AbstractResolver):
-    """aiohttp's resolver for webhooks: a name's addresses through DNS_RESOLVERS, handed to the
-    connector only when every one of them passes the address rule; so the connection goes to a
-    checked address, with no other lookup. (aiohttp asks no resolver for an address written in
-    the URL: send() checks those itself, with domains.webhook_targets.host_problem.)"""
-
-    def __init__(self) -> None:
-        self._resolvers: Resolvers | None = None
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
-        if self._resolvers is None:
-            self._resolvers = Resolvers()
-            await self._resolvers.__aenter__()
-        found = await lookup(self._resolvers, host)
-        if found.error:
-            raise OSError(f"the name {host} could not be resolved ({found.error})")
-        if found.nxdomain or not (found.a or found.aaaa):
-            raise OSError(f"the name {host} has no address")
-        addresses = [literal_address(a) for a in (*found.a, *found.aaaa)]
-        for address in addresses:
-            problem = address_problem(address, settings.WEBHOOK_ALLOWED_NETWORKS)
-            if problem:
-                raise RefusedAddress(f"refused: {host} resolves to {problem}")
-        return [
-            {
-                "hostname": host,
-                "host": str(address),
-                "port": port,
-                "family": socket.AF_INET if address.version == 4 else socket.AF_INET6,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        if self._resolvers is not None:
-            resolvers, self._resolvers = self._resolvers, None
-            await resolvers.__aexit__(None, None, None)
-
-
-def destination_problem(url: str) -> str | None:
-    """Why webhooks would be refused at this URL's host now (its name resolved through
-    DNS_RESOLVERS), or None: for the API and the admin to refuse an endpoint at creation when they
-    can. A name that does not resolve is not refused (its record may come later); every send
-    checks again."""
-    host = urlsplit(url).hostname or ""
-    if literal_address(host) is not None:
-        return host_problem(host, settings.WEBHOOK_ALLOWED_NETWORKS)
-
-    async def run() -> str | None:
-        resolver = CheckedResolver()
-        try:
-            await resolver.resolve(host, 0)
-        except RefusedAddress as exc:
-            return str(exc).removeprefix("refused: ")
-        except OSError:
-            return None
-        finally:
-            await resolver.close()
-        return None
-
-    return asyncio.run(run())
-
-
-# The loop and session of this process (workers/process_loop.py): keep-alive connections to the
-# receivers outlive a batch.
-_client = ProcessLoop("webhook")
-
-
-async def _session() -> aiohttp.ClientSession:
-    def make() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            resolver=CheckedResolver(),
-            limit=settings.WEBHOOK_CONCURRENCY,
-            # Names are re-resolved (and re-checked) for every new connection.
-            use_dns_cache=False,
-            keepalive_timeout=30,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
-            # Never the environment's proxies nor ~/.netrc: the request goes where it was checked.
-            trust_env=False,
-        )
-
-    return await _client.session(settings.WEBHOOK_CONCURRENCY, make)
-
-
-def _literal_problem(url: str) -> str | None:
-    """Why an address written in the URL is refused: aiohttp connects to an address literal
-    without asking any resolver, so CheckedResolver never sees it."""
-    try:
-        problem = host_problem(urlsplit(url).hostname or "", settings.WEBHOOK_ALLOWED_NETWORKS)
-    except ValueError:
-        return None
-    return f"refused: {problem}" if problem else None
-
-
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict) -> Outcome:
-    started = time.perf_counter()
-
-    def ms() -> int:
-        return round((time.perf_counter() - started) * 1000)
-
-    try:
-        async with asyncio.timeout(settings.WEBHOOK_TIMEOUT_SECONDS):
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                excerpt = await response.content.read(EXCERPT_BYTES)
-                return Outcome(response.status, ms(), excerpt.decode("utf-8", "replace"), "")
-    except TimeoutError:
-        return Outcome(None, ms(), "", f"no answer within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s")
-    except aiohttp.ClientConnectorError as exc:
-        cause = exc.os_error
-        if isinstance(cause, RefusedAddress):
-            return Outcome(None, ms(), "", str(cause))
-        return Outcome(None, ms(), "", f"cannot connect ({cause.strerror or cause})")
-    except aiohttp.ClientError as exc:
-        return Outcome(None, ms(), "", str(exc) or type(exc).__name__)
-    except (OSError, ValueError) as exc:
-        return Outcome(None, ms(), "", str(exc) or type(exc).__name__)
-
-
-def send(requests: list[tuple[str, bytes, dict]]) -> list[Outcome]:
-    """POSTs every (url, body, headers), WEBHOOK_CONCURRENCY at a time; outcomes in order."""
-    refused = {url: _literal_problem(url) for url in {url for url, _, _ in requests}}
-
-    async def run() -> list[Outcome]:
-        session = await _session()
-        results: list[Outcome | None] = [None] * len(requests)
-        pending = iter(range(len(requests)))
-
-        async def worker() -> None:
-            for index in pending:
-                url, body, headers = requests[index]
-                problem = refused[url]
-                results[index] = (
-                    Outcome(None, 0, "", problem) if problem else await _post(session, url, body, headers)
-                )
-
-        await asyncio.gather(*(worker() for _ in range(min(settings.WEBHOOK_CONCURRENCY, len(requests)))))
-        return results  # type: ignore[return-value]
-
-    return _client.run(run)
+        for row in cursor.fetchall():
+            if row[1] is None:
+                empty.append(row[0])
+            else:
+                deliveries.append(Claimed(*row))
+    return Batch(deliveries, lease, empty)
 
 
 # --- one batch -----------------------------------------------------------------------------------
@@ -410,93 +305,75 @@ def backoff(failures: int, rng: random.Random) -> datetime.timedelta:
     return datetime.timedelta(seconds=base * rng.uniform(0.9, 1.1))
 
 
-def deliver_claimed(claimed: list[Claimed], lease: datetime.datetime) -> Counter:
+def deliver_claimed(batch: Batch) -> Counter:
     """Signs and sends the claimed deliveries, then writes what came of them."""
     counts: Counter = Counter()
+    if batch.empty_queues:
+        with transaction.atomic(), connection.cursor() as cursor:
+            lock_queue(cursor, exclusive=False)
+            cursor.execute(_DROP_EMPTY, {"ids": batch.empty_queues, "lease": batch.lease})
+    claimed = batch.deliveries
     if not claimed:
         return counts
     now = timezone.now()
     endpoints = WebhookEndpoint.objects.in_bulk({c.endpoint_id for c in claimed})
-    bodies: dict = {}
     signers: dict[int, list[Webhook]] = {}
     timestamp = str(int(now.timestamp()))
     requests, sent = [], []
-    skipped: dict[int, str] = {}
+    skipped: list[Claimed] = []
     for item in claimed:
         endpoint = endpoints.get(item.endpoint_id)
         if endpoint is None:
-            continue  # deleted meanwhile: the delivery went with it
+            continue  # deleted meanwhile: the delivery and its queue went with it
         if not endpoint.enabled:
-            skipped[item.id] = "the endpoint is disabled"
+            skipped.append(item)
             continue
-        body = bodies.get(item.event_id)
-        if body is None:
-            body = bodies[item.event_id] = json.dumps(payload_of(*item.event), separators=(",", ":"))
-        if endpoint.pk not in signers:
-            signers[endpoint.pk] = [Webhook(secret) for secret in signing_secrets(endpoint, now)]
-        msg_id = str(item.event_id)
-        signature = " ".join(signer.sign(msg_id, now, body) for signer in signers[endpoint.pk])
-        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
-        requests.append((endpoint.url, body.encode(), headers))
+        signer = signers.get(endpoint.pk)
+        if signer is None:
+            signer = signers[endpoint.pk] = [Webhook(secret) for secret in signing_secrets(endpoint, now)]
+        signature = " ".join(one.sign(item.event_id, now, item.body) for one in signer)
+        headers = {
+            "webhook-id": item.event_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": signature,
+        }
+        requests.append((endpoint.url, item.body.encode(), headers))
         sent.append(item)
     outcomes = send(requests) if requests else []
     finished = timezone.now()
+    finished_at = finished.timestamp()
     rng = random.Random()  # noqa: S311 (jitter, not secrecy)
-    ids, states, nexts, codes, errors = [], [], [], [], []
+    rows = []
     answered, failing = set(), set()
     for item, outcome in zip(sent, outcomes, strict=True):
-        ids.append(item.id)
-        codes.append(outcome.status_code)
+        code, latency = outcome.status_code, outcome.latency_ms
+        excerpt, error = _text(outcome.excerpt), _text(outcome.error)
         if outcome.delivered:
             answered.add(item.endpoint_id)
-            states.append("delivered")
-            nexts.append(None)
-            errors.append("")
+            rows.append((item.queue_id, item.id, "delivered", None, code, latency, excerpt, error, True))
             counts["delivered"] += 1
             continue
         failing.add(item.endpoint_id)
-        error = outcome.error or f"the endpoint answered HTTP {outcome.status_code}"
-        retry_at = finished + backoff(item.attempts + 1, rng)
+        error = error or f"the endpoint answered HTTP {code}"
+        retry_at = finished_at + backoff(item.attempts + 1, rng).total_seconds()
         if item.give_up_at is not None and retry_at > item.give_up_at:
-            states.append("failed")
-            nexts.append(None)
-            errors.append(f"{error}; given up after {item.attempts + 1} attempts")
+            given_up = f"{error}; given up after {item.attempts + 1} attempts"
+            rows.append((item.queue_id, item.id, "failed", None, code, latency, excerpt, given_up, True))
             counts["given_up"] += 1
         else:
-            states.append("pending")
-            nexts.append(retry_at)
-            errors.append(error)
+            rows.append((item.queue_id, item.id, "pending", retry_at, code, latency, excerpt, error, True))
             counts["retrying"] += 1
-    for delivery_id, why in skipped.items():
-        ids.append(delivery_id)
-        states.append("failed")
-        nexts.append(None)
-        codes.append(None)
-        errors.append(why)
+    for item in skipped:
+        rows.append((item.queue_id, item.id, "failed", None, None, 0, "", "the endpoint is disabled", False))
+    params = {
+        "at": now,
+        "now": finished,
+        "lease": batch.lease,
+        "rows": json.dumps(rows, separators=(",", ":")),
+    }
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _LOG_ATTEMPTS,
-            {
-                "at": now,
-                "ids": [item.id for item in sent],
-                "codes": [outcome.status_code for outcome in outcomes],
-                "latencies": [outcome.latency_ms for outcome in outcomes],
-                "excerpts": [outcome.excerpt.replace("\x00", "") for outcome in outcomes],
-                "errors": [outcome.error for outcome in outcomes],
-            },
-        )
-        cursor.execute(
-            _WRITE,
-            {
-                "now": finished,
-                "lease": lease,
-                "ids": ids,
-                "states": states,
-                "next": nexts,
-                "codes": codes,
-                "errors": errors,
-            },
-        )
+        lock_queue(cursor, exclusive=False)
+        cursor.execute(_WRITE, params)
         if answered:
             cursor.execute(_ENDPOINTS_ANSWERED, {"now": finished, "ids": sorted(answered)})
         still_failing = sorted(failing - answered)
@@ -505,6 +382,13 @@ def deliver_claimed(claimed: list[Claimed], lease: datetime.datetime) -> Counter
             disabled = _disable(cursor, still_failing, finished)
             counts["endpoints_disabled"] += len(disabled)
     return counts
+
+
+def _text(value: str) -> str:
+    """`value` as PostgreSQL's text takes it from JSON: no NUL, no lone surrogate."""
+    if not value or (value.isascii() and "\x00" not in value):
+        return value
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _disable(cursor, endpoint_ids: list[int], now: datetime.datetime) -> list[int]:
@@ -565,11 +449,12 @@ def deliver(budget_seconds: float = 50.0, more_hands=None) -> Counter:
         counts["events"] += events
         counts["fanned_out"] += deliveries
         counts["mails_queued"] += mails
-        claimed, lease = claim()
-        counts["claimed"] += len(claimed)
-        if more_hands is not None and len(claimed) >= settings.WEBHOOK_BATCH:
+        batch = claim()
+        claimed = len(batch.deliveries) + len(batch.empty_queues)
+        counts["claimed"] += len(batch.deliveries)
+        if more_hands is not None and claimed >= settings.WEBHOOK_BATCH:
             more_hands()
-        counts.update(deliver_claimed(claimed, lease))
+        counts.update(deliver_claimed(batch))
         if not claimed and events < DISPATCH_BATCH:
             return counts
         if time.monotonic() - started > budget_seconds:

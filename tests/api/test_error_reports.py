@@ -33,7 +33,7 @@ def crashing_upload(alice_api, shop, upload, monkeypatch):
     sealed = Fernet(Fernet.generate_key()).encrypt(fields["tlskey"].encode()).decode()
     token = alice_api.token
 
-    def add_domain(app, name, *, letsencrypt, cert, key, passphrase, profile=""):
+    def add_domain(app, name, *, letsencrypt, cert, key, passphrase, profile="", issuer=""):
         stored = sealed  # noqa: F841 (a frame variable the report would show)
         caller = f"Bearer {token}"  # noqa: F841
         raise ServiceCrashed(f"could not add {name} for {token}")

@@ -45,6 +45,7 @@ ROUTES = [
     ("api-webhook", "delete", f"{HOOK}", None, 204),
     ("api-webhook-rotate-secret", "post", f"{HOOK}/rotate-secret", None, 200),
     ("api-webhook-enable", "post", f"{HOOK}/enable", None, 200),
+    ("api-webhook-retry", "post", f"{HOOK}/retry", None, 200),
     ("api-webhook-deliveries", "get", f"{HOOK}/deliveries", None, 200),
     ("api-webhook-delivery", "get", f"{HOOK}/deliveries/{DELIVERY_ID}", None, 200),
     ("api-webhook-redeliver", "post", f"{HOOK}/deliveries/{DELIVERY_ID}/redeliver", None, 202),

@@ -1,6 +1,6 @@
 """The webhook API (api/webhook_views.py): endpoints per app with a secret shown once, refused
 destinations with the reason and nothing saved, rotation, deliveries with their attempts,
-redelivery, and tenancy (another customer's endpoint is a 404)."""
+redelivery, sending what waits now, and tenancy (another customer's endpoint is a 404)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from domains.status import change_status
 from domains.webhook_models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import API
 from tests.factories import AppFactory, DomainFactory
+from tests.webhook_receiver import Answer
 from workers import webhook_delivery
 
 HOOKS = f"{API}/apps/shop/webhooks"
@@ -109,6 +110,25 @@ def test_deliveries_list_their_attempts_and_one_can_be_redelivered(alice_api, sh
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery["event_id"]
     Webhook(created["secret"]).verify(second.body, second.headers)
     assert WebhookDelivery.objects.get().state == DeliveryState.DELIVERED
+
+
+def test_retry_sends_what_waits_out_a_backoff_now(alice_api, shop, receiver):
+    created = alice_api.post(HOOKS, {"url": receiver.url}, format="json").json()
+    domain = DomainFactory(app=shop, status=DomainStatus.CREATING)
+    receiver.answer = Answer(status=503)
+    assert change_status(domain.pk, DomainStatus.FAILING, "x", last_error="Failed: x")
+    webhook_delivery.deliver()
+    assert WebhookDelivery.objects.get().state == DeliveryState.PENDING
+
+    receiver.answer = Answer(status=204)
+    answer = alice_api.post(f"{HOOKS}/{created['id']}/retry")
+    assert answer.status_code == 200 and answer.json() == {"id": created["id"], "retried": 1}
+    webhook_delivery.deliver()
+
+    assert len(receiver.requests) == 2
+    assert WebhookDelivery.objects.get().state == DeliveryState.DELIVERED
+    # Nothing waits any more.
+    assert alice_api.post(f"{HOOKS}/{created['id']}/retry").json()["retried"] == 0
 
 
 def test_deleting_an_endpoint_removes_it(alice_api, shop, receiver):

@@ -146,6 +146,8 @@ def chromium(home: Path, names: Mapping[str, int], log_dir: Path) -> Iterator[Br
         f"--user-data-dir={profile}",
     ):
         options.add_argument(argument)
+    # The console's messages, for the tests that require a page to log no error.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     env = {key: value for key, value in os.environ.items() if not key.startswith("SE_")}
     env.update({"HOME": str(home), "SE_OFFLINE": "true"})
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,9 @@ def test_the_agent_follows_certwrights_feed_service(feed_server, start_agent, pk
         timeout=10,
         what="the switch back at the custom certificate's expiry",
     )
-    assert f"switched {domain.name} to {letsencrypt.fingerprint_sha256[:16]}" in agent.log_since_start()
+    # The driver writes the files before the agent logs the switch: the line may follow a moment later.
+    switched = f"switched {domain.name} to {letsencrypt.fingerprint_sha256[:16]}"
+    wait_for(lambda: switched in agent.log_since_start(), timeout=5, what="the switch's log line")
     assert f"(due {expiry.isoformat()})" in agent.log_since_start()
 
     agent.stop()

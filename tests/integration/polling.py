@@ -7,6 +7,7 @@ import uuid
 
 from certificates.models import Certificate, CertificateSource
 from domains.models import Domain, DomainStatus
+from domains.webhook_models import WebhookAttempt, WebhookQueue
 
 
 def unique_name(prefix: str = "www") -> str:
@@ -39,3 +40,17 @@ def issued(challtestsrv, app, name: str) -> tuple[Domain, Certificate]:
     domain = create_domain(app, name)
     wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what=f"{name} in use")
     return domain, Certificate.objects.get(domain=domain, source=CertificateSource.LETSENCRYPT)
+
+
+def wait_for_recorded_attempts(endpoint, count: int = 1, timeout: float = 10) -> None:
+    """Waits until `count` attempts to `endpoint` are recorded and none of its queues is being sent:
+    a receiver has a POST a moment before the worker that sent it records the answer, so what the
+    receiver saw is not yet what the database (and the API, the CLI, retry_now) says."""
+    wait_for(
+        lambda: (
+            WebhookAttempt.objects.filter(delivery__endpoint=endpoint).count() >= count
+            and not WebhookQueue.objects.filter(endpoint=endpoint, lease_until__isnull=False).exists()
+        ),
+        timeout=timeout,
+        what=f"{count} recorded attempt(s)",
+    )

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tests.integration.pointing import point_at_platform
 from tests.integration.polling import wait_for
-from tests.pki import Pki, der, key_der, pem
+from tests.pki import der, key_der
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -21,18 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def _name() -> str:
     # Its own registered domain, so that its Let's Encrypt quota is its own.
     return f"www.cli-{uuid.uuid4().hex[:10]}.com"
-
-
-@pytest.fixture
-def trusted_pki() -> Pki:
-    """A test PKI whose root the web server trusts for uploads (it re-reads EXTRA_TRUSTED_ROOTS when the
-    file changes); the file is restored afterwards."""
-    pki = Pki("Certwright CLI Test")
-    roots = Path(settings.EXTRA_TRUSTED_ROOTS)
-    before = roots.read_bytes()
-    roots.write_bytes(before + pem(pki.root))
-    yield pki
-    roots.write_bytes(before)
 
 
 def test_a_domain_is_added_issued_given_a_custom_certificate_from_der_files_and_removed(

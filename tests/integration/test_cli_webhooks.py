@@ -1,6 +1,7 @@
 """The `certwright webhooks` commands against the real API under gunicorn: an endpoint added (its
 secret printed once), listed, its deliveries and one delivery's attempts shown, redelivered, its
-secret rotated and the endpoint removed; a refused URL exits non-zero with the reason."""
+secret rotated and the endpoint removed; a failed delivery sent again at once by `webhooks-retry`;
+a refused URL exits non-zero with the reason."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from standardwebhooks import Webhook
 
 from domains.models import DomainStatus
 from domains.status import change_status
-from domains.webhook_models import WebhookEndpoint
+from domains.webhook_models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from tests.factories import DomainFactory
-from tests.integration.polling import wait_for
+from tests.integration.polling import wait_for, wait_for_recorded_attempts
+from tests.webhook_receiver import Answer
 from workers import webhook_delivery
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -31,6 +33,7 @@ def test_an_endpoint_is_added_listed_delivered_to_redelivered_rotated_and_remove
     # A worker may be running too (the commit asked for a run): whichever sends it, it arrives once.
     webhook_delivery.deliver()
     wait_for(lambda: receiver.requests, what="the delivery")
+    wait_for_recorded_attempts(endpoint)
     (request,) = receiver.requests
     assert Webhook(secret).verify(request.body, request.headers)["data"]["domain"] == domain.name
 
@@ -48,6 +51,24 @@ def test_an_endpoint_is_added_listed_delivered_to_redelivered_rotated_and_remove
     assert "The previous secret also signs until" in rotated
     cli.ok("webhooks-remove", str(endpoint.pk))
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_retry_sends_a_failed_delivery_now_instead_of_after_its_backoff(cli, app, receiver):
+    cli.ok("webhooks-add", receiver.url)
+    endpoint = WebhookEndpoint.objects.get(app=app)
+    receiver.answer = Answer(status=500)
+    domain = DomainFactory(app=app, status=DomainStatus.CREATING)
+    assert change_status(domain.pk, DomainStatus.FAILING, "x", last_error="Failed: x")
+    webhook_delivery.deliver()
+    wait_for(lambda: receiver.requests, what="the first attempt")
+    wait_for_recorded_attempts(endpoint)
+
+    receiver.answer = Answer(status=204)
+    assert "are sent now" in cli.ok("webhooks-retry", str(endpoint.pk))
+    webhook_delivery.deliver()
+    delivery = WebhookDelivery.objects.filter(endpoint=endpoint)
+    wait_for(lambda: delivery.get().state == DeliveryState.DELIVERED, what="the delivery sent again")
+    assert "was waiting out a backoff" in cli.ok("webhooks-retry", str(endpoint.pk))
 
 
 def test_a_refused_url_exits_non_zero_with_the_reason(cli):

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from certificates.models import Order
 from domains.backoff import retry_delay
-from domains.models import Domain, DomainStatus
+from domains.models import Domain, DomainStatus, WaitingOn
 from domains.services import create_domain
 from tests.dns_stub import DnsStub
 from tests.factories import AppFactory, DomainFactory
@@ -72,6 +72,7 @@ def test_each_dns_mistake_is_named_keeps_pending_dns_and_backs_off(pebble_stack,
         dns.set_cname(name, records["cname"])
     domain = check_now(pending(app, name))
     assert domain.status == DomainStatus.PENDING_DNS
+    assert domain.waiting_on == WaitingOn.DNS
     for phrase in phrases:
         assert phrase in domain.last_error
     assert domain.consecutive_failures == 1
@@ -191,6 +192,7 @@ def test_caa_for_another_ca_blocks_without_contacting_the_ca_until_the_right_rec
     wait_for(lambda: Domain.objects.get(pk=domain.pk).last_checked_at, what="the first check")
     domain.refresh_from_db()
     assert domain.status == DomainStatus.ACTION_REQUIRED
+    assert domain.waiting_on == WaitingOn.CAA
     assert f'Add {parent}. CAA 0 issue "letsencrypt.org"' in domain.last_error
     assert not Order.objects.filter(domain=domain).exists()
     assert _orders_placed_at_pebble(issuance_stack) == orders_before

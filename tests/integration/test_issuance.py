@@ -139,3 +139,40 @@ def web_server_port() -> int:
     import os
 
     return int(os.environ["CERTWRIGHT_TEST_HTTP01_PORT"])
+
+
+def _histogram_counts() -> dict[tuple, float]:
+    from django.test import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {}
+    body = Client().get("/metrics").content.decode()
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                counts[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return counts
+
+
+def test_an_issuance_shows_in_the_acme_request_and_time_to_in_use_histograms(
+    issuance_stack, challtestsrv, app
+):
+    before = _histogram_counts()
+    name = unique_name()
+    point_at_platform(challtestsrv, app, name)
+    domain = create_domain(app, name)
+    wait_for(lambda: status_of(domain) == DomainStatus.IN_USE, what="in_use")
+    after = _histogram_counts()
+
+    def grew(metric: str, **labels) -> float:
+        key = (metric, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    requests = "certwright_acme_request_duration_seconds_count"
+    # The worker's requests to Pebble, each named by its resource and Pebble's answer.
+    assert grew(requests, issuer="letsencrypt", endpoint="newOrder", status="201") >= 1
+    assert grew(requests, issuer="letsencrypt", endpoint="finalize", status="200") >= 1
+    assert grew(requests, issuer="letsencrypt", endpoint="certificate", status="200") >= 1
+    assert grew(requests, issuer="letsencrypt", endpoint="challenge", status="200") >= 1
+    # At least this domain's (a domain an earlier test left may finish meanwhile).
+    assert grew("certwright_time_to_in_use_seconds_count") >= 1

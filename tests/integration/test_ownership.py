@@ -30,6 +30,7 @@ def test_a_name_on_the_shared_ingress_orders_nothing_until_its_ownership_record_
     wait_for(lambda: Domain.objects.get(pk=domain.pk).last_checked_at, what="the first check")
     domain.refresh_from_db()
     assert domain.status == DomainStatus.ACTION_REQUIRED
+    assert domain.waiting_on == "ownership"
     token = ownership_token(app.pk, name)
     assert domain.ownership_token == token
     assert f'_certwright-challenge.{name}. TXT "{token}"' in domain.last_error

@@ -74,6 +74,7 @@ def test_a_paused_name_waits_for_the_operator_sends_nothing_and_is_issued_once_u
         retry_now(Domain.objects.get(pk=domain.pk))
     assert proxy.new_orders_for(name) == 1
     assert status_of(domain) == DomainStatus.ACTION_REQUIRED
+    assert Domain.objects.get(pk=domain.pk).waiting_on == "paused"
 
     # The operator visits the URL (the proxy lifts the pause), then marks the domain unpaused.
     proxy.unpause(name)

@@ -207,6 +207,7 @@ def test_a_429_from_the_ca_schedules_the_domain_by_retry_after_and_only_the_cert
             )
             domain.refresh_from_db()
             assert domain.status == DomainStatus.CREATING
+            assert domain.waiting_on == "quota"
             assert domain.consecutive_failures == 0, "a rate limit is not a failure"
             assert abs((domain.next_attempt_at - retry_at).total_seconds()) < 1.5
             order = Order.objects.get(domain=domain)
@@ -268,4 +269,5 @@ def test_a_renewal_of_the_same_name_is_not_held_back_by_an_exhausted_registered_
     assert order.is_renewal and order.quota_reservation is not None
     newcomer.refresh_from_db()
     assert newcomer.status == DomainStatus.CREATING
+    assert newcomer.waiting_on == "quota"
     assert f"certificate limit for {registered} reached" in newcomer.last_error

@@ -8,17 +8,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.utils import timezone
 from standardwebhooks import Webhook
 
 from domains.models import DomainStatus
 from domains.services import create_domain
 from domains.status import change_status
 from domains.webhook_models import DeliveryState, WebhookDelivery
-from domains.webhooks import create_endpoint
+from domains.webhooks import create_endpoint, retry_now
 from tests.factories import DomainFactory
 from tests.integration.pointing import point_at_platform
-from tests.integration.polling import status_of, unique_name, wait_for
+from tests.integration.polling import status_of, unique_name, wait_for, wait_for_recorded_attempts
 from tests.webhook_receiver import Answer
 from workers.tasks.webhooks import deliver_webhooks
 
@@ -63,13 +62,13 @@ def test_a_receiver_that_was_down_gets_every_event_in_order_when_it_is_back(cele
         assert change_status(domain.pk, DomainStatus.FAILING, "x", last_error=f"Failed: {n}")
         assert change_status(domain.pk, DomainStatus.CREATING, "again")
     wait_for(lambda: receiver.requests, timeout=10, what="the first attempt")
+    # retry_now leaves a queue being sent alone: wait until the worker has recorded the answer.
+    wait_for_recorded_attempts(endpoint)
     # The first delivery failed; the others wait behind it.
     assert {r.json()["data"]["reason"] for r in receiver.requests} == {"Failed: 0"}
 
     receiver.answer = Answer(status=204)
-    WebhookDelivery.objects.filter(endpoint=endpoint, state=DeliveryState.PENDING).update(
-        next_attempt_at=timezone.now()
-    )
+    assert retry_now(endpoint) == 1
     deliver_webhooks.delay()  # as beat's backstop does every 15 s
     wait_for(
         lambda: WebhookDelivery.objects.filter(endpoint=endpoint, state=DeliveryState.DELIVERED).count() == 3,

@@ -1,6 +1,6 @@
 """Webhooks in the admin (workers/webhook_admin.py): a platform-wide endpoint added there gets its
 secret shown once, in the message after the save, and signs with it; a URL at a refused address
-is an error on the form, and nothing is saved."""
+is an error on the form, and nothing is saved; the send-now action skips a delivery's backoff."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from standardwebhooks import Webhook
 
 from domains.models import DomainStatus
 from domains.status import change_status
-from domains.webhook_models import WebhookEndpoint
+from domains.webhook_models import DeliveryState, WebhookDelivery, WebhookEndpoint
+from domains.webhooks import create_endpoint
 from tests.factories import DomainFactory
+from tests.webhook_receiver import Answer
 from workers import webhook_delivery
 
 pytestmark = pytest.mark.django_db
@@ -48,3 +50,23 @@ def test_a_url_at_a_refused_address_is_a_form_error_and_nothing_is_saved(admin_c
     assert refused.status_code == 200
     assert "is not a public address (link-local)" in refused.content.decode()
     assert WebhookEndpoint.objects.count() == 0
+
+
+def test_the_send_now_action_makes_a_backed_off_delivery_go_at_once(admin_client, receiver):
+    domain = DomainFactory(status=DomainStatus.CREATING)
+    endpoint, _ = create_endpoint(None, receiver.url)
+    receiver.answer = Answer(status=502)
+    assert change_status(domain.pk, DomainStatus.FAILING, "x", last_error="Failed: x")
+    webhook_delivery.deliver()
+
+    receiver.answer = Answer(status=204)
+    done = admin_client.post(
+        "/admin/domains/webhookendpoint/",
+        {"action": "retry_waiting", "_selected_action": [endpoint.pk]},
+        follow=True,
+    )
+    assert "The waiting deliveries of 1 domain(s) are sent now" in done.content.decode()
+    webhook_delivery.deliver()
+
+    assert len(receiver.requests) == 2
+    assert WebhookDelivery.objects.get(endpoint=endpoint).state == DeliveryState.DELIVERED

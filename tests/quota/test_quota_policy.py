@@ -16,6 +16,7 @@ from certificates.models import (
     QuotaKind,
     QuotaOverride,
 )
+from config.issuers import IssuerSetting
 from domains import quota_policy
 from domains.models import DomainStatus
 from tests.factories import AcmeAccountFactory, DomainFactory
@@ -263,6 +264,71 @@ def test_the_ledger_keeps_what_a_rebuild_can_need_and_prunes_the_rest():
         ["fresh.example.org"],
         ["within-override.example.org"],
     ]
+
+
+def test_an_issuer_without_lets_encrypts_limits_spends_nothing_and_a_booked_token_goes_back(settings):
+    second = IssuerSetting("second", "https://second.test/dir", ("pki.goog",), limits="none")
+    settings.ACME_ISSUERS = [*settings.ACME_ISSUERS, second]
+    primary = AcmeAccountFactory(directory_url=settings.ACME_DIRECTORY_URL)
+    other = AcmeAccountFactory(directory_url=second.directory_url)
+    first, waiting = DomainFactory(name="a.example.net"), DomainFactory(name="b.example.net")
+    QuotaOverride.objects.create(
+        kind=QuotaKind.REGISTERED_DOMAIN, subject="example.net", capacity=1, period_seconds=3600
+    )
+    bucket = quota_policy.registered_domain_bucket("example.net")
+    assert isinstance(_reserve_one(first, primary.pk), quota_policy.Granted)
+    booked = _reserve_one(waiting, primary.pk)
+    assert isinstance(booked, quota_policy.Waiting)
+
+    # The waiting domain goes to the other issuer: granted at once, its booked token given back.
+    assert _reserve_one(waiting, other.pk, booked.reservation) == quota_policy.Granted(None, False)
+    assert quota_policy.get_quota().peek(bucket).tokens_left == 0
+    # The next in line gets the token the waiting domain had booked (not the one after it).
+    later = _reserve_one(DomainFactory(name="c.example.net"), primary.pk)
+    assert abs((later.until - booked.until).total_seconds()) < 5
+    # Its certificates are in the ledger, and a rebuilt Let's Encrypt bucket does not count them.
+    Issuance.objects.create(
+        registered_domain="example.org",
+        names=["x.example.org"],
+        fingerprint_sha256=uuid.uuid4().hex,
+        issuer="second",
+        spends_letsencrypt_limits=False,
+    )
+    assert (
+        quota_policy.get_quota().peek(quota_policy.registered_domain_bucket("example.org")).tokens_left == 50
+    )
+
+
+def test_an_issuer_with_a_limit_of_its_own_spends_from_it_and_waiters_are_told_so(settings):
+    own = IssuerSetting(
+        "sslcom",
+        "https://sslcom.test/dir",
+        ("ssl.com",),
+        limits="own",
+        orders_limit=2,
+        orders_period_seconds=3600,
+    )
+    settings.ACME_ISSUERS = [*settings.ACME_ISSUERS, own]
+    account = AcmeAccountFactory(directory_url=own.directory_url)
+    first, second, third = (DomainFactory(name=f"{n}.example.net") for n in ("a", "b", "c"))
+
+    assert isinstance(_reserve_one(first, account.pk), quota_policy.Granted)
+    granted = _reserve_one(second, account.pk)
+    assert isinstance(granted, quota_policy.Granted) and granted.reservation is not None
+    waiting = _reserve_one(third, account.pk)
+
+    assert isinstance(waiting, quota_policy.Waiting)
+    assert waiting.message.startswith("the platform's limit of new orders at sslcom is reached")
+    assert "(at most 2 per hour)" in waiting.message
+    # Let's Encrypt's buckets are untouched; a refund of an order that issued nothing gives the token back.
+    assert (
+        quota_policy.get_quota().peek(quota_policy.registered_domain_bucket("example.net")).tokens_left == 50
+    )
+    assert quota_policy.refund(granted.reservation, [second.name], account.pk, "test")
+    assert not quota_policy.refund(granted.reservation, [second.name], account.pk, "test"), "once"
+    # Asking again with its reservation keeps the waiter's place.
+    again = _reserve_one(third, account.pk, waiting.reservation)
+    assert abs((again.until - waiting.until).total_seconds()) < 1
 
 
 def _reserve_one(domain, account_id: int, reservation=None):

@@ -7,6 +7,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
+from certificates.issuers import record_ca_failure
 from devstack.ports import free_port
 from workers.heartbeat import record_heartbeat
 from workers.models import BeatLease, Heartbeat
@@ -53,8 +54,22 @@ def test_healthy_stack_answers_200_and_names_each_dependency(client):
         "beat_standby",
         "beat_leader",
         "worker",
+        "issuer_letsencrypt",
     }
     assert all(check["ok"] for check in body["checks"].values())
+
+
+def test_an_issuer_failing_on_its_side_is_named_but_keeps_health_200(client, settings):
+    _fresh_heartbeats()
+    settings.ISSUER_BREAKER_FAILURES = 1
+    record_ca_failure(settings.ACME_DIRECTORY_URL, "could not reach the CA: ConnectionError")
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    issuer = response.json()["checks"]["issuer_letsencrypt"]
+    assert not issuer["ok"] and not issuer["critical"]
+    assert "failing on its side" in issuer["detail"] and "ConnectionError" in issuer["detail"]
 
 
 def test_beat_older_than_three_ticks_makes_health_503(client, settings):

@@ -4,12 +4,13 @@ database and the broker at scrape time, without customer data, at a constant cos
 from __future__ import annotations
 
 import datetime
-import re
 
 import pytest
 from django.test import Client
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
+from certificates.issuers import record_ca_failure
 from certificates.models import CertificateSource, Issuance, Order, OrderState
 from domains.models import Domain, DomainStatus
 from tests.factories import AcmeAccountFactory, CertificateFactory, DomainFactory
@@ -18,32 +19,34 @@ from workers.models import Heartbeat
 pytestmark = pytest.mark.django_db
 
 DAY = datetime.timedelta(days=1)
-SAMPLE = re.compile(r"^(?P<name>[a-z_0-9]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>-?[0-9.e+-]+)$")
 
 
 def scrape(client: Client | None = None, **headers) -> tuple[int, dict[tuple[str, str], float], str]:
-    """(status, {(metric, labels): value}, body)."""
+    """(status, {(sample, its labels sorted by name): value}, body), read by prometheus-client's
+    parser."""
     response = (client or Client()).get("/metrics", **headers)
     body = response.content.decode()
     samples = {}
     if response.status_code != 200:
         return response.status_code, samples, body
-    for line in body.splitlines():
-        if line.startswith("#") or not line:
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"not exposition format: {line!r}"
-        samples[(match["name"], match["labels"] or "")] = float(match["value"])
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            samples[(sample.name, labels)] = sample.value
     return response.status_code, samples, body
 
 
-def test_every_sample_is_in_prometheus_text_format_with_help_and_type(redis_servers):
+def test_every_family_is_in_prometheus_text_format_with_help_and_type(redis_servers):
     status, samples, body = scrape()
     assert status == 200
     assert body.endswith("\n")
     names = {name for name, _ in samples}
-    for name in names:
-        assert f"# HELP {name} " in body and f"# TYPE {name} gauge" in body
+    types = {family.name: family.type for family in text_string_to_metric_families(body)}
+    for name in types:
+        assert f"# HELP {name} " in body
+    histograms = {"certwright_acme_request_duration_seconds", "certwright_time_to_in_use_seconds"}
+    assert {name for name, kind in types.items() if kind == "histogram"} == histograms
+    assert all(kind == "gauge" for name, kind in types.items() if name not in histograms)
     assert {
         "certwright_domains",
         "certwright_domains_due",
@@ -113,10 +116,21 @@ def test_orders_renewals_issuances_heartbeats_and_queues(redis_servers, broker_r
     CertificateFactory(renew_at=now + DAY, ari_next_check=now - DAY, ari_error="The CA answered HTTP 500.")
     CertificateFactory(renew_at=now + DAY, ari_next_check=now + DAY)
     Issuance.objects.create(
-        registered_domain="example.com", names=["a.example.com"], fingerprint_sha256="a" * 64
+        registered_domain="example.com",
+        names=["a.example.com"],
+        fingerprint_sha256="a" * 64,
+        issuer="letsencrypt",
     )
     Issuance.objects.create(
-        registered_domain="example.com", names=["a.example.com"], fingerprint_sha256="b" * 64, renewal=True
+        registered_domain="example.com",
+        names=["a.example.com"],
+        fingerprint_sha256="b" * 64,
+        renewal=True,
+        issuer="letsencrypt",
+    )
+    # Written before there were several issuers: counted under "unknown".
+    Issuance.objects.create(
+        registered_domain="example.com", names=["c.example.com"], fingerprint_sha256="d" * 64
     )
     Issuance.objects.create(
         registered_domain="example.com",
@@ -138,8 +152,10 @@ def test_orders_renewals_issuances_heartbeats_and_queues(redis_servers, broker_r
     assert samples[("certwright_renewals_failing", "")] == 1
     assert samples[("certwright_ari_checks_due", "")] == 1
     assert samples[("certwright_ari_checks_failing", "")] == 1
-    assert samples[("certwright_certificates_issued_24h", 'kind="new"')] == 1
-    assert samples[("certwright_certificates_issued_24h", 'kind="renewal"')] == 1
+    assert samples[("certwright_certificates_issued_24h", 'issuer="letsencrypt",kind="new"')] == 1
+    assert samples[("certwright_certificates_issued_24h", 'issuer="letsencrypt",kind="renewal"')] == 1
+    assert samples[("certwright_certificates_issued_24h", 'issuer="unknown",kind="new"')] == 1
+    assert samples[("certwright_issuer_breaker_open", 'issuer="letsencrypt"')] == 0
     assert 41 <= samples[("certwright_heartbeat_age_seconds", 'source="beat"')] < 60
     assert samples[("certwright_heartbeat_age_seconds", 'source="worker"')] == -1
     assert samples[("certwright_queue_length", 'queue="acme"')] == 2
@@ -168,9 +184,44 @@ def test_a_scrape_costs_the_same_statements_at_any_size(redis_servers):
             assert scrape()[0] == 200
         return len(queries)
 
+    scrape()  # The process's first scrape writes the issuers' rows once (certificates/issuers.py).
     small = count()
     for _ in range(30):
         CertificateFactory(
             domain=DomainFactory(status=DomainStatus.IN_USE), not_after=timezone.now() + 5 * DAY
         )
     assert count() == small
+
+
+def test_an_issuer_whose_ca_keeps_failing_shows_its_breaker_open_and_its_failures(settings):
+    settings.ISSUER_BREAKER_FAILURES = 2
+    for _ in range(3):
+        record_ca_failure(settings.ACME_DIRECTORY_URL, "could not reach the CA: ConnectionError")
+
+    _, samples, _ = scrape()
+
+    assert samples[("certwright_issuer_breaker_open", 'issuer="letsencrypt"')] == 1
+    assert samples[("certwright_issuer_ca_failures", 'issuer="letsencrypt"')] == 3
+
+
+def test_domains_waiting_are_counted_by_status_and_what_they_wait_on(redis_servers):
+    for status, waiting_on, count in (
+        (DomainStatus.PENDING_DNS, "dns", 3),
+        (DomainStatus.ACTION_REQUIRED, "caa", 2),
+        (DomainStatus.ACTION_REQUIRED, "ownership", 1),
+        (DomainStatus.CREATING, "quota", 4),
+        (DomainStatus.FAILING, "ca", 1),
+        (DomainStatus.IN_USE, "", 5),
+    ):
+        for _ in range(count):
+            DomainFactory(status=status, waiting_on=waiting_on)
+    _, samples, _ = scrape()
+    assert samples[("certwright_domains_waiting", 'reason="dns",status="pending_dns"')] == 3
+    assert samples[("certwright_domains_waiting", 'reason="caa",status="action_required"')] == 2
+    assert samples[("certwright_domains_waiting", 'reason="ownership",status="action_required"')] == 1
+    assert samples[("certwright_domains_waiting", 'reason="quota",status="creating"')] == 4
+    assert samples[("certwright_domains_waiting", 'reason="ca",status="failing"')] == 1
+    assert samples[("certwright_domains_waiting", 'reason="quota",status="pending_dns"')] == 0
+    # Served domains wait on nothing; their count is certwright_domains' alone.
+    assert not any(name == "certwright_domains_waiting" and "in_use" in labels for name, labels in samples)
+    assert samples[("certwright_domains", 'status="in_use"')] == 5

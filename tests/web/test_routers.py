@@ -25,7 +25,7 @@ from certificates.sealing import seal
 from certificates.serving import served_certificate, served_certificate_of
 from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
 from domains.models import Domain, DomainStatus
-from tests.factories import DomainFactory, UserFactory
+from tests.factories import AcmeAccountFactory, DomainFactory, UserFactory
 from tests.pki import Pki, der, key_pem
 
 pytestmark = pytest.mark.django_db
@@ -111,6 +111,13 @@ def test_a_router_gets_the_served_chain_leaf_first_then_the_key_that_matches_the
     assert response["Cache-Control"] == "private, max-age=60"
 
 
+def test_a_router_is_told_which_of_the_platforms_cas_issued_the_certificate(served, settings):
+    _, _, row = served
+    row.account = AcmeAccountFactory(directory_url=settings.ACME_DIRECTORY_URL)
+    row.save(update_fields=["account"])
+    assert fetch(router_client())["X-Certificate-Issuer"] == "letsencrypt"
+
+
 def test_the_token_as_a_basic_auth_password_works_as_caddy_sends_it_from_its_url(served):
     token = create_router_token("caddy")
     basic = base64.b64encode(f"router:{token}".encode()).decode()
@@ -125,6 +132,7 @@ def test_a_valid_custom_certificate_is_handed_out_instead_of_the_letsencrypt_one
     client = router_client()
     response = fetch(client)
     assert response["X-Certificate-Source"] == "custom"
+    assert "X-Certificate-Issuer" not in response
     certs, served_key = parts(response.content)
     assert certs[0] == leaf and spki(served_key.public_key()) == spki(leaf.public_key())
     assert response["ETag"] == f'"{custom.fingerprint_sha256}"'

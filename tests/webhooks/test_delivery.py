@@ -15,7 +15,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from domains.models import DomainStatus, EventType
 from domains.status import change_status
 from domains.webhook_models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from domains.webhooks import create_endpoint, redeliver, rotate_secret
+from domains.webhooks import create_endpoint, redeliver, retry_now, rotate_secret
 from tests.factories import AppFactory, DomainFactory, UserFactory
 from tests.webhook_receiver import Answer, start_receiver
 from workers import webhook_delivery
@@ -121,7 +121,7 @@ def test_a_failed_post_is_retried_later_and_the_domains_next_event_waits_behind_
     assert [e["data"]["domain"] for e in receiver.events()[1:]] == [elsewhere.name]
 
     # Once the first is due again, it and then the second go, in that order.
-    WebhookDelivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
+    assert retry_now(endpoint) == 1
     webhook_delivery.deliver()
     assert [e["data"]["reason"] for e in receiver.events() if e["data"]["domain"] == domain.name] == [
         "Failed: first",
@@ -197,7 +197,7 @@ def test_an_answer_resets_the_failing_clock(receiver):
     assert endpoint.failing_since is not None
 
     receiver.answer = Answer(status=200)
-    WebhookDelivery.objects.update(next_attempt_at=timezone.now())
+    retry_now(endpoint)
     webhook_delivery.deliver()
 
     endpoint.refresh_from_db()

@@ -32,7 +32,7 @@ def dns_allows_everything(monkeypatch, account):
     """The pre-flight's DNS and CAA say yes (tests/integration covers them for real)."""
 
     def passed(rows):
-        return {row.pk: Verdict(True, "points at the platform") for row in rows}, account
+        return {row.pk: Verdict(True, "points at the platform", account=account) for row in rows}
 
     monkeypatch.setattr(renewals, "preflight", passed)
 
