@@ -19,7 +19,9 @@ LEAKS = {
     # A token stands alone: its run of URL-safe base64 starts with it and holds no "+" or "/" (a
     # browser's log carries long standard base64 blobs, screenshots and fonts, whose zero bytes
     # spell "gAAAAA" mid-run).
-    "a Fernet token (a sealed secret)": re.compile(rb"(?<![A-Za-z0-9+/_-])gAAAAA[A-Za-z0-9_-]{20,}(?![A-Za-z0-9+/])"),
+    "a Fernet token (a sealed secret)": re.compile(
+        rb"(?<![A-Za-z0-9+/_-])gAAAAA[A-Za-z0-9_-]{20,}(?![A-Za-z0-9+/])"
+    ),
     "a webhook signing secret": re.compile(rb"whsec_[A-Za-z0-9+/]{20}"),
     "base64 of a DER private key": re.compile(
         rb"AgEAMBMGByqGSM49|AgEAMA0GCSqGSIb3DQEBAQUA|MHcCAQEE[A-Za-z0-9+/]{8}|MIGkAgEBBDA|"

@@ -46,7 +46,10 @@ def test_a_sealed_secret_in_a_log_line_is_a_leak_even_cut_short():
 
 def test_zero_bytes_inside_a_standard_base64_blob_are_not_a_sealed_secret():
     # A browser's log line with a screenshot: zero bytes spell gAAAAA in the middle of the run.
-    blob = b"iVBORw0KGgo/s7MDBRULHBDhQUFZUQJZTu/O4yOK6wu4Ki8sn/d/bsma6dmZ373GdmJPLy8hgAAAAAAACAf50YAwAAAAAAAFAOIAAGAAAAAACAc+Q=="
+    blob = (
+        b"iVBORw0KGgo/s7MDBRULHBDhQUFZUQJZTu/O4yOK6wu4Ki8sn/d/bsma6dmZ373GdmJPLy8h"
+        b"gAAAAAAACAf50YAwAAAAAAAFAOIAAGAAAAAACAc+Q=="
+    )
     watch = LeakWatch()
 
     watch.check("log file chromedriver.log", b'[1.2][INFO]: screenshot "' + blob + b'"')
