@@ -386,6 +386,9 @@ FEED_DATABASE_CONNECTIONS = env.int("FEED_DATABASE_CONNECTIONS", 8, minimum=1)
 # The REST API: bearer tokens (and the admin session, for the browsable API), JSON bodies capped
 # at API_MAX_BODY_BYTES, writes throttled per token at API_WRITE_RATE.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", 262144, minimum=1024)
+# Any other request's body (the admin, the Domains tab, sign-in): a declared length over this is a
+# 413 before the body is read. A custom certificate's upload (three files of 64 KiB) fits.
+PAGE_MAX_BODY_BYTES = env.int("PAGE_MAX_BODY_BYTES", 1048576, minimum=262144)
 # Django's own cap on a body read into memory must not undercut the API's.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2621440, API_MAX_BODY_BYTES)
 API_WRITE_RATE = env.str("API_WRITE_RATE", "120/min")

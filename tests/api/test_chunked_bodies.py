@@ -101,3 +101,22 @@ def test_a_declared_length_past_the_limit_is_413_before_the_body_is_sent(server,
 
     assert status == 413
     assert "(API_MAX_BODY_BYTES)" in answered["detail"]
+
+
+def test_a_sign_in_page_declaring_a_body_past_the_page_cap_is_413_before_it_is_sent(server, settings):
+    # No session and no CSRF token: the cap answers before CsrfViewMiddleware would read the form
+    # (and Django would stream its files to disk).
+    fields = [
+        "POST /apps/login/ HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: multipart/form-data; boundary=x",
+        f"Content-Length: {50 * 1024 * 1024}",
+    ]
+    with socket.create_connection(server, timeout=20) as sock:
+        sock.sendall(("\r\n".join(fields) + "\r\n\r\n").encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        page = response.read().decode()
+
+    assert response.status == 413
+    assert "(PAGE_MAX_BODY_BYTES)" in page
