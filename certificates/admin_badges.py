@@ -25,9 +25,14 @@ def badge(colour: str, text: str) -> str:
     return format_html('<span class="cw-badge cw-{}">{}</span>', colour, text)
 
 
+def flattened(text: str | None) -> str:
+    """`text` on one line: every run of whitespace (newlines too) one space."""
+    return " ".join((text or "").split())
+
+
 def one_line(text: str, limit: int = REASON_CHARACTERS) -> str:
     """`text` on one line, cut to `limit` characters; the whole of it in the tooltip."""
-    flat = " ".join((text or "").split())
+    flat = flattened(text)
     if not flat:
         return "-"
     shown = flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"

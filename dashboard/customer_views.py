@@ -4,11 +4,13 @@ tenancy: another customer's app, or a domain of it, is a 404.
 
 Every change is a POST with Django's CSRF check, answered by a redirect back to the tab with what
 was done or why it was refused (nothing is half-saved: each service call is one transaction). An
-upload's body is capped before Django reads any of it.
+upload's body is capped before Django reads any of it (PAGE_MAX_BODY_BYTES, api.middleware), and
+each of its files before it is parsed (CustomCertificateForm).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import redis
@@ -26,8 +28,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from api.presenters import domain_page, present_domains
-from certificates.custom import UploadRejected
-from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
+from domains.custom_certificates import remove_custom_certificate
 from domains.domain_admin_forms import MAX_UPLOAD_BYTES, CustomCertificateForm
 from domains.models import App, Domain, DomainEvent
 from domains.names import InvalidDomainName, normalize_domain_name
@@ -43,9 +44,6 @@ from domains.services import (
 
 logger = logging.getLogger(__name__)
 
-# The whole upload form: three files of at most MAX_UPLOAD_BYTES, a passphrase and the form's own
-# fields and boundaries.
-MAX_UPLOAD_BODY = 3 * MAX_UPLOAD_BYTES + 16384
 HISTORY_ROWS = 10
 TAB_DOMAINS = 500
 
@@ -209,7 +207,7 @@ def add(request: HttpRequest, app: str) -> HttpResponse:
         messages.error(request, "Type the domain name to add, such as www.example.com.")
         return _back(found)
     try:
-        domain = add_domain(found, raw, letsencrypt=request.POST.get("letsencrypt", "on") == "on")
+        domain = add_domain(found, raw)
     except InvalidDomainName as exc:
         messages.error(request, f"{raw}: {exc}")
         return _back(found)
@@ -220,21 +218,35 @@ def add(request: HttpRequest, app: str) -> HttpResponse:
     return _back(found, anchor_of(domain.name))
 
 
-@login_required
-@require_POST
-def remove(request: HttpRequest, app: str, name: str) -> HttpResponse:
-    found = _app(request, app)
-    domain = _domain(found, name)
+def domain_action(*, back_to_domain: bool = True):
+    """A POST of the tab about one domain of the signed-in customer's app: the view is given the
+    domain (a 404 for a name not on the app, or an app not theirs) and says what it did through
+    messages; the answer is a redirect back to the tab, at the domain unless it is gone."""
+
+    def decorate(view):
+        @login_required
+        @require_POST
+        @functools.wraps(view)
+        def action(request: HttpRequest, app: str, name: str) -> HttpResponse:
+            found = _app(request, app)
+            domain = _domain(found, name)
+            domain.app = found
+            view(request, domain)
+            return _back(found, anchor_of(domain.name) if back_to_domain else "")
+
+        return action
+
+    return decorate
+
+
+@domain_action(back_to_domain=False)
+def remove(request: HttpRequest, domain: Domain) -> None:
     delete_domain(domain)
     messages.success(request, f"{domain.name} removed: its certificates and keys are deleted.")
-    return _back(found)
 
 
-@login_required
-@require_POST
-def letsencrypt(request: HttpRequest, app: str, name: str) -> HttpResponse:
-    found = _app(request, app)
-    domain = _domain(found, name)
+@domain_action()
+def letsencrypt(request: HttpRequest, domain: Domain) -> None:
     enabled = request.POST.get("enabled") == "on"
     set_letsencrypt(domain, enabled)
     messages.success(
@@ -243,69 +255,35 @@ def letsencrypt(request: HttpRequest, app: str, name: str) -> HttpResponse:
         if enabled
         else f"{domain.name}: Let's Encrypt turned off; the platform will not ask for a certificate.",
     )
-    return _back(found, anchor_of(domain.name))
 
 
-@login_required
-@require_POST
-def retry(request: HttpRequest, app: str, name: str) -> HttpResponse:
-    found = _app(request, app)
-    domain = _domain(found, name)
+@domain_action()
+def retry(request: HttpRequest, domain: Domain) -> None:
     try:
         messages.info(request, retry_now(domain))
     except DomainPaused as exc:
         messages.warning(request, str(exc))
-    return _back(found, anchor_of(domain.name))
 
 
-@login_required
-@require_POST
-def upload(request: HttpRequest, app: str, name: str) -> HttpResponse:
-    found = _app(request, app)
-    domain = _domain(found, name)
-    declared = request.META.get("CONTENT_LENGTH") or ""
-    if not declared.isdigit() or int(declared) > MAX_UPLOAD_BODY:
-        # Refused before Django reads the body.
-        messages.error(
-            request,
-            f"{domain.name}: the upload is larger than {MAX_UPLOAD_BODY // 1024} KiB "
-            f"(each file at most {MAX_UPLOAD_BYTES // 1024} KiB), or says not how large it is.",
-        )
-        return _back(found, anchor_of(domain.name))
+@domain_action()
+def upload(request: HttpRequest, domain: Domain) -> None:
     form = CustomCertificateForm(request.POST, request.FILES)
-    if not form.is_valid():
-        problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-        messages.error(request, f"{domain.name}: nothing uploaded: {problems}")
-        return _back(found, anchor_of(domain.name))
-    data = form.cleaned_data
-    try:
-        stored = install_custom_certificate(
-            domain,
-            data["certificate"].read(),
-            key=data["private_key"].read() if data.get("private_key") else None,
-            chain=data["intermediates"].read() if data.get("intermediates") else None,
-            passphrase=data.get("passphrase") or None,
+    stored = form.install(domain) if form.is_valid() else None
+    if stored is None:
+        messages.error(request, f"{domain.name}: nothing uploaded: {form.problems()}")
+    else:
+        messages.success(
+            request,
+            f"{domain.name}: custom certificate applied, served now until {stored.not_after:%Y-%m-%d}.",
         )
-    except UploadRejected as exc:
-        messages.error(request, f"{domain.name}: nothing uploaded: {exc}")
-        return _back(found, anchor_of(domain.name))
-    messages.success(
-        request,
-        f"{domain.name}: custom certificate applied, served now until {stored.not_after:%Y-%m-%d}.",
-    )
-    return _back(found, anchor_of(domain.name))
 
 
-@login_required
-@require_POST
-def remove_certificate(request: HttpRequest, app: str, name: str) -> HttpResponse:
-    found = _app(request, app)
-    domain = _domain(found, name)
+@domain_action()
+def remove_certificate(request: HttpRequest, domain: Domain) -> None:
     if remove_custom_certificate(domain):
         messages.success(request, f"{domain.name}: custom certificate removed; Let's Encrypt's is served.")
     else:
         messages.warning(request, f"{domain.name} has no custom certificate.")
-    return _back(found, anchor_of(domain.name))
 
 
 def embedding(get_response):

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from api.metrics import queue_lengths
+from certificates.admin_badges import flattened
 from certificates.issuer_models import Issuer
 from certificates.issuers import sync_issuers
 from certificates.models import Certificate, CertificateSource, OrderState
@@ -135,10 +136,6 @@ def changelist(model: str, **filters) -> str:
     return url
 
 
-def one_line(text: str) -> str:
-    return " ".join((text or "").split())
-
-
 def build(now: datetime.datetime | None = None) -> Overview:
     now = now or timezone.now()
     with connection.cursor() as cursor:
@@ -187,7 +184,7 @@ def build(now: datetime.datetime | None = None) -> Overview:
 
 def _domains_in(status: str, title: str, by_status: dict[str, int]) -> Attention:
     rows = [
-        AttentionRow(pk, name, one_line(error), f"next attempt {_when(next_at)}", "retry")
+        AttentionRow(pk, name, flattened(error), f"next attempt {_when(next_at)}", "retry")
         for pk, name, error, next_at in Domain.objects.filter(status=status)
         .order_by("-updated", "-pk")
         .values_list("pk", "name", "last_error", "next_attempt_at")[:ATTENTION_ROWS]
@@ -203,7 +200,7 @@ def _renewals_failing() -> Attention:
         AttentionRow(
             domain_id,
             name,
-            one_line(error),
+            flattened(error),
             f"{failures} failed, ends {not_after:%Y-%m-%d}",
             "renew",
         )
@@ -236,7 +233,7 @@ def _ending_soon(cursor, now: datetime.datetime) -> Attention:
         AttentionRow(
             pk,
             name,
-            one_line(error) or "nothing valid after it yet",
+            flattened(error) or "nothing valid after it yet",
             f"{CertificateSource(source).label} certificate ends {not_after:%Y-%m-%d %H:%M} UTC",
             "renew",
         )
@@ -335,7 +332,7 @@ def _issuers(now: datetime.datetime) -> list[tuple[str, str, int, str]]:
             state = "healthy"
         else:
             state = "failing: orders go to the next issuer" if open_until > now else "being probed"
-        shown.append((name, state, failures, one_line(error)))
+        shown.append((name, state, failures, flattened(error)))
     return shown
 
 

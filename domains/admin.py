@@ -16,7 +16,6 @@ from django.utils.html import format_html
 
 from certificates.admin import CertificateAdmin
 from certificates.admin_badges import badge, one_line
-from certificates.custom import UploadRejected
 from certificates.models import (
     Certificate,
     CertificateSource,
@@ -27,7 +26,7 @@ from certificates.models import (
 )
 from certificates.serving import in_serving_order, served_certificate_of
 from domains.claims import renew_now
-from domains.custom_certificates import install_custom_certificate, remove_custom_certificate
+from domains.custom_certificates import remove_custom_certificate
 from domains.domain_admin_forms import (
     CustomCertificateForm,
     DomainForm,
@@ -263,29 +262,14 @@ class DomainAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, domain):
             return HttpResponseRedirect(reverse("admin:domains_domain_changelist"))
         form = CustomCertificateForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                stored = install_custom_certificate(
-                    domain,
-                    data["certificate"].read(),
-                    key=data["private_key"].read() if data.get("private_key") else None,
-                    chain=data["intermediates"].read() if data.get("intermediates") else None,
-                    passphrase=data.get("passphrase") or None,
-                )
-            except UploadRejected as exc:
-                field = {"cert": "certificate", "key": "private_key", "chain": "intermediates"}.get(
-                    exc.field or "", exc.field
-                )
-                form.add_error(field if field in form.fields else None, str(exc))
-            else:
-                self.message_user(
-                    request,
-                    f"{domain.name}: custom certificate stored and served, "
-                    f"until {stored.not_after:%Y-%m-%d}.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(reverse("admin:domains_domain_change", args=[domain.pk]))
+        stored = form.install(domain) if request.method == "POST" and form.is_valid() else None
+        if stored is not None:
+            self.message_user(
+                request,
+                f"{domain.name}: custom certificate stored and served, until {stored.not_after:%Y-%m-%d}.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(reverse("admin:domains_domain_change", args=[domain.pk]))
         context = {
             **self.admin_site.each_context(request),
             "title": f"Upload a custom certificate for {domain.name}",

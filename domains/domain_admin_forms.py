@@ -14,9 +14,10 @@ from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F,
 from django.db.models.functions import Least
 from django.utils import timezone
 
-from certificates.custom import MAX_UPLOAD_BYTES
+from certificates.custom import MAX_UPLOAD_BYTES, UploadRejected
 from certificates.issuers import by_name as issuer_named
 from certificates.issuers import configured as configured_issuers
+from domains.custom_certificates import install_custom_certificate
 from domains.models import Domain
 from domains.profiles import PROFILE_HELP, ProfileRefused, ProfileUnchecked, check_profile
 from domains.services import (
@@ -70,7 +71,12 @@ class DomainForm(forms.ModelForm):
 
 
 class CustomCertificateForm(forms.Form):
-    """The upload: formats are told apart by their bytes, never by the file name."""
+    """The upload, for the admin and the customers' Domains tab: formats are told apart by their
+    bytes, never by the file name. The request's whole body was capped before it was read
+    (PAGE_MAX_BODY_BYTES, api.middleware); each file is capped here before it is parsed."""
+
+    # How install_custom_certificate names the part it refused, and the field that carried it.
+    FIELD_OF_PART = {"cert": "certificate", "key": "private_key", "chain": "intermediates"}
 
     certificate = forms.FileField(
         help_text="PEM bundle (leaf and intermediates, any order), DER, PKCS#7 (.p7b) or PKCS#12 (.pfx)."
@@ -98,6 +104,30 @@ class CustomCertificateForm(forms.Form):
                     field, f"{upload.size:,} bytes; at most {MAX_UPLOAD_BYTES:,} bytes (64 KiB) are accepted"
                 )
         return data
+
+    def install(self, domain: Domain):
+        """The valid form's files installed as the domain's custom certificate (served at once),
+        or None with the refusal put on the form, on the field it names."""
+        data = self.cleaned_data
+        try:
+            return install_custom_certificate(
+                domain,
+                data["certificate"].read(),
+                key=data["private_key"].read() if data.get("private_key") else None,
+                chain=data["intermediates"].read() if data.get("intermediates") else None,
+                passphrase=data.get("passphrase") or None,
+            )
+        except UploadRejected as exc:
+            field = self.FIELD_OF_PART.get(exc.field or "", exc.field)
+            self.add_error(field if field in self.fields else None, str(exc))
+            return None
+
+    def problems(self) -> str:
+        """The form's errors on one line, each after its field's label."""
+        return "; ".join(
+            " ".join(errors) if field == "__all__" else f"{self[field].label}: {' '.join(errors)}"
+            for field, errors in self.errors.items()
+        )
 
 
 class ProfileFilter(admin.SimpleListFilter):

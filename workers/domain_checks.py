@@ -28,7 +28,7 @@ from domains.pauses import paused_message
 from domains.quota_policy import Candidate, Granted, refund, reserve, when
 from domains.status import StatusWrite, bulk_change_status
 from workers.poison import isolate_poison
-from workers.preflight import TRANSIENT_RETRY, PreflightRow, avoided, preflight
+from workers.preflight import TRANSIENT_RETRY, PreflightRow, Verdict, avoided, preflight
 
 
 def claim_due(now: datetime.datetime | None = None, limit: int | None = None) -> tuple[list[int], uuid.UUID]:
@@ -191,8 +191,7 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
             candidate = Candidate(row.pk, row.name, row.quota_reservation, row.renewal)
             to_order[row.pk] = (candidate, verdict.message, failures)
             continue
-        write = _failure(row.pk, verdict.status, verdict.message, failures, verdict.transient, now)
-        write = dataclasses.replace(write, waiting_on=verdict.reason)
+        write = _failure(row.pk, verdict, failures, now)
         if row.quota_reservation and write.consecutive_failures > failures:
             # A real failure (not the resolvers'): the booked token goes to the next in line.
             released.append((row.quota_reservation, row.name))
@@ -252,10 +251,10 @@ def _check(domain_ids: list[int], token: str, now: datetime.datetime) -> dict[st
     return counts
 
 
-def _failure(
-    pk: int, status: str, message: str, failures: int, transient: bool, now: datetime.datetime
-) -> StatusWrite:
-    """A failed check: the backoff grows, unless the resolvers themselves failed (retried soon)."""
-    failures = failures if transient else failures + 1
-    delay = TRANSIENT_RETRY if transient else retry_delay(failures)
-    return StatusWrite(pk, status, message, message, failures, now + delay)
+def _failure(pk: int, verdict: Verdict, failures: int, now: datetime.datetime) -> StatusWrite:
+    """A failed check: the backoff grows, unless the resolvers themselves failed (retried soon);
+    the domain waits on what the verdict names."""
+    failures = failures if verdict.transient else failures + 1
+    delay = TRANSIENT_RETRY if verdict.transient else retry_delay(failures)
+    message = verdict.message
+    return StatusWrite(pk, verdict.status, message, message, failures, now + delay, waiting_on=verdict.reason)

@@ -133,14 +133,19 @@ def seed() -> Domain:
     return failing
 
 
+def sign_in(driver, username: str, arrived) -> None:
+    """Fills the sign-in page the driver shows (the admin's or the tab's) and waits until `arrived`:
+    the sign-in page's own address ends with its ?next=, so only the page that follows tells."""
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "[type=submit]").click()
+    WebDriverWait(driver, 10).until(arrived)
+
+
 def log_in(driver, base: str) -> None:
     get_user_model().objects.create_superuser("ops", "ops@example.com", PASSWORD)
     driver.get(f"{base}/admin/login/?next=/admin/")
-    driver.find_element(By.NAME, "username").send_keys("ops")
-    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    # The sign-in page's own address ends with its ?next=: wait for the page that follows it.
-    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "a.cw-tile-link"))
+    sign_in(driver, "ops", lambda d: d.find_elements(By.CSS_SELECTOR, "a.cw-tile-link"))
 
 
 def test_an_operator_reads_the_overview_follows_a_status_and_retries_a_failing_domain(admin_web, tmp_path):
@@ -239,11 +244,7 @@ def test_a_customer_adds_a_domain_sees_it_in_use_swaps_in_a_custom_certificate_a
         driver.set_window_size(1280, 1600)
         driver.get(f"{base}/apps/{app.name}/domains/")
         assert "/apps/login/" in driver.current_url
-        driver.find_element(By.NAME, "username").send_keys(owner.get_username())
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        # The sign-in page's own address ends with its ?next=: wait for the tab itself.
-        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cw-new-name"))
+        sign_in(driver, owner.get_username(), lambda d: d.find_elements(By.ID, "cw-new-name"))
         assert driver.current_url.endswith(f"/apps/{app.name}/domains/")
 
         driver.find_element(By.ID, "cw-new-name").send_keys(name)
@@ -297,11 +298,8 @@ def test_a_customer_adds_a_domain_sees_it_in_use_swaps_in_a_custom_certificate_a
         stranger.set_password(PASSWORD)
         stranger.save()
         driver.get(f"{base}/apps/login/")
-        driver.find_element(By.NAME, "username").send_keys(stranger.get_username())
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         # Signed in, the customer lands on their apps: none.
-        WebDriverWait(driver, 10).until(lambda d: "You have no app yet" in d.page_source)
+        sign_in(driver, stranger.get_username(), lambda d: "You have no app yet" in d.page_source)
         response = browser.load(f"{base}/apps/{app.name}/domains/")
         assert name not in response.text
         assert "Not Found" in response.text or "no app named" in response.text

@@ -110,13 +110,26 @@ def test_a_pkcs12_file_with_its_passphrase_is_taken_as_the_api_takes_it(
     assert domain.certificates.count() == 1
 
 
-def test_an_upload_over_the_cap_is_refused_before_it_is_read(owner_client, app):
+def test_a_file_over_its_cap_is_refused_by_name_before_it_is_parsed(owner_client, app):
     domain = DomainFactory(app=app, name="shop.example.com")
     big = SimpleUploadedFile("big.pem", b"A" * 300_000)
     body = owner_client.post(
         f"/apps/{app.name}/domains/{domain.name}/certificate", {"certificate": big}, follow=True
     ).content.decode()
-    assert "the upload is larger than" in body
+    assert "nothing uploaded: Certificate: 300,000 bytes; at most 65,536 bytes (64 KiB) are accepted" in body
+    assert not domain.certificates.exists()
+
+
+def test_a_body_declared_over_the_page_cap_is_a_413_before_it_is_read(owner_client, app, settings):
+    domain = DomainFactory(app=app, name="shop.example.com")
+    # The body is shorter than it claims: reading it would fail in the test client's payload.
+    response = owner_client.post(
+        f"/apps/{app.name}/domains/{domain.name}/certificate",
+        {"certificate": SimpleUploadedFile("shop.pem", b"x")},
+        CONTENT_LENGTH=str(settings.PAGE_MAX_BODY_BYTES + 1),
+    )
+    assert response.status_code == 413
+    assert "larger than 1,024 KiB (PAGE_MAX_BODY_BYTES)" in response.content.decode()
     assert not domain.certificates.exists()
 
 

@@ -405,16 +405,19 @@ def test_admin_upload_page_renders_the_form(admin_client):
     assert 'name="private_key"' in body
 
 
+def post_upload(admin_client, domain: Domain, trusted, **extra):
+    """A valid certificate for the domain, with its key, posted to the admin's upload page."""
+    leaf, key = trusted.leaf([DOMAIN])
+    files = {
+        "certificate": SimpleUploadedFile("bundle.pem", trusted.chain_pem(leaf)),
+        "private_key": SimpleUploadedFile("key.pem", key_pem(key)),
+    }
+    return leaf, admin_client.post(upload_url(domain), files, **extra)
+
+
 def test_admin_upload_stores_the_certificate_and_redirects_to_the_domain(trusted, admin_client):
     domain, _ = in_use_domain()
-    leaf, key = trusted.leaf([DOMAIN])
-    response = admin_client.post(
-        upload_url(domain),
-        {
-            "certificate": SimpleUploadedFile("bundle.pem", trusted.chain_pem(leaf)),
-            "private_key": SimpleUploadedFile("key.pem", key_pem(key)),
-        },
-    )
+    leaf, response = post_upload(admin_client, domain, trusted)
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:domains_domain_change", args=[domain.pk])
     assert list(custom_rows(domain).values_list("fingerprint_sha256", flat=True)) == [fingerprint(leaf)]
@@ -486,3 +489,14 @@ def test_the_database_refuses_a_second_custom_certificate_for_one_domain():
     CertificateFactory(domain=domain, source=CertificateSource.CUSTOM)
     with pytest.raises(IntegrityError, match="certificate_one_custom_per_domain"):
         CertificateFactory(domain=domain, source=CertificateSource.CUSTOM)
+
+
+def test_admin_upload_declared_over_the_page_cap_is_a_413_and_stores_nothing(trusted, admin_client, settings):
+    domain, _ = in_use_domain()
+    # The body is shorter than it claims: reading it would fail in the test client's payload.
+    _, response = post_upload(
+        admin_client, domain, trusted, CONTENT_LENGTH=str(settings.PAGE_MAX_BODY_BYTES + 1)
+    )
+    assert response.status_code == 413
+    assert "(PAGE_MAX_BODY_BYTES)" in response.content.decode()
+    assert not custom_rows(domain).exists()
