@@ -457,8 +457,27 @@ def _retry(order: Order, held: uuid.UUID, reason: str, delay: float, ca_side: bo
         step_attempts=attempts, lease_token=token, lease_until=lease_until(now, delay), updated=now
     )
     if moved == 1:
+        if delay and order.renews_id is None:
+            _say_why_creating_waits(order, reason, attempts, now + datetime.timedelta(seconds=delay), ca_side)
         advance_order_later(order.pk, str(token), order.state, delay)
     return f"retry {order.state}: {reason}"
+
+
+def _say_why_creating_waits(
+    order: Order, reason: str, attempts: int, again_at: datetime.datetime, ca_side: bool
+) -> None:
+    """A first certificate's domain is in Creating while its order's step is retried (about 8
+    minutes of retries while a CA is down): it says why, and when the step is tried again, rather
+    than nothing. Reaching In use, or any other status, clears it. A renewal's domain keeps its
+    status and says nothing here (its certificate records the renewal's failures); an immediate
+    retry (a bad nonce) is not worth a write."""
+    text = (
+        f"{reason}; the step is tried again at {when(again_at)} "
+        f"(attempt {attempts} of {settings.ACME_STEP_RETRIES})"
+    )
+    Domain.objects.filter(pk=order.domain_id, status=DomainStatus.CREATING).update(
+        last_error=text, **({"waiting_on": WaitingOn.CA} if ca_side else {})
+    )
 
 
 def fail_order(

@@ -15,8 +15,8 @@ from django.utils import timezone
 from certificates.acme_client import _new_account_key_pem, get_account
 from certificates.models import AcmeAccount, Order, OrderState
 from certificates.sealing import seal
-from domains.models import Domain, DomainStatus
-from tests.factories import DomainFactory, OrderFactory
+from domains.models import Domain, DomainStatus, WaitingOn
+from tests.factories import CertificateFactory, DomainFactory, OrderFactory
 from workers import order_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -33,6 +33,15 @@ def _order_in_validation(account: AcmeAccount, order_url: str) -> tuple[Domain, 
         lease_until=timezone.now() + datetime.timedelta(seconds=60),
     )
     return domain, order
+
+
+def _unreachable_account() -> AcmeAccount:
+    """An account at a CA that does not answer at all (nothing listens there)."""
+    return AcmeAccount.objects.create(
+        directory_url="https://127.0.0.1:9/dir",
+        key=seal(_new_account_key_pem()),
+        account_url="https://127.0.0.1:9/my-account/1",
+    )
 
 
 def _assert_started_over(domain: Domain, order: Order, before: datetime.datetime) -> None:
@@ -82,12 +91,8 @@ def test_an_order_that_never_reaches_the_ca_fails_without_pushing_its_domain_dee
     pebble_stack, settings
 ):
     settings.ACME_STEP_RETRIES = 1
-    # A CA that does not answer at all (nothing listens there), after DNS failures of its own.
-    account = AcmeAccount.objects.create(
-        directory_url="https://127.0.0.1:9/dir",
-        key=seal(_new_account_key_pem()),
-        account_url="https://127.0.0.1:9/my-account/1",
-    )
+    # After DNS failures of its own.
+    account = _unreachable_account()
     domain, order = _order_in_validation(account, "https://127.0.0.1:9/my-order/1")
     Domain.objects.filter(pk=domain.pk).update(consecutive_failures=5)
     outcomes = []
@@ -118,3 +123,34 @@ def test_a_directory_that_answers_404_is_retried_as_the_ca_unreachable_not_start
     outcome = order_run.run_step(order.pk, str(order.lease_token))
 
     assert outcome == "retry validating: could not reach the CA: ClientError"
+
+
+def test_a_creating_domain_says_why_its_order_waits_while_the_ca_is_unreachable(pebble_stack, settings):
+    settings.ACME_STEP_RETRIES = 3
+    account = _unreachable_account()
+    domain, order = _order_in_validation(account, "https://127.0.0.1:9/my-order/1")
+    before = timezone.now()
+
+    outcome = order_run.run_step(order.pk, str(order.lease_token))
+
+    assert outcome == "retry validating: could not reach the CA: ConnectionError"
+    domain.refresh_from_db()
+    assert domain.status == DomainStatus.CREATING
+    assert domain.waiting_on == WaitingOn.CA
+    said = "could not reach the CA: ConnectionError; the step is tried again at "
+    assert domain.last_error.startswith(said)
+    assert domain.last_error.endswith("(attempt 1 of 3)")
+    assert f"{before:%Y-%m-%d}" in domain.last_error
+
+
+def test_a_renewals_domain_keeps_its_status_and_says_nothing_while_its_order_is_retried(pebble_stack):
+    account = _unreachable_account()
+    domain, order = _order_in_validation(account, "https://127.0.0.1:9/my-order/1")
+    Domain.objects.filter(pk=domain.pk).update(status=DomainStatus.IN_USE)
+    Order.objects.filter(pk=order.pk).update(renews=CertificateFactory(domain=domain))
+
+    outcome = order_run.run_step(order.pk, str(order.lease_token))
+
+    assert outcome == "retry validating: could not reach the CA: ConnectionError"
+    domain.refresh_from_db()
+    assert domain.status == DomainStatus.IN_USE and domain.last_error == "" and domain.waiting_on == ""
