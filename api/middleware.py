@@ -19,6 +19,7 @@ from django.utils.html import escape
 
 from api.errors import is_api, json_error
 from api.parsers import too_large_message
+from certificates.custom import MAX_UPLOAD_BYTES
 
 # Bytes asked of the server per read of a chunked body: at most this much past the cap is read.
 READ_STEP = 65536
@@ -28,7 +29,7 @@ def page_too_large() -> HttpResponse:
     limit = settings.PAGE_MAX_BODY_BYTES
     text = (
         f"The form sent is larger than {limit // 1024:,} KiB (PAGE_MAX_BODY_BYTES), the most a page "
-        "accepts. A custom certificate's files are at most 64 KiB each."
+        f"accepts. A custom certificate's files are at most {MAX_UPLOAD_BYTES // 1024} KiB each."
     )
     page = f"<!doctype html><title>Request too large</title><h1>Request too large</h1><p>{escape(text)}</p>"
     return HttpResponse(page, status=413, content_type="text/html; charset=utf-8")

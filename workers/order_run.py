@@ -468,9 +468,9 @@ def _say_why_creating_waits(
 ) -> None:
     """A first certificate's domain is in Creating while its order's step is retried (about 8
     minutes of retries while a CA is down): it says why, and when the step is tried again, rather
-    than nothing. Reaching In use, or any other status, clears it. A renewal's domain keeps its
-    status and says nothing here (its certificate records the renewal's failures); an immediate
-    retry (a bad nonce) is not worth a write."""
+    than nothing. What happens next writes over it (In use clears it; a failure or a start over
+    states its own). A renewal's domain keeps its status and says nothing here (its certificate
+    records the renewal's failures); an immediate retry (a bad nonce) is not worth a write."""
     text = (
         f"{reason}; the step is tried again at {when(again_at)} "
         f"(attempt {attempts} of {settings.ACME_STEP_RETRIES})"

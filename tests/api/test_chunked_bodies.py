@@ -103,7 +103,7 @@ def test_a_declared_length_past_the_limit_is_413_before_the_body_is_sent(server,
     assert "(API_MAX_BODY_BYTES)" in answered["detail"]
 
 
-def test_a_sign_in_page_declaring_a_body_past_the_page_cap_is_413_before_it_is_sent(server, settings):
+def test_a_sign_in_page_declaring_a_body_past_the_page_cap_is_413_before_it_is_sent(server):
     # No session and no CSRF token: the cap answers before CsrfViewMiddleware would read the form
     # (and Django would stream its files to disk).
     fields = [
