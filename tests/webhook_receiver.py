@@ -1,6 +1,7 @@
 """A webhook receiver for the tests: a real HTTP server on a loopback address, recording every
 request it gets (headers and body) and answering what the test sets (a status, a body, a
-redirect). It verifies nothing itself: the tests verify signatures with the standardwebhooks package."""
+redirect, a delay). It verifies nothing itself: the tests verify signatures with the
+standardwebhooks package."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class Answer:
     status: int = 204
     body: bytes = b""
     location: str | None = None
+    # Seconds the answer waits (a slow receiver, or one that never answers within the timeout).
+    delay: float = 0.0
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     answer: Answer = field(default_factory=Answer)
     server: ThreadingHTTPServer | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -46,6 +50,7 @@ class Receiver:
         return [request.json() for request in self.requests]
 
     def stop(self) -> None:
+        self.stopping.set()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -55,6 +60,7 @@ class Receiver:
 def start_receiver(host: str = "127.0.0.3", port: int | None = None) -> Receiver:
     receiver = Receiver(host, port or free_port())
     lock = threading.Lock()
+    stopping = receiver.stopping
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -63,6 +69,8 @@ def start_receiver(host: str = "127.0.0.3", port: int | None = None) -> Receiver
             with lock:
                 receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
             answer = receiver.answer
+            if answer.delay and stopping.wait(answer.delay):
+                return  # the receiver stops: no answer
             self.send_response(answer.status)
             if answer.location:
                 self.send_header("Location", answer.location)
@@ -73,11 +81,16 @@ def start_receiver(host: str = "127.0.0.3", port: int | None = None) -> Receiver
         def log_message(self, *args) -> None:
             pass
 
-    family_server = ThreadingHTTPServer
+    class Server(ThreadingHTTPServer):
+        # A listen backlog as a real receiver has (socketserver's is 5: a burst of new connections
+        # would wait for SYN retransmissions, a second or more).
+        request_queue_size = 256
+
+    family_server = Server
     if ":" in host:
         import socket
 
-        class V6Server(ThreadingHTTPServer):
+        class V6Server(Server):
             address_family = socket.AF_INET6
 
         family_server = V6Server

@@ -26,12 +26,14 @@ backstop) loops until nothing is due:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -44,7 +46,17 @@ from domains.enqueue import deliver_webhooks_soon
 from domains.notification_models import DEFAULT_EMAIL_EVENTS
 from domains.webhook_models import WebhookEndpoint
 from domains.webhooks import PAYLOAD_SQL, lock_queue, signing_secrets
-from workers.webhook_send import send
+from workers.webhook_send import (
+    SLOW_SHARE,
+    WITHDRAWN,
+    Flight,
+    Outcome,
+    progress,
+    slow_keys,
+    start,
+    wait,
+    withdraw,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +65,9 @@ logger = logging.getLogger(__name__)
 LEASE = datetime.timedelta(minutes=5)
 # The waits after the 1st, 2nd ... failure; the last repeats until the delivery is given up.
 BACKOFF_SECONDS = (5, 30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800)
+# A batch is written once no request of it was answered for this long: those still in flight are
+# written by a later round.
+STALL_SECONDS = 0.5
 # Events fanned out per statement.
 DISPATCH_BATCH = 2000
 # pg_try_advisory_xact_lock's key for the fan-out (any constant the product uses nowhere else).
@@ -109,12 +124,15 @@ SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan), (SELECT count(
 # The lowest seq not dispatched yet, if any (an index probe).
 _FIRST_UNDISPATCHED = "SELECT seq FROM domains_event WHERE NOT dispatched ORDER BY seq LIMIT 1"
 
-_CLAIM = f"""
+# A claim of due queues: of any endpoint but those of %(skip)s (_CLAIM), or of one (_CLAIM_ONE: a
+# slow endpoint, a few at a time).
+_CLAIM_TEMPLATE = f"""
 WITH held AS (
     UPDATE domains_webhookqueue AS q SET lease_until = %(lease)s
     FROM (
         SELECT id FROM domains_webhookqueue
         WHERE next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)
+          AND {{which}}
         ORDER BY next_attempt_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -134,19 +152,23 @@ LEFT JOIN LATERAL (
 ) AS d ON true
 LEFT JOIN domains_event e ON e.id = d.event_id
 """  # noqa: S608 (PAYLOAD_SQL is the module's own constant)
+_CLAIM = _CLAIM_TEMPLATE.replace("{which}", "endpoint_id <> ALL(%(skip)s::bigint[])")
+_CLAIM_ONE = _CLAIM_TEMPLATE.replace("{which}", "endpoint_id = %(endpoint)s")
 
 # What came of a batch, in one statement: each POST's attempt logged; each delivery written, and its
 # queue let go (due again at once, or after a failure's backoff; its cursor past the delivery that
 # ended, unless a redelivered one before it waits) or removed when nothing of it is pending any
 # more, only while the run's token is still on the queue. (The statement's snapshot still sees the
 # ended delivery pending: it is passed over.) The rows come as one JSON array (psycopg would adapt
-# nine Python lists element by element): [queue id, delivery id, state, next attempt (epoch s),
-# status code, latency ms, answer excerpt, error, sent].
+# ten Python lists element by element): [queue id, delivery id, state, next attempt (epoch s),
+# status code, latency ms, answer excerpt, error, sent, the queue's lease]. A row not sent (a
+# request withdrawn before it started, or for a disabled endpoint) counts no attempt and logs none;
+# one withdrawn keeps its delivery's last status and error.
 _WRITE = """
 WITH v AS (
     SELECT (r->>0)::bigint AS queue, (r->>1)::bigint AS id, r->>2 AS state, (r->>3)::float8 AS next_at,
         (r->>4)::int AS code, (r->>5)::int AS latency, r->>6 AS excerpt, r->>7 AS error,
-        (r->>8)::bool AS sent
+        (r->>8)::bool AS sent, (r->>9)::timestamptz AS lease
     FROM jsonb_array_elements(%(rows)s::jsonb) AS r
 ), logged AS (
     INSERT INTO domains_webhookattempt (delivery_id, at, status_code, latency_ms, response_excerpt, error)
@@ -157,12 +179,12 @@ WITH v AS (
 ), written AS (
     UPDATE domains_webhookdelivery AS d SET
         state = v.state,
-        attempts = d.attempts + 1,
+        attempts = d.attempts + CASE WHEN v.sent THEN 1 ELSE 0 END,
         next_attempt_at = to_timestamp(v.next_at),
         delivered_at = CASE WHEN v.state = 'delivered' THEN %(now)s ELSE d.delivered_at END,
-        last_status_code = v.code,
-        last_error = v.error
-    FROM v JOIN domains_webhookqueue q ON q.id = v.queue AND q.lease_until = %(lease)s
+        last_status_code = CASE WHEN v.sent THEN v.code ELSE d.last_status_code END,
+        last_error = CASE WHEN v.sent OR v.state <> 'pending' THEN v.error ELSE d.last_error END
+    FROM v JOIN domains_webhookqueue q ON q.id = v.queue AND q.lease_until = v.lease
     WHERE d.id = v.id
     RETURNING v.queue, d.id, d.endpoint_id, d.domain_id, d.seq, d.state, d.next_attempt_at,
         q.after_seq AS cursor
@@ -281,13 +303,25 @@ def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) 
     return events, deliveries, mails
 
 
-def claim(now: datetime.datetime | None = None, limit: int | None = None) -> Batch:
-    """Holds up to `limit` due queues (WEBHOOK_BATCH) and reads each one's first delivery."""
+def claim(
+    now: datetime.datetime | None = None,
+    limit: int | None = None,
+    skip: Iterable[int] = (),
+    endpoint: int | None = None,
+) -> Batch:
+    """Holds up to `limit` due queues (WEBHOOK_BATCH), of `endpoint` only or of any endpoint but
+    those of `skip`, and reads each one's first delivery. The lease is `now` + LEASE: claims made
+    with the same `now` make one batch."""
     now = now or timezone.now()
     lease = now + LEASE
     deliveries, empty = [], []
+    params = {"now": now, "lease": lease, "limit": limit or settings.WEBHOOK_BATCH}
+    if endpoint is None:
+        statement, params["skip"] = _CLAIM, sorted(skip)
+    else:
+        statement, params["endpoint"] = _CLAIM_ONE, endpoint
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_CLAIM, {"now": now, "lease": lease, "limit": limit or settings.WEBHOOK_BATCH})
+        cursor.execute(statement, params)
         for row in cursor.fetchall():
             if row[1] is None:
                 empty.append(row[0])
@@ -305,28 +339,45 @@ def backoff(failures: int, rng: random.Random) -> datetime.timedelta:
     return datetime.timedelta(seconds=base * rng.uniform(0.9, 1.1))
 
 
-def deliver_claimed(batch: Batch) -> Counter:
-    """Signs and sends the claimed deliveries, then writes what came of them."""
-    counts: Counter = Counter()
+@dataclass(slots=True)
+class Held:
+    """A claimed delivery until what came of it is written: its queue's lease, and its request's
+    place in a Flight (None: not sent, for `unsent`)."""
+
+    item: Claimed
+    lease: datetime.datetime
+    flight: Flight | None = None
+    index: int = 0
+    # Why it is not sent, for one with no flight.
+    unsent: str = ""
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return self.flight.outcomes[self.index] if self.flight is not None else None
+
+
+def prepare(batch: Batch) -> list[Held]:
+    """Removes the queues the claim found empty, signs the claimed deliveries' requests and hands
+    them to this process's sender (workers/webhook_send.py); those of a disabled endpoint are not
+    sent."""
     if batch.empty_queues:
         with transaction.atomic(), connection.cursor() as cursor:
             lock_queue(cursor, exclusive=False)
             cursor.execute(_DROP_EMPTY, {"ids": batch.empty_queues, "lease": batch.lease})
     claimed = batch.deliveries
     if not claimed:
-        return counts
+        return []
     now = timezone.now()
     endpoints = WebhookEndpoint.objects.in_bulk({c.endpoint_id for c in claimed})
     signers: dict[int, list[Webhook]] = {}
     timestamp = str(int(now.timestamp()))
-    requests, sent = [], []
-    skipped: list[Claimed] = []
+    requests, held, sent = [], [], []
     for item in claimed:
         endpoint = endpoints.get(item.endpoint_id)
         if endpoint is None:
             continue  # deleted meanwhile: the delivery and its queue went with it
         if not endpoint.enabled:
-            skipped.append(item)
+            held.append(Held(item, batch.lease, unsent="the endpoint is disabled"))
             continue
         signer = signers.get(endpoint.pk)
         if signer is None:
@@ -337,51 +388,86 @@ def deliver_claimed(batch: Batch) -> Counter:
             "webhook-timestamp": timestamp,
             "webhook-signature": signature,
         }
-        requests.append((endpoint.url, item.body.encode(), headers))
+        requests.append((endpoint.pk, endpoint.url, item.body.encode(), headers))
         sent.append(item)
-    outcomes = send(requests) if requests else []
-    finished = timezone.now()
-    finished_at = finished.timestamp()
+    flight = start(requests)
+    held.extend(Held(item, batch.lease, flight, index) for index, item in enumerate(sent))
+    return held
+
+
+def write(held: list[Held]) -> Counter:
+    """Writes what came of the deliveries of `held` (each answered, failed, withdrawn or not
+    sent): one attempt logged per request, each delivery delivered, retried later or failed, and
+    its queue let go."""
+    counts: Counter = Counter()
+    if not held:
+        return counts
+    attempted_at = timezone.now()
+    finished_at = attempted_at.timestamp()
     rng = random.Random()  # noqa: S311 (jitter, not secrecy)
     rows = []
     answered, failing = set(), set()
-    for item, outcome in zip(sent, outcomes, strict=True):
-        code, latency = outcome.status_code, outcome.latency_ms
-        excerpt, error = _text(outcome.excerpt), _text(outcome.error)
-        if outcome.delivered:
+    leases: dict[datetime.datetime, str] = {}
+    for entry in held:
+        item, outcome = entry.item, entry.outcome
+        row = [item.queue_id, item.id]
+        if outcome is None:
+            row += ["failed", None, None, 0, "", entry.unsent, False]
+        elif outcome is WITHDRAWN:
+            # Taken back before it was sent (the run ended, or its endpoint is slow and keeps only
+            # SLOW_SHARE requests in flight): due again now, in its queue's order.
+            row += ["pending", finished_at, None, 0, "", "", False]
+            counts["withdrawn"] += 1
+        elif outcome.delivered:
             answered.add(item.endpoint_id)
-            rows.append((item.queue_id, item.id, "delivered", None, code, latency, excerpt, error, True))
+            row += ["delivered", None, outcome.status_code, outcome.latency_ms]
+            row += [_text(outcome.excerpt), _text(outcome.error), True]
             counts["delivered"] += 1
-            continue
-        failing.add(item.endpoint_id)
-        error = error or f"the endpoint answered HTTP {code}"
-        retry_at = finished_at + backoff(item.attempts + 1, rng).total_seconds()
-        if item.give_up_at is not None and retry_at > item.give_up_at:
-            given_up = f"{error}; given up after {item.attempts + 1} attempts"
-            rows.append((item.queue_id, item.id, "failed", None, code, latency, excerpt, given_up, True))
-            counts["given_up"] += 1
         else:
-            rows.append((item.queue_id, item.id, "pending", retry_at, code, latency, excerpt, error, True))
-            counts["retrying"] += 1
-    for item in skipped:
-        rows.append((item.queue_id, item.id, "failed", None, None, 0, "", "the endpoint is disabled", False))
-    params = {
-        "at": now,
-        "now": finished,
-        "lease": batch.lease,
-        "rows": json.dumps(rows, separators=(",", ":")),
-    }
+            failing.add(item.endpoint_id)
+            error = _text(outcome.error) or f"the endpoint answered HTTP {outcome.status_code}"
+            retry_at = finished_at + backoff(item.attempts + 1, rng).total_seconds()
+            if item.give_up_at is not None and retry_at > item.give_up_at:
+                state, retry_at = "failed", None
+                error = f"{error}; given up after {item.attempts + 1} attempts"
+                counts["given_up"] += 1
+            else:
+                state = "pending"
+                counts["retrying"] += 1
+            row += [
+                state,
+                retry_at,
+                outcome.status_code,
+                outcome.latency_ms,
+                _text(outcome.excerpt),
+                error,
+                True,
+            ]
+        lease = leases.get(entry.lease)
+        if lease is None:
+            lease = leases[entry.lease] = entry.lease.isoformat()
+        row.append(lease)
+        rows.append(row)
+    params = {"at": attempted_at, "now": attempted_at, "rows": json.dumps(rows, separators=(",", ":"))}
     with transaction.atomic(), connection.cursor() as cursor:
         lock_queue(cursor, exclusive=False)
         cursor.execute(_WRITE, params)
         if answered:
-            cursor.execute(_ENDPOINTS_ANSWERED, {"now": finished, "ids": sorted(answered)})
+            cursor.execute(_ENDPOINTS_ANSWERED, {"now": attempted_at, "ids": sorted(answered)})
         still_failing = sorted(failing - answered)
         if still_failing:
-            cursor.execute(_ENDPOINTS_FAILING, {"now": finished, "ids": still_failing})
-            disabled = _disable(cursor, still_failing, finished)
+            cursor.execute(_ENDPOINTS_FAILING, {"now": attempted_at, "ids": still_failing})
+            disabled = _disable(cursor, still_failing, attempted_at)
             counts["endpoints_disabled"] += len(disabled)
     return counts
+
+
+def deliver_claimed(batch: Batch) -> Counter:
+    """Signs and sends the claimed deliveries, then writes what came of them."""
+    held = prepare(batch)
+    for flight in _flights(held):
+        wait(flight)
+    return write(held)
 
 
 def _text(value: str) -> str:
@@ -441,22 +527,106 @@ def deliver(budget_seconds: float = 50.0, more_hands=None) -> Counter:
     another run, so that a backlog never waits for beat). `more_hands()` is called after each
     full batch: the task starts another run beside this one while there are fewer than
     WEBHOOK_PARALLEL_RUNS (a backlog is worked by several processes, each with its own
-    WEBHOOK_CONCURRENCY requests in flight)."""
+    WEBHOOK_CONCURRENCY requests in flight).
+
+    A batch is written once its requests are answered, or once none was answered for
+    STALL_SECONDS: those still in flight (an endpoint that is slow to answer) stay held, their
+    queues leased, and are written by a later round when they end, while the run claims and sends
+    the others'. An endpoint the sender finds slow (workers/webhook_send.py) keeps SLOW_SHARE
+    requests in flight; the rest of its claimed ones are withdrawn (no attempt counted, due again
+    at once), and it is claimed a few at a time, up to SLOW_SHARE held (any other endpoint up to
+    WEBHOOK_CONCURRENCY held). At the run's end, requests not started are withdrawn (due again at
+    once) and those in flight waited for."""
     started = time.monotonic()
     counts: Counter = Counter()
-    while True:
-        events, deliveries, mails = dispatch()
-        counts["events"] += events
-        counts["fanned_out"] += deliveries
-        counts["mails_queued"] += mails
-        batch = claim()
-        claimed = len(batch.deliveries) + len(batch.empty_queues)
-        counts["claimed"] += len(batch.deliveries)
-        if more_hands is not None and claimed >= settings.WEBHOOK_BATCH:
-            more_hands()
-        counts.update(deliver_claimed(batch))
-        if not claimed and events < DISPATCH_BATCH:
-            return counts
-        if time.monotonic() - started > budget_seconds:
-            deliver_webhooks_soon()  # outside a transaction: asked for at once
-            return counts
+    held: list[Held] = []
+    try:
+        while True:
+            events, deliveries, mails = dispatch()
+            counts["events"] += events
+            counts["fanned_out"] += deliveries
+            counts["mails_queued"] += mails
+            # (A claim beside requests held misses their queues, due again once they are written.)
+            held_before = bool(held)
+            batch = _claim_round(held)
+            claimed = len(batch.deliveries) + len(batch.empty_queues)
+            counts["claimed"] += len(batch.deliveries)
+            if more_hands is not None and claimed >= settings.WEBHOOK_BATCH:
+                more_hands()
+            fresh = prepare(batch)
+            held.extend(fresh)
+            flight = next((entry.flight for entry in fresh if entry.flight is not None), None)
+            if flight is not None:
+                wait(flight, stall=STALL_SECONDS)
+            elif held and not any(_ended(entry) for entry in held):
+                # Only requests of earlier rounds in flight: a moment for one of them to end.
+                event = progress()
+                event.clear()
+                if not any(_ended(entry) for entry in held):
+                    event.wait(STALL_SECONDS)
+            _withdraw_slow(held)
+            ended = [entry for entry in held if _ended(entry)]
+            if ended:
+                held = [entry for entry in held if not _ended(entry)]
+                counts.update(write(ended))
+            if not claimed and not held_before and not held and events < DISPATCH_BATCH:
+                return counts
+            if time.monotonic() - started > budget_seconds:
+                break
+    except BaseException:
+        # Not written: their leases run out and they are claimed again (at least once). Those not
+        # started are taken back, so that no request goes out after the run gave up on it.
+        with contextlib.suppress(Exception):
+            for flight in _flights(held):
+                withdraw(flight)
+        raise
+    # Out of time with requests still held: those not started are withdrawn (due again at once),
+    # those in flight end within WEBHOOK_TIMEOUT_SECONDS; all are written.
+    for flight in _flights(held):
+        withdraw(flight)
+        wait(flight)
+    counts.update(write(held))
+    deliver_webhooks_soon()  # outside a transaction: asked for at once
+    return counts
+
+
+def _ended(entry: Held) -> bool:
+    return entry.flight is None or entry.outcome is not None
+
+
+def _flights(held: list[Held]) -> list[Flight]:
+    return list({id(entry.flight): entry.flight for entry in held if entry.flight is not None}.values())
+
+
+def _claim_round(held: list[Held]) -> Batch:
+    """A round's claim, filling the run up to WEBHOOK_BATCH held deliveries: of the endpoints the
+    sender finds slow, as many as they may keep in flight (SLOW_SHARE) beside those held; of the
+    others, any but an endpoint this run holds WEBHOOK_CONCURRENCY of already."""
+    room = settings.WEBHOOK_BATCH - len(held)
+    now = timezone.now()
+    if room <= 0:
+        return Batch([], now + LEASE, [])
+    per_endpoint = Counter(entry.item.endpoint_id for entry in held)
+    slow = slow_keys()
+    full = {pk for pk, n in per_endpoint.items() if n >= settings.WEBHOOK_CONCURRENCY}
+    batch = claim(now, room, skip=slow | full)
+    for pk in sorted(slow - full):
+        share = min(SLOW_SHARE - per_endpoint[pk], room - len(batch.deliveries) - len(batch.empty_queues))
+        if share > 0:
+            more = claim(now, share, endpoint=pk)
+            batch.deliveries.extend(more.deliveries)
+            batch.empty_queues.extend(more.empty_queues)
+    return batch
+
+
+def _withdraw_slow(held: list[Held]) -> None:
+    """Takes back the requests of slow endpoints not started yet (the sender keeps SLOW_SHARE of
+    theirs in flight): they are written as withdrawn, due again, and claimed a few at a time."""
+    waiting = [entry for entry in held if entry.flight is not None and entry.outcome is None]
+    if not waiting:
+        return
+    slow = slow_keys()
+    if not slow:
+        return
+    for flight in _flights([entry for entry in waiting if entry.item.endpoint_id in slow]):
+        withdraw(flight, slow)
