@@ -45,7 +45,8 @@ from standardwebhooks import Webhook
 from domains.enqueue import deliver_webhooks_soon
 from domains.notification_models import DEFAULT_EMAIL_EVENTS
 from domains.webhook_models import WebhookEndpoint
-from domains.webhooks import PAYLOAD_SQL, lock_queue, signing_secrets
+from domains.webhooks import lock_queue, signing_secrets
+from workers import webhook_sql as sql
 from workers.webhook_send import (
     SLOW_SHARE,
     WITHDRAWN,
@@ -72,176 +73,6 @@ STALL_SECONDS = 0.5
 DISPATCH_BATCH = 2000
 # pg_try_advisory_xact_lock's key for the fan-out (any constant the product uses nowhere else).
 DISPATCH_LOCK = 0x6365727477656268
-
-_DISPATCH = """
-WITH ev AS (
-    SELECT id, seq, app_id, domain_id, type FROM domains_event
-    -- From the lowest seq the probe found undispatched: a range the seq index reads directly.
-    WHERE NOT dispatched AND seq >= %(first)s
-    ORDER BY seq
-    LIMIT %(limit)s
-), fan AS (
-    INSERT INTO domains_webhookdelivery (
-        endpoint_id, event_id, seq, domain_id, state, attempts, next_attempt_at, give_up_at, created,
-        last_error
-    )
-    SELECT e.id, ev.id, ev.seq, ev.domain_id, 'pending', 0, %(now)s, %(give_up_at)s, %(now)s, ''
-    FROM ev JOIN domains_webhookendpoint e
-        ON e.enabled AND (e.app_id = ev.app_id OR e.app_id IS NULL)
-        AND (cardinality(e.event_types) = 0 OR ev.type = ANY(e.event_types))
-    ON CONFLICT (endpoint_id, seq) DO NOTHING
-    RETURNING endpoint_id, domain_id, seq
-), queued AS (
-    -- Each delivery's queue, its cursor just before its first; one there already keeps its cursor
-    -- and its time (it may be waiting out a backoff).
-    INSERT INTO domains_webhookqueue (endpoint_id, domain_id, after_seq, next_attempt_at)
-    SELECT endpoint_id, domain_id, min(seq) - 1, %(now)s::timestamptz FROM fan
-    GROUP BY endpoint_id, domain_id
-    ON CONFLICT (endpoint_id, domain_id) DO NOTHING
-), told AS (
-    -- Who hears of an event by mail: the app's owner, and staff users who asked for every app's.
-    SELECT ev.id AS event_id, ev.seq, ev.type, a.owner_id AS user_id
-    FROM ev JOIN domains_app a ON a.id = ev.app_id
-    UNION
-    SELECT ev.id, ev.seq, ev.type, s.user_id
-    FROM ev CROSS JOIN domains_notificationsettings s JOIN auth_user staff ON staff.id = s.user_id
-    WHERE s.all_apps AND staff.is_staff
-), mails AS (
-    INSERT INTO domains_emailnotification (user_id, event_id, seq, created)
-    SELECT t.user_id, t.event_id, t.seq, %(now)s
-    FROM told t JOIN auth_user u ON u.id = t.user_id AND u.is_active AND u.email <> ''
-    LEFT JOIN domains_notificationsettings s ON s.user_id = t.user_id
-    WHERE CASE WHEN s.user_id IS NULL THEN t.type = ANY(%(default_mail_types)s)
-          ELSE s.email_enabled AND t.type = ANY(s.event_types) END
-    ON CONFLICT (user_id, event_id) DO NOTHING
-    RETURNING 1
-), marked AS (
-    UPDATE domains_event SET dispatched = true FROM ev WHERE domains_event.id = ev.id RETURNING 1
-)
-SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan), (SELECT count(*) FROM mails)
-"""
-
-# The lowest seq not dispatched yet, if any (an index probe).
-_FIRST_UNDISPATCHED = "SELECT seq FROM domains_event WHERE NOT dispatched ORDER BY seq LIMIT 1"
-
-# A claim of due queues: of any endpoint but those of %(skip)s (_CLAIM), or of one (_CLAIM_ONE: a
-# slow endpoint, a few at a time).
-_CLAIM_TEMPLATE = f"""
-WITH held AS (
-    UPDATE domains_webhookqueue AS q SET lease_until = %(lease)s
-    FROM (
-        SELECT id FROM domains_webhookqueue
-        WHERE next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)
-          AND {{which}}
-        ORDER BY next_attempt_at
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS due
-    WHERE q.id = due.id
-    RETURNING q.id, q.endpoint_id, q.domain_id, q.after_seq
-)
-SELECT h.id, d.id, h.endpoint_id, d.event_id::text, d.attempts, extract(epoch FROM d.give_up_at)::float8,
-    {PAYLOAD_SQL}
-FROM held h
-LEFT JOIN LATERAL (
-    SELECT * FROM domains_webhookdelivery first
-    WHERE first.endpoint_id = h.endpoint_id AND first.domain_id = h.domain_id AND first.seq > h.after_seq
-      AND first.state = 'pending'
-    ORDER BY first.seq
-    LIMIT 1
-) AS d ON true
-LEFT JOIN domains_event e ON e.id = d.event_id
-"""  # noqa: S608 (PAYLOAD_SQL is the module's own constant)
-_CLAIM = _CLAIM_TEMPLATE.replace("{which}", "endpoint_id <> ALL(%(skip)s::bigint[])")
-_CLAIM_ONE = _CLAIM_TEMPLATE.replace("{which}", "endpoint_id = %(endpoint)s")
-
-# What came of a batch, in one statement: each POST's attempt logged; each delivery written, and its
-# queue let go (due again at once, or after a failure's backoff; its cursor past the delivery that
-# ended, unless a redelivered one before it waits) or removed when nothing of it is pending any
-# more, only while the run's token is still on the queue. (The statement's snapshot still sees the
-# ended delivery pending: it is passed over.) The rows come as one JSON array (psycopg would adapt
-# ten Python lists element by element): [queue id, delivery id, state, next attempt (epoch s),
-# status code, latency ms, answer excerpt, error, sent, the queue's lease]. A row not sent (a
-# request withdrawn before it started, or for a disabled endpoint) counts no attempt and logs none;
-# one withdrawn keeps its delivery's last status and error.
-_WRITE = """
-WITH v AS (
-    SELECT (r->>0)::bigint AS queue, (r->>1)::bigint AS id, r->>2 AS state, (r->>3)::float8 AS next_at,
-        (r->>4)::int AS code, (r->>5)::int AS latency, r->>6 AS excerpt, r->>7 AS error,
-        (r->>8)::bool AS sent, (r->>9)::timestamptz AS lease
-    FROM jsonb_array_elements(%(rows)s::jsonb) AS r
-), logged AS (
-    INSERT INTO domains_webhookattempt (delivery_id, at, status_code, latency_ms, response_excerpt, error)
-    SELECT v.id, %(at)s, v.code, v.latency, v.excerpt, v.error
-    -- A delivery deleted meanwhile (its endpoint removed during the send) has no log to add to.
-    FROM v JOIN domains_webhookdelivery d ON d.id = v.id
-    WHERE v.sent
-), written AS (
-    UPDATE domains_webhookdelivery AS d SET
-        state = v.state,
-        attempts = d.attempts + CASE WHEN v.sent THEN 1 ELSE 0 END,
-        next_attempt_at = to_timestamp(v.next_at),
-        delivered_at = CASE WHEN v.state = 'delivered' THEN %(now)s ELSE d.delivered_at END,
-        last_status_code = CASE WHEN v.sent THEN v.code ELSE d.last_status_code END,
-        last_error = CASE WHEN v.sent OR v.state <> 'pending' THEN v.error ELSE d.last_error END
-    FROM v JOIN domains_webhookqueue q ON q.id = v.queue AND q.lease_until = v.lease
-    WHERE d.id = v.id
-    RETURNING v.queue, d.id, d.endpoint_id, d.domain_id, d.seq, d.state, d.next_attempt_at,
-        q.after_seq AS cursor
-), after AS (
-    -- The queue's first pending delivery but the one written (a scan of the queue index from the
-    -- cursor): one before the written one is a redelivery, and keeps the cursor where it is.
-    SELECT w.queue, w.next_attempt_at AS retry_at,
-        CASE WHEN w.state = 'pending' OR next.seq < w.seq THEN w.cursor ELSE w.seq END AS after_seq,
-        w.state = 'pending' OR next.seq IS NOT NULL AS more
-    FROM written w LEFT JOIN LATERAL (
-        SELECT n.seq FROM domains_webhookdelivery n
-        WHERE n.endpoint_id = w.endpoint_id AND n.domain_id = w.domain_id
-          AND n.seq > w.cursor AND n.id <> w.id AND n.state = 'pending'
-        ORDER BY n.seq
-        LIMIT 1
-    ) AS next ON true
-), released AS (
-    UPDATE domains_webhookqueue q SET lease_until = NULL, after_seq = a.after_seq,
-        next_attempt_at = coalesce(a.retry_at, q.next_attempt_at)
-    FROM after a
-    WHERE q.id = a.queue AND a.more
-)
-DELETE FROM domains_webhookqueue q USING after a WHERE q.id = a.queue AND NOT a.more
-"""
-
-# Queues a claim found with nothing pending (their deliveries deleted meanwhile): removed, unless a
-# delivery came since.
-_DROP_EMPTY = """
-DELETE FROM domains_webhookqueue q
-WHERE q.id = ANY(%(ids)s) AND q.lease_until = %(lease)s AND NOT EXISTS (
-    SELECT 1 FROM domains_webhookdelivery d
-    WHERE d.endpoint_id = q.endpoint_id AND d.domain_id = q.domain_id AND d.seq > q.after_seq
-      AND d.state = 'pending'
-)
-"""
-
-_ENDPOINTS_ANSWERED = """
-UPDATE domains_webhookendpoint SET last_success_at = %(now)s, failing_since = NULL
-WHERE id = ANY(%(ids)s)
-"""
-
-_ENDPOINTS_FAILING = """
-UPDATE domains_webhookendpoint SET failing_since = %(now)s
-WHERE id = ANY(%(ids)s) AND failing_since IS NULL
-"""
-
-_DISABLE = """
-UPDATE domains_webhookendpoint SET enabled = false, disabled_at = %(now)s, disabled_reason = %(reason)s
-WHERE id = ANY(%(ids)s) AND enabled AND failing_since <= %(since)s
-RETURNING id
-"""
-
-_FAIL_PENDING = """
-WITH queues AS (DELETE FROM domains_webhookqueue WHERE endpoint_id = ANY(%(ids)s))
-UPDATE domains_webhookdelivery SET state = 'failed', next_attempt_at = NULL, last_error = %(reason)s
-WHERE endpoint_id = ANY(%(ids)s) AND state = 'pending'
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +111,7 @@ def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) 
     with connection.cursor() as cursor:
         # Most calls find nothing new (a run calls this before each claim): one index probe says
         # so, without the fan-out's locks and planning.
-        cursor.execute(_FIRST_UNDISPATCHED)
+        cursor.execute(sql.FIRST_UNDISPATCHED)
         first = cursor.fetchone()
         if first is None:
             return 0, 0, 0
@@ -290,7 +121,7 @@ def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) 
             return 0, 0, 0
         lock_queue(cursor, exclusive=True)
         cursor.execute(
-            _DISPATCH,
+            sql.DISPATCH,
             {
                 "first": first[0],
                 "limit": limit,
@@ -317,9 +148,9 @@ def claim(
     deliveries, empty = [], []
     params = {"now": now, "lease": lease, "limit": limit or settings.WEBHOOK_BATCH}
     if endpoint is None:
-        statement, params["skip"] = _CLAIM, sorted(skip)
+        statement, params["skip"] = sql.CLAIM, sorted(skip)
     else:
-        statement, params["endpoint"] = _CLAIM_ONE, endpoint
+        statement, params["endpoint"] = sql.CLAIM_ONE, endpoint
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(statement, params)
         for row in cursor.fetchall():
@@ -363,7 +194,7 @@ def prepare(batch: Batch) -> list[Held]:
     if batch.empty_queues:
         with transaction.atomic(), connection.cursor() as cursor:
             lock_queue(cursor, exclusive=False)
-            cursor.execute(_DROP_EMPTY, {"ids": batch.empty_queues, "lease": batch.lease})
+            cursor.execute(sql.DROP_EMPTY, {"ids": batch.empty_queues, "lease": batch.lease})
     claimed = batch.deliveries
     if not claimed:
         return []
@@ -451,12 +282,12 @@ def write(held: list[Held]) -> Counter:
     params = {"at": attempted_at, "now": attempted_at, "rows": json.dumps(rows, separators=(",", ":"))}
     with transaction.atomic(), connection.cursor() as cursor:
         lock_queue(cursor, exclusive=False)
-        cursor.execute(_WRITE, params)
+        cursor.execute(sql.WRITE, params)
         if answered:
-            cursor.execute(_ENDPOINTS_ANSWERED, {"now": attempted_at, "ids": sorted(answered)})
+            cursor.execute(sql.ENDPOINTS_ANSWERED, {"now": attempted_at, "ids": sorted(answered)})
         still_failing = sorted(failing - answered)
         if still_failing:
-            cursor.execute(_ENDPOINTS_FAILING, {"now": attempted_at, "ids": still_failing})
+            cursor.execute(sql.ENDPOINTS_FAILING, {"now": attempted_at, "ids": still_failing})
             disabled = _disable(cursor, still_failing, attempted_at)
             counts["endpoints_disabled"] += len(disabled)
     return counts
@@ -485,10 +316,10 @@ def _disable(cursor, endpoint_ids: list[int], now: datetime.datetime) -> list[in
         f"No delivery was answered with a 2xx status for {_span(after)}; enable the endpoint again "
         "once it answers."
     )
-    cursor.execute(_DISABLE, {"now": now, "ids": endpoint_ids, "since": now - after, "reason": reason})
+    cursor.execute(sql.DISABLE, {"now": now, "ids": endpoint_ids, "since": now - after, "reason": reason})
     disabled = [row[0] for row in cursor.fetchall()]
     if disabled:
-        cursor.execute(_FAIL_PENDING, {"ids": disabled, "reason": "the endpoint was disabled"})
+        cursor.execute(sql.FAIL_PENDING, {"ids": disabled, "reason": "the endpoint was disabled"})
         transaction.on_commit(lambda: _tell_owners(disabled))
     return disabled
 
@@ -565,9 +396,11 @@ def deliver(budget_seconds: float = 50.0, more_hands=None) -> Counter:
                 if not any(_ended(entry) for entry in held):
                     event.wait(STALL_SECONDS)
             _withdraw_slow(held)
-            ended = [entry for entry in held if _ended(entry)]
+            ended, still = [], []
+            for entry in held:
+                (ended if _ended(entry) else still).append(entry)
+            held = still
             if ended:
-                held = [entry for entry in held if not _ended(entry)]
                 counts.update(write(ended))
             if not claimed and not held_before and not held and events < DISPATCH_BATCH:
                 return counts

@@ -48,7 +48,7 @@ class CheckedResolver(AbstractResolver):
     """aiohttp's resolver for webhooks: a name's addresses through DNS_RESOLVERS, handed to the
     connector only when every one of them passes the address rule; so the connection goes to a
     checked address, with no other lookup. (aiohttp asks no resolver for an address written in
-    the URL: send() checks those itself, with domains.webhook_targets.host_problem.)"""
+    the URL: start() checks those itself, with domains.webhook_targets.host_problem.)"""
 
     def __init__(self) -> None:
         self._resolvers: Resolvers | None = None
@@ -271,18 +271,21 @@ class Sender:
         """The keys slow now: one of their requests took SLOW_SECONDS lately, or has been in flight
         that long."""
         now = time.monotonic()
-        for key, started in self.started.items():
-            if started and next(iter(started.values())) < now - SLOW_SECONDS:
-                self.slow_until[key] = now + SLOW_MEMORY_SECONDS
+        for key in self.started:
+            self._check_stuck(key, now)
         return {key for key, until in self.slow_until.items() if until > now}
 
-    def _share(self, key, now: float) -> int:
-        if self.slow_until.get(key, 0.0) > now:
-            return SLOW_SHARE
-        # (Its requests in flight in the order they started: the first is the oldest.)
-        if self.busy.get(key, 0) > SLOW_SHARE and next(iter(self.started[key].values())) < now - SLOW_SECONDS:
-            # One of its requests unanswered for SLOW_SECONDS: slow from now on.
+    def _check_stuck(self, key, now: float) -> None:
+        """Marks `key` slow if one of its requests has been unanswered for SLOW_SECONDS (its
+        requests in flight are in the order they started: the first is the oldest)."""
+        started = self.started.get(key)
+        if started and next(iter(started.values())) < now - SLOW_SECONDS:
             self.slow_until[key] = now + SLOW_MEMORY_SECONDS
+
+    def _share(self, key, now: float) -> int:
+        if self.busy.get(key, 0) > SLOW_SHARE:
+            self._check_stuck(key, now)
+        if self.slow_until.get(key, 0.0) > now:
             return SLOW_SHARE
         return self.concurrency if self.quick_until.get(key, 0.0) > now else self.new_share
 
@@ -371,11 +374,11 @@ def _sender() -> Sender:
     return sender
 
 
-def _on_loop(function, *args):
-    """`function(*args)` run on the loop's thread; its result."""
+def _on_loop(function):
+    """`function()` run on the loop's thread; its result."""
 
     async def call():
-        return function(*args)
+        return function()
 
     return asyncio.run_coroutine_threadsafe(call(), _client.loop).result()
 
@@ -414,14 +417,3 @@ def wait(flight: Flight, stall: float | None = None) -> None:
         seen = flight.completed
         if flight.finished.wait(stall) or flight.completed == seen:
             return
-
-
-def send(requests: list[tuple[str, bytes, dict]]) -> list[Outcome]:
-    """POSTs every (url, body, headers), WEBHOOK_CONCURRENCY at a time; outcomes in order."""
-    flight = start([(url, url, body, headers) for url, body, headers in requests])
-    try:
-        wait(flight)
-    except BaseException:
-        withdraw(flight)
-        raise
-    return flight.outcomes  # type: ignore[return-value]
