@@ -283,9 +283,6 @@ class Event(models.Model):
     # Events that a periodic task finds (expiry thresholds) carry a key, so that two runs, or two
     # beats at once, write each one once: the insert ignores a key already there. Empty: none.
     dedupe_key = models.CharField(max_length=200, blank=True, default="", db_default="", editable=False)
-    # Turned into its webhook deliveries and waiting mails (workers/webhook_delivery.py fans each
-    # event out once).
-    dispatched = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         ordering = ["-seq"]
@@ -302,12 +299,36 @@ class Event(models.Model):
         indexes = [
             # A domain's events in order (delivery per domain, the admin): WHERE domain_id = ? ORDER BY seq.
             models.Index(fields=["domain_id", "seq"], name="event_domain_seq_idx"),
-            # The fan-out's queue: WHERE NOT dispatched ORDER BY seq.
-            models.Index(fields=["seq"], name="event_undispatched_idx", condition=models.Q(dispatched=False)),
         ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.domain_name}"
+
+
+class EventBacklog(models.Model):
+    """An event not fanned out yet (workers/webhook_delivery.py turns each into its webhook
+    deliveries and waiting mails once, and deletes its row here in the same statement): the
+    fan-out's queue, lowest seq first.
+
+    A row is written by a trigger on domains_event (migration 0013), in the transaction of the
+    event's insert, whatever statement inserts it. A narrow table of its own rather than a flag on
+    the event: marking a wide event row dispatched rewrote it with every one of its index entries
+    (the flag sat in a partial index's predicate, so no such UPDATE was HOT); deleting a row here
+    writes no index entry."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    # The event's (no foreign key: the row lives from the event's insert to its fan-out, and the
+    # retention, which deletes old events, deletes their rows here with them).
+    event_id = models.UUIDField()
+    app_id = models.BigIntegerField()
+    domain_id = models.BigIntegerField()
+    type = models.CharField(max_length=40)
+
+    class Meta:
+        verbose_name_plural = "event backlog"
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} (seq {self.seq}) to fan out"
 
 
 # The webhook models live in their own module; importing them here registers them with this app.

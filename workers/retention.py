@@ -4,7 +4,8 @@ of domains and not the platform's age.
 What goes, hourly (beat's *Prune history*), and what always stays:
 - domain events (`DomainEvent`) older than HISTORY_RETENTION_DAYS, except each domain's newest,
   which says why the domain is in its status;
-- outbox events (`Event`, for webhooks and email) older than HISTORY_RETENTION_DAYS, all of them;
+- outbox events (`Event`, for webhooks and email) older than HISTORY_RETENTION_DAYS, all of them
+  (with their deliveries, mail lines, and backlog rows if they were never fanned out);
 - ended orders (and their challenges) that finished more than HISTORY_RETENTION_DAYS ago, except
   each domain's newest order and its newest valid one (the account of a certificate stored before
   certificates recorded theirs is read from it: certificates/revocation.issuing_account);
@@ -84,6 +85,9 @@ _OUTBOX = Table(
       DELETE FROM domains_webhookdelivery d WHERE d.event_id IN (SELECT id FROM doomed)
     ), mails AS (
       DELETE FROM domains_emailnotification n WHERE n.event_id IN (SELECT id FROM doomed)
+    ), backlog AS (
+      DELETE FROM domains_eventbacklog b
+      WHERE b.seq > %(low)s AND b.seq <= %(high)s AND b.event_id IN (SELECT id FROM doomed)
     ), gone AS (
       DELETE FROM domains_event e WHERE e.id IN (SELECT id FROM doomed) RETURNING 1
     ) SELECT count(*) FROM gone

@@ -4,12 +4,13 @@ Standard Webhooks says, at least once, in order per domain, never to an address 
 A run (workers/tasks/webhooks.py: asked for when a transaction writes events, and by beat as a
 backstop) loops until nothing is due:
 
-- fan-out: the events not yet dispatched become one delivery per endpoint that wants them (its app's
-  and the platform's, enabled, of the types it names) and one waiting mail line per user mailed of
-  them (workers/notification_mail.py sends those), and are marked dispatched, in one statement,
-  by one run at a time (an advisory lock): two runs fanning out at once could commit a domain's
-  later event before its earlier one. The pending deliveries of one endpoint and domain are a
-  queue (domains.webhook_models.WebhookQueue), made with its first delivery;
+- fan-out: the events of the backlog (domains.EventBacklog, written with each event) become one
+  delivery per endpoint that wants them (its app's and the platform's, enabled, of the types it
+  names) and one waiting mail line per user mailed of them (workers/notification_mail.py sends
+  those), and leave the backlog, in one statement, by one run at a time (an advisory lock): two
+  runs fanning out at once could commit a domain's later event before its earlier one. The
+  pending deliveries of one endpoint and domain are a queue (domains.webhook_models.WebhookQueue),
+  made with its first delivery;
 - claim: due queues, with one UPDATE ... SKIP LOCKED that sets their `lease_until` (the claim's
   token: only a run whose token is still on a queue writes what came of its delivery; a column in
   no index, so the UPDATE writes no index), and each one's first pending delivery (lowest seq).
@@ -103,7 +104,7 @@ class Batch:
 
 
 def dispatch(now: datetime.datetime | None = None, limit: int = DISPATCH_BATCH) -> tuple[int, int, int]:
-    """Fans out up to `limit` undispatched events to the webhook endpoints and the users mailed of
+    """Fans out up to `limit` events of the backlog to the webhook endpoints and the users mailed of
     them (domains/notification_models.py); returns (events, deliveries, mails) written, all 0
     when another run holds the fan-out."""
     now = now or timezone.now()

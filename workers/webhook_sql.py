@@ -6,11 +6,13 @@ from domains.webhooks import PAYLOAD_SQL
 
 DISPATCH = """
 WITH ev AS (
-    SELECT id, seq, app_id, domain_id, type FROM domains_event
-    -- From the lowest seq the probe found undispatched: a range the seq index reads directly.
-    WHERE NOT dispatched AND seq >= %(first)s
-    ORDER BY seq
-    LIMIT %(limit)s
+    -- The backlog's first events taken off it (domains.EventBacklog): from the lowest seq the
+    -- probe found, a range its primary key reads directly.
+    DELETE FROM domains_eventbacklog
+    WHERE seq IN (
+        SELECT seq FROM domains_eventbacklog WHERE seq >= %(first)s ORDER BY seq LIMIT %(limit)s
+    )
+    RETURNING event_id AS id, seq, app_id, domain_id, type
 ), fan AS (
     INSERT INTO domains_webhookdelivery (
         endpoint_id, event_id, seq, domain_id, state, attempts, next_attempt_at, give_up_at, created,
@@ -20,7 +22,8 @@ WITH ev AS (
     FROM ev JOIN domains_webhookendpoint e
         ON e.enabled AND (e.app_id = ev.app_id OR e.app_id IS NULL)
         AND (cardinality(e.event_types) = 0 OR ev.type = ANY(e.event_types))
-    ON CONFLICT (endpoint_id, seq) DO NOTHING
+    -- No ON CONFLICT (a speculative insert costs more per row): an event leaves the backlog once,
+    -- in the transaction that makes its deliveries, so none is there already.
     RETURNING endpoint_id, domain_id, seq
 ), queued AS (
     -- Each delivery's queue, its cursor just before its first; one there already keeps its cursor
@@ -30,10 +33,11 @@ WITH ev AS (
     GROUP BY endpoint_id, domain_id
     ON CONFLICT (endpoint_id, domain_id) DO NOTHING
 ), told AS (
-    -- Who hears of an event by mail: the app's owner, and staff users who asked for every app's.
+    -- Who hears of an event by mail: the app's owner, and staff users who asked for every app's
+    -- (one who is both is told once: the insert passes over the second row).
     SELECT ev.id AS event_id, ev.seq, ev.type, a.owner_id AS user_id
     FROM ev JOIN domains_app a ON a.id = ev.app_id
-    UNION
+    UNION ALL
     SELECT ev.id, ev.seq, ev.type, s.user_id
     FROM ev CROSS JOIN domains_notificationsettings s JOIN auth_user staff ON staff.id = s.user_id
     WHERE s.all_apps AND staff.is_staff
@@ -46,14 +50,12 @@ WITH ev AS (
           ELSE s.email_enabled AND t.type = ANY(s.event_types) END
     ON CONFLICT (user_id, event_id) DO NOTHING
     RETURNING 1
-), marked AS (
-    UPDATE domains_event SET dispatched = true FROM ev WHERE domains_event.id = ev.id RETURNING 1
 )
-SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fan), (SELECT count(*) FROM mails)
+SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM fan), (SELECT count(*) FROM mails)
 """
 
-# The lowest seq not dispatched yet, if any (an index probe).
-FIRST_UNDISPATCHED = "SELECT seq FROM domains_event WHERE NOT dispatched ORDER BY seq LIMIT 1"
+# The lowest seq of the backlog, if any (an index probe).
+FIRST_UNDISPATCHED = "SELECT seq FROM domains_eventbacklog ORDER BY seq LIMIT 1"
 
 # A claim of due queues: of any endpoint but those of %(skip)s (CLAIM), or of one (CLAIM_ONE: a
 # slow endpoint, a few at a time).

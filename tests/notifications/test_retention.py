@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from domains.models import DomainStatus, Event
+from domains.models import DomainStatus, Event, EventBacklog
 from domains.notification_models import EmailNotification
 from domains.status import change_status
 from domains.webhook_models import WebhookAttempt, WebhookDelivery
@@ -39,3 +39,23 @@ def test_an_old_event_goes_with_its_deliveries_attempts_and_mails(receiver):
     assert [event.type for event in Event.objects.all()] == ["domain.in_use"]
     assert WebhookDelivery.objects.count() == WebhookAttempt.objects.count() == 1
     assert not EmailNotification.objects.exists()
+
+
+def test_an_old_event_never_fanned_out_leaves_the_backlog_with_it(receiver):
+    """Its backlog row (domains.EventBacklog) goes too: a fan-out after the retention makes no
+    delivery for an event that is gone."""
+    domain = DomainFactory(status=DomainStatus.CREATING)
+    create_endpoint(domain.app, receiver.url)
+    long_ago = timezone.now() - datetime.timedelta(days=400)
+    assert change_status(domain.pk, DomainStatus.FAILING, "old", now=long_ago, last_error="old")
+    assert change_status(domain.pk, DomainStatus.IN_USE, "new")
+    assert EventBacklog.objects.count() == 2
+
+    assert prune_history()["outbox events"] == 1
+
+    (kept,) = Event.objects.all()
+    assert list(EventBacklog.objects.values_list("event_id", flat=True)) == [kept.id]
+    assert webhook_delivery.dispatch()[:2] == (1, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    assert list(WebhookDelivery.objects.values_list("event_id", flat=True)) == [kept.id]
