@@ -242,6 +242,18 @@ def test_a_staff_user_who_asks_hears_of_every_apps_events(smtp):
     ]
 
 
+def test_a_staff_user_who_owns_the_app_and_asks_for_every_apps_hears_of_each_event_once(smtp):
+    operator = _owner("ops", is_staff=True)
+    update_notifications(operator, all_apps=True)
+    _fail(
+        DomainFactory(app=AppFactory(owner=operator), name="own.example", status=DomainStatus.CREATING), "x"
+    )
+    _fan_out()
+
+    (event,) = Event.objects.filter(domain_name="own.example")
+    assert list(EmailNotification.objects.values_list("user_id", "event_id")) == [(operator.pk, event.id)]
+
+
 def test_a_customer_cannot_ask_for_every_apps_events():
     customer = _owner()
     with pytest.raises(ValueError, match="Only staff users"):
