@@ -22,8 +22,10 @@ WITH ev AS (
     FROM ev JOIN domains_webhookendpoint e
         ON e.enabled AND (e.app_id = ev.app_id OR e.app_id IS NULL)
         AND (cardinality(e.event_types) = 0 OR ev.type = ANY(e.event_types))
-    -- No ON CONFLICT (a speculative insert costs more per row): an event leaves the backlog once,
-    -- in the transaction that makes its deliveries, so none is there already.
+    -- An event leaves the backlog once, in the transaction that makes its deliveries; still, a
+    -- delivery there already (a backlog row put back by hand) is passed over rather than stopping
+    -- every fan-out after it.
+    ON CONFLICT (endpoint_id, seq) DO NOTHING
     RETURNING endpoint_id, domain_id, seq
 ), queued AS (
     -- Each delivery's queue, its cursor just before its first; one there already keeps its cursor

@@ -91,3 +91,20 @@ def test_an_event_committed_after_a_later_one_was_fanned_out_is_fanned_out_too(r
     assert set(WebhookDelivery.objects.values_list("event_id", flat=True)) == {first.id, second.id}
     webhook_delivery.deliver()
     assert {entry["data"]["id"] for entry in receiver.events()} == {str(first.id), str(second.id)}
+
+
+@pytest.mark.django_db
+def test_an_event_put_back_in_the_backlog_is_not_sent_twice_and_stops_no_fan_out(receiver):
+    domain = DomainFactory(status=DomainStatus.CREATING)
+    create_endpoint(domain.app, receiver.url)
+    assert change_status(domain.pk, DomainStatus.FAILING, "first", last_error="Failed: first")
+    webhook_delivery.deliver()
+    (event,) = Event.objects.all()
+    EventBacklog.objects.create(
+        seq=event.seq, event_id=event.id, app_id=event.app_id, domain_id=event.domain_id, type=event.type
+    )
+    assert change_status(domain.pk, DomainStatus.IN_USE, "second")
+
+    assert webhook_delivery.dispatch() == (2, 1, 0)
+    webhook_delivery.deliver()
+    assert [entry["data"]["reason"] for entry in receiver.events()] == ["Failed: first", "second"]
