@@ -25,15 +25,23 @@ webhook-id and body).
     changes as in (a)); the receiver comes back and the run waits until every event has arrived.
     lost_after_outage counts events never received; each domain's events must arrive in order
     (first arrivals; a redelivery of one already received is allowed, at least once).
+(d) A silent neighbor: 300 events (100 domains x 3) for the receiver, one run asked for, timed
+    until all arrived: alone, then with 300 events of another app written just before them for an
+    endpoint that accepts connections and never answers (a hung app). Printed, no target: one
+    endpoint that never answers should cost the others little (the sender's turns,
+    workers/webhook_send.py), not its requests' timeouts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import statistics
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -61,6 +69,7 @@ LATENCY_EVENTS = 40
 THROUGHPUT_DOMAINS, THROUGHPUT_PER_DOMAIN = 1_000, 10
 OUTAGE_DOMAINS, OUTAGE_PER_DOMAIN = 100, 10
 OUTAGE_SECONDS = 120.0
+NEIGHBOR_DOMAINS, NEIGHBOR_PER_DOMAIN = 100, 3
 P50_TARGET_S, RATIO_TARGET = 0.5, 0.5
 
 
@@ -220,19 +229,22 @@ INSERT INTO domains_event (id, created, type, app_id, app_name, domain_id, domai
 SELECT gen_random_uuid(), now(), 'domain.failing', d.app_id, %(app_name)s, d.id, d.name, 'creating',
     'failing', 'Failed: event ' || n, '[]'::jsonb, '{}'::jsonb, ''
 FROM domains_domain d, generate_series(1, %(per)s) AS n
-WHERE d.app_id = %(app)s AND d.name LIKE 'throughput-%%'
+WHERE d.app_id = %(app)s AND d.name LIKE %(prefix)s || '-%%'
 ORDER BY n, d.id
 """
 
 
-def write_events(app, per_domain: int) -> float:
-    """Writes the events (with their backlog rows, domains.EventBacklog) in one transaction;
-    returns the seconds it took, which the delivery's rate does not count."""
+def write_events(app, per_domain: int, prefix: str = "throughput") -> float:
+    """Writes `per_domain` events for each of the app's domains named `prefix`-N (with their backlog
+    rows, domains.EventBacklog) in one transaction; returns the seconds it took, which the
+    delivery's rate does not count."""
     from django.db import connection, transaction
 
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_EVENTS_SQL, {"app": app.pk, "app_name": app.name, "per": per_domain})
+        cursor.execute(
+            _EVENTS_SQL, {"app": app.pk, "app_name": app.name, "per": per_domain, "prefix": prefix}
+        )
     return time.perf_counter() - started
 
 
@@ -355,9 +367,69 @@ def run_outage(app, receiver: Receiver) -> tuple[int, float]:
     return lost, recovered
 
 
+class SilentListener:
+    """A receiver that accepts every connection and never answers (a hung app, or a firewall that
+    lets the handshake through): each request to it ends at WEBHOOK_TIMEOUT_SECONDS."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server((HOST, 0), backlog=1024)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/hooks"
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+        for held in self.held:
+            held.close()
+
+
+def run_neighbor(app, receiver: Receiver) -> tuple[float, float]:
+    """Seconds until the receiver has its events (NEIGHBOR_DOMAINS x NEIGHBOR_PER_DOMAIN) of one
+    run asked for: alone, then with as many events of another app written just before them, for
+    an endpoint that never answers."""
+    from domains.webhooks import create_endpoint
+    from workers.tasks.webhooks import deliver_webhooks
+
+    count = NEIGHBOR_DOMAINS * NEIGHBOR_PER_DOMAIN
+    make_domains(app, "neighbor", NEIGHBOR_DOMAINS)
+    silent_app = create_app("silent", "hung")
+    make_domains(silent_app, "hung", NEIGHBOR_DOMAINS)
+    listener = SilentListener()
+    silent_endpoint, _ = create_endpoint(silent_app, listener.url)
+    timed = []
+    try:
+        for beside in (False, True):
+            receiver.reset()
+            if beside:
+                write_events(silent_app, NEIGHBOR_PER_DOMAIN, prefix="hung")
+            write_events(app, NEIGHBOR_PER_DOMAIN, prefix="neighbor")
+            started = time.monotonic()
+            deliver_webhooks.delay()
+            if not wait_until(lambda: receiver.count() >= count, timeout=300, interval=0.05):
+                raise BenchVoid(f"the receiver got {receiver.count()} of {count} in 300 s")
+            timed.append(time.monotonic() - started)
+            _, disordered = in_order(receiver.log())
+            if disordered:
+                raise BenchVoid(f"{len(disordered)} domains' events arrived out of order")
+    finally:
+        # Its deliveries go with it: the runs that follow have none of them to retry.
+        silent_endpoint.delete()
+        listener.close()
+    return timed[0], timed[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--skip-outage", action="store_true", help="(a) and (b) only")
+    parser.add_argument("--skip-outage", action="store_true", help="(a), (b) and (d) only")
     args = parser.parse_args()
     say(__doc__.split("\n\n")[0])
     started = time.perf_counter()
@@ -426,6 +498,16 @@ def main() -> int:
             say("(c) outage: the receiver down for 2 minutes (beat runs from now on, as in make run)")
             stack.start_beat()
             result["lost"], _ = run_outage(app, receiver)
+
+        neighbor_count = NEIGHBOR_DOMAINS * NEIGHBOR_PER_DOMAIN
+        say(f"(d) a silent neighbor: {neighbor_count} events of {NEIGHBOR_DOMAINS} domains to the receiver")
+        alone, beside = run_neighbor(app, receiver)
+        say(f"    alone: all arrived {alone:.2f} s after the run was asked for")
+        say(
+            f"    {neighbor_count} events of another app written just before them, to an endpoint that "
+            f"accepts and never answers (each request ends at its {settings.WEBHOOK_TIMEOUT_SECONDS:g} s "
+            f"timeout): {beside:.2f} s"
+        )
     except BenchVoid as void:
         say(f"VOID: {void}")
         return 1
