@@ -108,3 +108,19 @@ def test_an_event_put_back_in_the_backlog_is_not_sent_twice_and_stops_no_fan_out
     assert webhook_delivery.dispatch() == (2, 1, 0)
     webhook_delivery.deliver()
     assert [entry["data"]["reason"] for entry in receiver.events()] == ["Failed: first", "second"]
+
+
+@pytest.mark.django_db
+def test_an_event_deleted_by_hand_before_its_fan_out_is_passed_over_and_stops_no_fan_out(receiver):
+    domain = DomainFactory(status=DomainStatus.CREATING)
+    create_endpoint(domain.app, receiver.url)
+    assert change_status(domain.pk, DomainStatus.FAILING, "gone", last_error="Failed: gone")
+    assert change_status(domain.pk, DomainStatus.IN_USE, "kept")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM domains_event WHERE type = 'domain.failing'")
+
+    assert webhook_delivery.dispatch() == (2, 1, 0)
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the foreign keys' check, as at commit
+    webhook_delivery.deliver()
+    assert [entry["data"]["reason"] for entry in receiver.events()] == ["kept"]
