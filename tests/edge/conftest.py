@@ -62,7 +62,13 @@ class Agent(ManagedProcess):
             return None
 
     def wait_for_cursor(self, cursor: int, timeout: float = 15.0) -> None:
-        self.wait_until(lambda: self.cursor() == cursor, timeout=timeout, what=f"at cursor {cursor}")
+        """Until the store's cursor is `cursor` and the driver has started: at boot, the snapshot's
+        cursor is written before the router is given what the snapshot lists."""
+        self.wait_until(
+            lambda: self.cursor() == cursor and "the router serves" in self.log_since_start(),
+            timeout=timeout,
+            what=f"at cursor {cursor}, serving",
+        )
 
 
 @pytest.fixture
